@@ -1,0 +1,33 @@
+# Two commands on a fresh machine:
+#   make train   # set up .venv and meta-train Meta-SGD on 2D navigation on a local Ray
+#   make test    # set up .venv and run the default test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/navigation2d-metasgd.yaml
+OUT ?= runs/navigation2d-metasgd
+
+.PHONY: setup train test test-slow benchmark clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+train: setup
+	$(VENV)/bin/metarl train $(CONFIG) --out $(OUT)
+
+test: setup
+	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+benchmark: setup
+	$(VENV)/bin/metarl benchmark
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,136 @@
+"""Central learner: inner adaptation for every task and the meta-update of (θ, α).
+
+A plain class; the trainer runs it as a Ray actor (with a GPU when there is one). It keeps
+the pre-adaptation batch between ``adapt`` and ``meta_update`` so rollouts cross the object
+store once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarl.adaptation import adapt
+from metarl.batch import Batch, merge_rollouts
+from metarl.config import Config
+from metarl.meta_update import TRPO, Adam, MetaObjective, MetaParameters
+from metarl.policies import PolicySpec, init_params, to_numpy
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was requested but this learner process sees no CUDA device")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def init_alpha(theta: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
+    """Meta-SGD: one learned α per parameter element; MAML: a fixed scalar per tensor."""
+    if cfg.learns_alpha:
+        return {k: torch.full_like(v, cfg.inner_lr).requires_grad_() for k, v in theta.items()}
+    return {k: torch.tensor(cfg.inner_lr, dtype=v.dtype, device=v.device) for k, v in theta.items()}
+
+
+class Learner:
+    def __init__(self, cfg: Config, spec: PolicySpec):
+        threads = cfg.learner_threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        self.cfg, self.spec = cfg, spec
+        self.device = resolve_device(cfg.device)
+        self.dtype = DTYPES[cfg.dtype]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        theta = {k: v.to(self.device).requires_grad_() for k, v in init_params(spec, gen, self.dtype).items()}
+        self.meta = MetaParameters(theta, init_alpha(theta, cfg), cfg.learns_alpha)
+        if cfg.meta_optimizer == "trpo":
+            self.optimizer = TRPO(cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.ls_ratio, cfg.ls_max_steps)
+        else:
+            self.optimizer = Adam(cfg.meta_lr).bind(self.meta)
+        self._pre: Batch | None = None
+
+    # -- phases -------------------------------------------------------------------------
+    def get_theta(self) -> dict[str, np.ndarray]:
+        return to_numpy(self.meta.theta)
+
+    def _batch(self, parts: list) -> Batch:
+        import ray
+
+        parts = [ray.get(p) if isinstance(p, ray.ObjectRef) else p for p in parts]
+        c = self.cfg
+        return Batch.from_rollouts(merge_rollouts(parts), c.gamma, c.gae_lambda, c.normalize_advantages, self.dtype, self.device)
+
+    def adapt(self, pre_parts: list) -> dict[str, np.ndarray]:
+        """Fit baselines on the pre-adaptation rollouts and return every task's θ'ᵢ ``(T, ...)``."""
+        self._pre = self._batch(pre_parts)
+        adapted = adapt(self.spec, self.meta.theta, self.meta.alpha, self._pre, self.cfg.inner_steps, create_graph=False)
+        return to_numpy(adapted)
+
+    def meta_update(self, post_parts: list) -> dict[str, float]:
+        """One meta-optimizer step on the post-adaptation rollouts; returns metrics."""
+        if self._pre is None:
+            raise RuntimeError("meta_update called before adapt in this iteration")
+        post = self._batch(post_parts)
+        objective = MetaObjective(self.spec, self._pre, post, self.cfg.inner_steps, self.cfg.first_order)
+        result = self.optimizer.step(self.meta, objective)
+        metrics = {
+            "return_pre": self._pre.episode_returns().mean().item(),
+            "return_post": post.episode_returns().mean().item(),
+            "env_steps_iteration": (self._pre.mask.sum() + post.mask.sum()).item(),
+            **result.as_metrics(),
+            **self.alpha_stats(),
+        }
+        if result.reason:
+            metrics["outer/skip_reason"] = result.reason
+        self._pre = None
+        return metrics
+
+    def alpha_stats(self) -> dict[str, float]:
+        if not self.cfg.learns_alpha:
+            return {"alpha/mean": self.cfg.inner_lr}
+        flat = torch.cat([a.detach().reshape(-1) for a in self.meta.alpha.values()])
+        stats = {
+            "alpha/mean": flat.mean().item(),
+            "alpha/min": flat.min().item(),
+            "alpha/max": flat.max().item(),
+            "alpha/frac_negative": (flat < 0).double().mean().item(),
+        }
+        for name, a in self.meta.alpha.items():
+            stats[f"alpha/{name}/mean"] = a.detach().mean().item()
+        return stats
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "theta": {k: v.detach().cpu() for k, v in self.meta.theta.items()},
+            "alpha": {k: v.detach().cpu() for k, v in self.meta.alpha.items()},
+        }
+        if isinstance(self.optimizer, Adam):
+            state["optimizer"] = _to_cpu(self.optimizer.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for group in ("theta", "alpha"):
+                target = getattr(self.meta, group)
+                for k, v in state[group].items():
+                    if k not in target or target[k].shape != v.shape:
+                        raise ValueError(f"checkpoint {group}.{k} has shape {tuple(v.shape)}, the policy expects "
+                                         f"{tuple(target[k].shape) if k in target else 'no such parameter'}")
+                    target[k].copy_(v.to(target[k].device, target[k].dtype))
+        if isinstance(self.optimizer, Adam) and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj

@@ -1,0 +1,226 @@
+"""Meta-update of (θ, α) on post-adaptation rollouts: the objective and its two optimizers.
+
+The objective maps the meta-parameters to each task's post-adaptation action distribution
+``y = (mean, log_std)`` on the post-adaptation observations, *through* the inner step.
+TRPO's surrogate and KL are functions of ``y`` only, which lets the Fisher-vector product be
+computed as Jᵀ H_y J v (exact at the current point, where the KL's gradient is zero) from
+one graph built once per update: no third-order derivatives, no graph rebuilt per CG step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from metarl.adaptation import adapt
+from metarl.batch import Batch
+from metarl.policies import Params, PolicySpec, forward, gaussian_kl, gaussian_log_prob
+
+Dist = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class MetaObjective:
+    """Post-adaptation surrogate loss and KL for one meta-batch."""
+
+    spec: PolicySpec
+    pre: Batch
+    post: Batch
+    inner_steps: int
+    first_order: bool
+    old_dist: Dist = field(init=False)
+    old_log_prob: torch.Tensor = field(init=False)
+
+    def distribution(self, theta: Params, alpha: Params, create_graph: bool) -> Dist:
+        """Post-adaptation distribution on the post observations, ``(T, E*H, act_dim)`` each."""
+        adapted = adapt(self.spec, theta, alpha, self.pre, self.inner_steps, create_graph=create_graph)
+        return forward(self.spec, adapted, self.post.flat("obs"))
+
+    def set_old(self, dist: Dist) -> None:
+        """Freeze the sampling distribution (the current one) for ratios and KL."""
+        self.old_dist = (dist[0].detach(), dist[1].detach())
+        self.old_log_prob = gaussian_log_prob(*self.old_dist, self.post.flat("actions"))
+
+    def _masked_task_mean(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.post.flat("mask")
+        return ((x * mask).sum(-1) / mask.sum(-1).clamp_min(1)).mean()
+
+    def loss(self, dist: Dist) -> torch.Tensor:
+        """Negative importance-weighted surrogate, averaged over steps then tasks."""
+        ratio = torch.exp(gaussian_log_prob(*dist, self.post.flat("actions")) - self.old_log_prob)
+        return -self._masked_task_mean(ratio * self.post.flat("advantages"))
+
+    def kl(self, dist: Dist) -> torch.Tensor:
+        return self._masked_task_mean(gaussian_kl(*self.old_dist, *dist))
+
+
+@dataclass
+class UpdateResult:
+    loss_before: float
+    loss_after: float
+    kl: float
+    grad_norm: float
+    accepted: bool
+    line_search_steps: int
+    reason: str = ""
+
+    def as_metrics(self) -> dict[str, float]:
+        return {
+            "outer/loss_before": self.loss_before,
+            "outer/loss_after": self.loss_after,
+            "outer/kl": self.kl,
+            "outer/grad_norm": self.grad_norm,
+            "outer/accepted": float(self.accepted),
+            "outer/line_search_steps": float(self.line_search_steps),
+        }
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflat(vec: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, i = [], 0
+    for t in like:
+        out.append(vec[i : i + t.numel()].view_as(t))
+        i += t.numel()
+    return out
+
+
+def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10):
+    """Solve F x = b for symmetric positive (semi-)definite F given only products F v."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r.dot(r)
+    for _ in range(iters):
+        if rr.item() < tol:
+            break
+        fp = fvp(p)
+        step = rr / p.dot(fp)
+        x += step * p
+        r -= step * fp
+        rr_new = r.dot(r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+class MetaParameters:
+    """The learned leaves: θ always, α too when it is learned; keyed and flattened views."""
+
+    def __init__(self, theta: Params, alpha: Params, learn_alpha: bool):
+        self.theta, self.alpha, self.learn_alpha = theta, alpha, learn_alpha
+
+    @property
+    def leaves(self) -> list[torch.Tensor]:
+        leaves = list(self.theta.values())
+        if self.learn_alpha:
+            leaves += list(self.alpha.values())
+        return leaves
+
+    def get_flat(self) -> torch.Tensor:
+        return _flat(self.leaves).detach().clone()
+
+    @torch.no_grad()
+    def set_flat(self, vec: torch.Tensor) -> None:
+        for leaf, value in zip(self.leaves, _unflat(vec, self.leaves)):
+            leaf.copy_(value)
+
+
+@dataclass
+class TRPO:
+    """TRPO on (θ, α): CG on the Fisher of the post-adaptation policies, KL-constrained
+    step, backtracking line search that reverts a rejected step."""
+
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_ratio: float = 0.8
+    ls_max_steps: int = 15
+
+    def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
+        create_graph = not objective.first_order
+        dist = objective.distribution(meta.theta, meta.alpha, create_graph=create_graph)
+        objective.set_old(dist)
+        loss = objective.loss(dist)
+        leaves = meta.leaves
+        grads = torch.autograd.grad(loss, leaves, retain_graph=True)
+        g = _flat(grads)
+        if not torch.isfinite(g).all() or not torch.isfinite(loss):
+            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
+        fvp = self._fisher_vector_product(objective, dist, leaves)
+        direction = conjugate_gradient(fvp, g, self.cg_iters)
+        shs = direction.dot(fvp(direction))
+        if not torch.isfinite(shs) or shs.item() <= 0:
+            return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, "non-positive curvature")
+        full_step = direction * torch.sqrt(2 * self.max_kl / shs)
+        return self._line_search(meta, objective, full_step, loss.item(), g)
+
+    def _fisher_vector_product(self, objective: MetaObjective, dist: Dist, leaves: list[torch.Tensor]):
+        # H_y: the KL's Hessian in distribution space, from a small elementwise graph.
+        y_point = tuple(d.detach().requires_grad_() for d in dist)
+        kl_grad = torch.autograd.grad(objective.kl(y_point), y_point, create_graph=True)
+        # Jᵀu as a function of a dummy u (the double-vjp trick gives J v from it).
+        dummies = tuple(torch.zeros_like(d, requires_grad=True) for d in dist)
+        jt_u = torch.autograd.grad(dist, leaves, dummies, create_graph=True)
+
+        def fvp(v: torch.Tensor) -> torch.Tensor:
+            jv = torch.autograd.grad(jt_u, dummies, _unflat(v, leaves), retain_graph=True)
+            hjv = torch.autograd.grad(kl_grad, y_point, jv, retain_graph=True)
+            jt_hjv = torch.autograd.grad(dist, leaves, hjv, retain_graph=True)
+            return _flat(jt_hjv) + self.cg_damping * v
+
+        return fvp
+
+    def _line_search(self, meta, objective, full_step, loss_before, g) -> UpdateResult:
+        start = meta.get_flat()
+        for j in range(self.ls_max_steps):
+            meta.set_flat(start - (self.ls_ratio**j) * full_step)
+            with torch.enable_grad():
+                dist = objective.distribution(meta.theta, meta.alpha, create_graph=False)
+            with torch.no_grad():
+                new_loss, kl = objective.loss(dist).item(), objective.kl(dist).item()
+            finite = all(map(lambda x: x == x and abs(x) != float("inf"), (new_loss, kl)))
+            if finite and new_loss < loss_before and kl <= self.max_kl:
+                return UpdateResult(loss_before, new_loss, kl, g.norm().item(), True, j + 1)
+        meta.set_flat(start)
+        return UpdateResult(loss_before, loss_before, 0.0, g.norm().item(), False, self.ls_max_steps, "line search failed")
+
+
+@dataclass
+class Adam:
+    """Adam on (θ, α); a step with a non-finite loss or gradient is skipped."""
+
+    lr: float = 1e-3
+    _opt: torch.optim.Adam | None = field(default=None, init=False, repr=False)
+
+    def bind(self, meta: MetaParameters) -> "Adam":
+        self._opt = torch.optim.Adam(meta.leaves, lr=self.lr)
+        return self
+
+    def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
+        create_graph = not objective.first_order
+        dist = objective.distribution(meta.theta, meta.alpha, create_graph=create_graph)
+        objective.set_old(dist)
+        loss = objective.loss(dist)
+        grads = torch.autograd.grad(loss, meta.leaves)
+        g = _flat(grads)
+        if not torch.isfinite(g).all() or not torch.isfinite(loss):
+            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
+        for leaf, grad in zip(meta.leaves, grads):
+            leaf.grad = grad
+        self._opt.step()
+        self._opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            new_dist = objective.distribution(meta.theta, meta.alpha, create_graph=False)
+        with torch.no_grad():
+            loss_after, kl = objective.loss(new_dist).item(), objective.kl(new_dist).item()
+        return UpdateResult(loss.item(), loss_after, kl, g.norm().item(), True, 0)
+
+    def state_dict(self) -> dict:
+        return self._opt.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._opt.load_state_dict(state)

@@ -1,0 +1,51 @@
+"""Rollout worker: a plain class, made a Ray actor by the trainer (``ray.remote(RolloutWorker)``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.task_env import Task
+from metarl.policies import PolicySpec, from_numpy
+from metarl.rollouts import make_vector_env, sample_rollouts
+from metarl.tasks import make_env
+
+
+class RolloutWorker:
+    """Samples a slice of the meta-batch: K episodes for each of its tasks, in one vector env."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], spec: PolicySpec, horizon: int, worker_index: int = 0):
+        torch.set_num_threads(1)  # tiny forwards: more threads only add contention
+        self.env_cls = type(make_env(env_id, env_kwargs).unwrapped)
+        self.env_kwargs, self.spec, self.horizon = env_kwargs, spec, horizon
+        self.worker_index = worker_index
+
+    def sample(
+        self,
+        tasks: list[Task],
+        task_index: np.ndarray,
+        params: dict[str, np.ndarray],
+        per_task_params: bool,
+        episodes_per_task: int,
+        seeds: list[int],
+    ) -> dict[str, np.ndarray]:
+        """Roll out ``tasks`` (global indices ``task_index``) with θ, or with each task's θ'ᵢ.
+
+        ``params`` is the whole phase's broadcast (θ, or θ' stacked for *all* tasks of the
+        meta-batch); this worker picks its own rows, so one object serves every worker.
+        """
+        if per_task_params:
+            params = {k: v[task_index] for k, v in params.items()}
+        vec_env = make_vector_env(self.env_cls, tasks, episodes_per_task, self.env_kwargs)
+        rollouts = sample_rollouts(vec_env, self.spec, from_numpy(params), self.horizon, seeds)
+        rollouts["task_index"] = np.asarray(task_index)
+        return rollouts
+
+    def node_info(self) -> dict[str, Any]:
+        import ray
+
+        return {"pid": os.getpid(), "host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
