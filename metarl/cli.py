@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="meta-train a policy from a YAML config")
     train.add_argument("config", help="YAML config, e.g. configs/navigation2d-metasgd.yaml")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys: --set a=1 b=2 (repeatable)")
     train.add_argument("--out", help="run directory (default: runs/<config>-<time>)")
     train.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")

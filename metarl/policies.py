@@ -77,4 +77,4 @@ def to_numpy(params: Params) -> dict:
 
 
 def from_numpy(arrays: dict, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Params:
-    return {k: torch.as_tensor(v).to(device=device, dtype=dtype) for k, v in arrays.items()}
+    return {k: torch.tensor(v, device=device, dtype=dtype) for k, v in arrays.items()}  # copies: Ray hands out read-only arrays

@@ -1,0 +1,32 @@
+"""Shared test fixtures: tiny float64 problems built from real Navigation2D rollouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from envs.navigation_2d import Navigation2DEnv
+from metarl.batch import Batch
+from metarl.policies import PolicySpec, init_params
+from metarl.rollouts import sample_rollouts
+
+
+def tiny_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), activation="tanh", seed=0):
+    """Pre/post batches from real rollouts of a tiny tanh policy (smooth, for finite differences)."""
+    spec = PolicySpec(2, 2, hidden, activation, init_std=0.5)
+    theta = init_params(spec, torch.Generator().manual_seed(seed), torch.float64)
+    tasks = Navigation2DEnv().sample_tasks(num_tasks, np.random.default_rng(seed))
+
+    def batch(seed_offset):
+        vec = Navigation2DEnv.make_vector(tasks, episodes)
+        params32 = {k: v.float() for k, v in theta.items()}
+        r = sample_rollouts(vec, spec, params32, horizon, [seed_offset + i for i in range(num_tasks)])
+        return Batch.from_rollouts(r, gamma=0.99, gae_lambda=1.0, normalize=True, dtype=torch.float64, device="cpu")
+
+    return spec, theta, batch(100), batch(200)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_problem()

@@ -1,0 +1,126 @@
+"""The meta-gradient through the inner step, checked against finite differences (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarl.adaptation import adapt, inner_losses
+from metarl.meta_update import TRPO, MetaObjective, MetaParameters, _flat
+from tests.conftest import tiny_problem
+
+
+def _leaves(theta, alpha_value=0.3, learn_alpha=True, perturb=True):
+    theta = {k: v.clone().requires_grad_() for k, v in theta.items()}
+    gen = torch.Generator().manual_seed(1)
+    alpha = {}
+    for k, v in theta.items():
+        a = torch.full_like(v, alpha_value)
+        if perturb:  # distinct per-element step sizes, some negative, as Meta-SGD may learn
+            a = a + 0.2 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+        alpha[k] = a.requires_grad_(learn_alpha)
+    return MetaParameters(theta, alpha, learn_alpha)
+
+
+def _objective_value(objective, meta, flat):
+    """The post-adaptation surrogate as a plain function of the flattened (θ, α)."""
+    saved = meta.get_flat()
+    meta.set_flat(flat)
+    with torch.enable_grad():
+        dist = objective.distribution(meta.theta, meta.alpha, create_graph=False)
+    value = objective.loss(dist).item()
+    meta.set_flat(saved)
+    return value
+
+
+def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6):
+    spec, theta, pre, post = tiny_problem()
+    meta = _leaves(theta)
+    objective = MetaObjective(spec, pre, post, inner_steps, first_order)
+    with torch.no_grad():
+        pass
+    dist = objective.distribution(meta.theta, meta.alpha, create_graph=not first_order)
+    objective.set_old(tuple(d.detach() for d in dist))
+    loss = objective.loss(dist)
+    analytic = _flat(torch.autograd.grad(loss, meta.leaves))
+    x0 = meta.get_flat()
+    fd = torch.zeros_like(x0)
+    for i in range(x0.numel()):
+        e = torch.zeros_like(x0)
+        e[i] = eps
+        fd[i] = (_objective_value(objective, meta, x0 + e) - _objective_value(objective, meta, x0 - e)) / (2 * eps)
+    return analytic, fd, meta
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_second_order_meta_gradient_matches_finite_differences(inner_steps):
+    analytic, fd, meta = _analytic_and_fd(inner_steps)
+    rel = (analytic - fd).norm() / fd.norm()
+    assert fd.norm() > 1e-4, "degenerate problem: the objective does not depend on (θ, α)"
+    assert rel < 1e-3, f"relative error {rel:.2e}"
+    n_theta = sum(v.numel() for v in meta.theta.values())
+    # α's part is a real, non-zero gradient (learn2learn once shipped a Meta-SGD whose α never learned).
+    assert analytic[n_theta:].abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_first_order_differs_from_true_gradient_but_still_trains_alpha(inner_steps):
+    first, fd, meta = _analytic_and_fd(inner_steps, first_order=True)
+    rel = (first - fd).norm() / fd.norm()
+    assert rel > 1e-2, "first-order gradient should differ from the true meta-gradient"
+    n_theta = sum(v.numel() for v in meta.theta.values())
+    assert first[n_theta:].abs().max() > 1e-6, "first-order Meta-SGD must still give α a gradient"
+
+
+def test_batched_adaptation_equals_per_task_loop(tiny):
+    spec, theta, pre, _ = tiny
+    meta = _leaves(theta)
+    batched = adapt(spec, meta.theta, meta.alpha, pre, steps=2, create_graph=False)
+    for i in range(pre.num_tasks):
+        params = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
+        one = type(pre)(*(getattr(pre, f)[i : i + 1] for f in ("obs", "actions", "rewards", "mask", "advantages")))
+        for _ in range(2):
+            loss = inner_losses(spec, {k: v.unsqueeze(0) for k, v in params.items()}, one).sum()
+            grads = torch.autograd.grad(loss, list(params.values()))
+            params = {k: (v - meta.alpha[k].detach() * g).detach().requires_grad_() for (k, v), g in zip(params.items(), grads)}
+        for k in params:
+            torch.testing.assert_close(batched[k][i].detach(), params[k].detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_fisher_vector_product_equals_kl_hessian(tiny):
+    """TRPO's Jᵀ H J v equals the full Hessian of the post-adaptation KL at the current point."""
+    spec, theta, pre, post = tiny
+    meta = _leaves(theta)
+    objective = MetaObjective(spec, pre, post, 1, False)
+    dist = objective.distribution(meta.theta, meta.alpha, create_graph=True)
+    objective.set_old(dist)
+    fvp = TRPO(cg_damping=0.0)._fisher_vector_product(objective, dist, meta.leaves)
+    v = torch.randn(meta.get_flat().numel(), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    dist2 = objective.distribution(meta.theta, meta.alpha, create_graph=True)
+    kl_grad = _flat(torch.autograd.grad(objective.kl(dist2), meta.leaves, create_graph=True))
+    hv = _flat(torch.autograd.grad(kl_grad @ v, meta.leaves))
+    torch.testing.assert_close(fvp(v), hv, rtol=1e-6, atol=1e-10)
+
+
+def test_trpo_step_improves_surrogate_within_trust_region(tiny):
+    spec, theta, pre, post = tiny
+    meta = _leaves(theta)
+    before = meta.get_flat()
+    result = TRPO(max_kl=0.01).step(meta, MetaObjective(spec, pre, post, 1, False))
+    assert result.accepted
+    assert result.loss_after < result.loss_before
+    assert 0 < result.kl <= 0.01
+    n_theta = sum(v.numel() for v in meta.theta.values())
+    delta = meta.get_flat() - before
+    assert delta[:n_theta].abs().max() > 0 and delta[n_theta:].abs().max() > 0, "TRPO must move both θ and α"
+
+
+def test_maml_keeps_alpha_fixed(tiny):
+    spec, theta, pre, post = tiny
+    meta = _leaves(theta, learn_alpha=False, perturb=False)
+    alpha_before = {k: v.clone() for k, v in meta.alpha.items()}
+    assert len(meta.leaves) == len(meta.theta)
+    TRPO().step(meta, MetaObjective(spec, pre, post, 1, False))
+    for k in alpha_before:
+        assert torch.equal(meta.alpha[k], alpha_before[k])
