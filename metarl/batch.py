@@ -38,6 +38,10 @@ class Batch:
         adv = gae_advantages(t["obs"], t["rewards"], t["mask"], gamma, gae_lambda, normalize)
         return cls(t["obs"], t["actions"], t["rewards"], t["mask"], adv)
 
+    def select(self, num_tasks: int) -> "Batch":
+        """The first ``num_tasks`` tasks (views, no copy)."""
+        return Batch(*(getattr(self, f)[:num_tasks] for f in ("obs", "actions", "rewards", "mask", "advantages")))
+
     @property
     def num_tasks(self) -> int:
         return self.obs.shape[0]

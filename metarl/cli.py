@@ -6,6 +6,7 @@ Bad input ends with one line on stderr and exit status 2; ``--debug`` shows the 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,66 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    from metarl.benchmark import main as benchmark_main
+
+    if args.iterations < 1 or args.warmup < 0:
+        raise ValueError("--iterations must be >= 1 and --warmup >= 0")
+    if args.learner_only:
+        import json
+
+        from metarl.benchmark import learner_benchmark
+        from metarl.config import Config
+
+        try:
+            obs_dim, act_dim, horizon = (int(x) for x in args.learner_only.split(","))
+        except ValueError:
+            raise ValueError(f"--learner-only {args.learner_only!r}: expected OBS,ACT,HORIZON, e.g. 17,6,200") from None
+        cfg = Config.load(args.config, args.set or [])
+        print(json.dumps(learner_benchmark(cfg, obs_dim, act_dim, horizon, repeats=args.iterations)))
+        return 0
+    return benchmark_main(args)
+
+
+def _goals(args: argparse.Namespace) -> list[list[float]] | None:
+    from metarl.evaluation import parse_goal
+
+    return [parse_goal(g) for g in args.goal] if args.goal else None
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import ray
+
+    from metarl.evaluation import evaluate, format_report
+
+    started_ray = not ray.is_initialized()
+    try:
+        result = evaluate(args.run, goals=_goals(args), num_tasks=args.tasks, steps=args.steps,
+                          episodes=args.episodes, seed=args.seed, address=args.address)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from metarl import plots
+
+    plots.output_format(args.out)
+    if args.figure == "trajectories":
+        fig = plots.trajectories_figure(args.runs, _goals(args), steps=args.steps, episodes=args.episodes,
+                                        seed=args.seed, dpi=args.dpi)
+    elif args.figure == "curves":
+        fig = plots.curves_figure(args.runs, dpi=args.dpi)
+    else:
+        fig = plots.alpha_figure(args.run, dpi=args.dpi)
+    print(f"metarl: wrote {plots.save_figure(fig, args.out)}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metarl", description="Distributed gradient-based meta-RL (MAML, Meta-SGD).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -53,6 +114,51 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
+
+    bench = sub.add_parser("benchmark", help="time meta-iterations of a protocol and report where time goes")
+    bench.add_argument("config", nargs="?", default="configs/navigation2d-metasgd.yaml")
+    bench.add_argument("--iterations", type=int, default=5, help="timed iterations (median reported)")
+    bench.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    bench.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys")
+    bench.add_argument("--workers", help="comma-separated worker counts to compare, e.g. 1,2")
+    bench.add_argument("--threads", choices=("default", "1", "both"), default="both",
+                       help="learner torch threads: all cores (default), one, or compare both")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--learner-only", metavar="OBS,ACT,HORIZON",
+                       help="time only the learner on synthetic rollouts of this shape (e.g. 17,6,200 for HalfCheetah)")
+    bench.set_defaults(func=_benchmark)
+
+    # "-0.3,0.2" is a goal, not an option (argparse < 3.13 only knows plain negative numbers)
+    goal_args = re.compile(r"^-\.?\d")
+    ev = sub.add_parser("evaluate", help="adapt a trained policy to new goals and report return per inner step")
+    ev._negative_number_matcher = goal_args
+    ev.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file")
+    ev.add_argument("--goal", action="extend", nargs="+", metavar="X,Y", help="evaluation goal(s), repeatable")
+    ev.add_argument("--tasks", type=int, help="number of freshly sampled tasks when no --goal is given (default 40)")
+    ev.add_argument("--steps", type=int, default=3, help="inner steps K; returns are reported after 0..K steps (default 3)")
+    ev.add_argument("--episodes", type=int, help="trajectories per task and step (default: the run's episodes_per_task)")
+    ev.add_argument("--seed", type=int, default=0, help="seed for sampled tasks and action noise (default 0)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    ev.set_defaults(func=_evaluate)
+
+    plot = sub.add_parser("plot", help="figures from run directories (PNG, SVG or PDF by --out's extension)")
+    figures = plot.add_subparsers(dest="figure", required=True)
+    traj = figures.add_parser("trajectories", help="paths before and after each inner step, one panel per goal")
+    traj._negative_number_matcher = goal_args
+    traj.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or checkpoint files) to compare")
+    traj.add_argument("--goal", action="extend", nargs="+", required=True, metavar="X,Y", help="goal(s), repeatable")
+    traj.add_argument("--steps", type=int, default=3, help="inner steps K (default 3)")
+    traj.add_argument("--episodes", type=int, help="sampled trajectories per adaptation step (default: the run's)")
+    traj.add_argument("--seed", type=int, default=0, help="seed for the adaptation rollouts (default 0)")
+    curves = figures.add_parser("curves", help="return before/after adaptation per iteration; seeds of one config aggregated")
+    curves.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    alpha = figures.add_parser("alpha", help="distribution of the learned α per layer")
+    alpha.add_argument("run", metavar="RUN_OR_CHECKPOINT")
+    for p in (traj, curves, alpha):
+        p.add_argument("--out", required=True, help="output file: .png, .svg or .pdf")
+        p.add_argument("--dpi", type=int, default=100, help="resolution (default 100)")
+        p.set_defaults(func=_plot)
     return parser
 
 

@@ -45,6 +45,7 @@ class Config:
     cg_damping: float = _f(1e-5, "TRPO damping added to the Fisher", low=0.0)
     ls_ratio: float = _f(0.8, "TRPO backtracking ratio", low=0.0, high=1.0, exclusive_low=True, exclusive_high=True)
     ls_max_steps: int = _f(15, "TRPO backtracking steps", low=1)
+    fisher_subsample: float = _f(1.0, "share of the meta-batch's tasks used for TRPO's Fisher-vector products (1.0 = exact)", low=0.0, high=1.0, exclusive_low=True)
     gamma: float = _f(0.99, "discount", low=0.0, high=1.0)
     gae_lambda: float = _f(1.0, "GAE λ", low=0.0, high=1.0)
     normalize_advantages: bool = _f(True, "normalise advantages per task")

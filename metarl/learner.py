@@ -48,7 +48,7 @@ class Learner:
         theta = {k: v.to(self.device).requires_grad_() for k, v in init_params(spec, gen, self.dtype).items()}
         self.meta = MetaParameters(theta, init_alpha(theta, cfg), cfg.learns_alpha)
         if cfg.meta_optimizer == "trpo":
-            self.optimizer = TRPO(cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.ls_ratio, cfg.ls_max_steps)
+            self.optimizer = TRPO(cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.ls_ratio, cfg.ls_max_steps, cfg.fisher_subsample)
         else:
             self.optimizer = Adam(cfg.meta_lr).bind(self.meta)
         self._pre: Batch | None = None
@@ -58,9 +58,10 @@ class Learner:
         return to_numpy(self.meta.theta)
 
     def _batch(self, parts: list) -> Batch:
-        import ray
+        if any(type(p).__name__ == "ObjectRef" for p in parts):  # refs nested in a list are not auto-resolved
+            import ray
 
-        parts = [ray.get(p) if isinstance(p, ray.ObjectRef) else p for p in parts]
+            parts = ray.get(list(parts))
         c = self.cfg
         return Batch.from_rollouts(merge_rollouts(parts), c.gamma, c.gae_lambda, c.normalize_advantages, self.dtype, self.device)
 
@@ -81,6 +82,9 @@ class Learner:
             "return_pre": self._pre.episode_returns().mean().item(),
             "return_post": post.episode_returns().mean().item(),
             "env_steps_iteration": (self._pre.mask.sum() + post.mask.sum()).item(),
+            # episodes the update saw (tasks x episodes per task): a lost or doubled slice shows here
+            "episodes_pre": self._pre.mask.shape[0] * self._pre.mask.shape[1],
+            "episodes_post": post.mask.shape[0] * post.mask.shape[1],
             **result.as_metrics(),
             **self.alpha_stats(),
         }
@@ -102,6 +106,14 @@ class Learner:
         for name, a in self.meta.alpha.items():
             stats[f"alpha/{name}/mean"] = a.detach().mean().item()
         return stats
+
+    def peak_rss_mb(self) -> float:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -38,6 +38,10 @@ class MetaObjective:
         adapted = adapt(self.spec, theta, alpha, self.pre, self.inner_steps, create_graph=create_graph)
         return forward(self.spec, adapted, self.post.flat("obs"))
 
+    def subset(self, num_tasks: int) -> "MetaObjective":
+        """The same objective on the first ``num_tasks`` tasks (tasks are drawn i.i.d.)."""
+        return MetaObjective(self.spec, self.pre.select(num_tasks), self.post.select(num_tasks), self.inner_steps, self.first_order)
+
     def set_old(self, dist: Dist) -> None:
         """Freeze the sampling distribution (the current one) for ratios and KL."""
         self.old_dist = (dist[0].detach(), dist[1].detach())
@@ -90,7 +94,11 @@ def _unflat(vec: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10):
-    """Solve F x = b for symmetric positive (semi-)definite F given only products F v."""
+    """Solve F x = b for symmetric positive (semi-)definite F given only products F v.
+
+    Returns ``(x, xᵀ F x)``; the quadratic form comes from the residual (F x = b − r), which
+    saves the extra Fisher-vector product most TRPO implementations spend on it.
+    """
     x = torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = r.dot(r)
@@ -104,7 +112,7 @@ def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
         rr_new = r.dot(r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return x, x.dot(b - r)
 
 
 class MetaParameters:
@@ -139,6 +147,7 @@ class TRPO:
     cg_damping: float = 1e-5
     ls_ratio: float = 0.8
     ls_max_steps: int = 15
+    fisher_subsample: float = 1.0
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
         create_graph = not objective.first_order
@@ -150,9 +159,15 @@ class TRPO:
         g = _flat(grads)
         if not torch.isfinite(g).all() or not torch.isfinite(loss):
             return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
-        fvp = self._fisher_vector_product(objective, dist, leaves)
-        direction = conjugate_gradient(fvp, g, self.cg_iters)
-        shs = direction.dot(fvp(direction))
+        if self.fisher_subsample < 1.0:
+            # Fisher = mean of per-task Fishers; a subset of tasks estimates it without bias.
+            sub = objective.subset(max(1, round(self.fisher_subsample * objective.pre.num_tasks)))
+            sub_dist = sub.distribution(meta.theta, meta.alpha, create_graph=create_graph)
+            sub.set_old(sub_dist)
+            fvp = self._fisher_vector_product(sub, sub_dist, leaves)
+        else:
+            fvp = self._fisher_vector_product(objective, dist, leaves)
+        direction, shs = conjugate_gradient(fvp, g, self.cg_iters)
         if not torch.isfinite(shs) or shs.item() <= 0:
             return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, "non-positive curvature")
         full_step = direction * torch.sqrt(2 * self.max_kl / shs)

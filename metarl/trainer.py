@@ -29,6 +29,7 @@ from metarl.config import Config, ConfigError
 from metarl.learner import Learner
 from metarl.metrics import MetricsWriter
 from metarl.policies import PolicySpec
+from metarl.runtime import ACTOR_RUNTIME_ENV
 from metarl.tasks import env_horizon, make_env, sample_tasks, space_dims
 from metarl.workers import RolloutWorker
 
@@ -67,11 +68,13 @@ class Trainer:
         init_ray(address)
         use_gpu = self._check_resources()
         self.learner = ray.remote(Learner).options(
-            num_cpus=cfg.learner_cpus, num_gpus=1 if use_gpu else 0, max_restarts=0
+            num_cpus=cfg.learner_cpus, num_gpus=1 if use_gpu else 0, max_restarts=0, runtime_env=ACTOR_RUNTIME_ENV
         ).remote(cfg, self.spec)
         # Rollout calls are pure functions of their arguments, so Ray may re-run them on a
         # restarted actor: a killed worker costs time, never episodes.
-        worker_cls = ray.remote(RolloutWorker).options(num_cpus=cfg.worker_cpus, max_restarts=3, max_task_retries=3)
+        worker_cls = ray.remote(RolloutWorker).options(
+            num_cpus=cfg.worker_cpus, max_restarts=3, max_task_retries=3, runtime_env=ACTOR_RUNTIME_ENV
+        )
         self.workers = [
             worker_cls.remote(cfg.env, cfg.env_kwargs, self.spec, self.horizon, i) for i in range(cfg.num_workers)
         ]

@@ -124,3 +124,23 @@ def test_maml_keeps_alpha_fixed(tiny):
     TRPO().step(meta, MetaObjective(spec, pre, post, 1, False))
     for k in alpha_before:
         assert torch.equal(meta.alpha[k], alpha_before[k])
+
+
+def test_conjugate_gradient_solves_spd_system_and_reports_quadratic_form():
+    from metarl.meta_update import conjugate_gradient
+
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    a = m @ m.T + 6 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=gen, dtype=torch.float64)
+    x, xax = conjugate_gradient(lambda v: a @ v, b, iters=6)
+    torch.testing.assert_close(x, torch.linalg.solve(a, b))
+    torch.testing.assert_close(xax, x @ a @ x)
+
+
+def test_trpo_with_subsampled_fisher_still_respects_trust_region():
+    # Enough rows per task that half the tasks still pin down the 58 parameters' curvature.
+    spec, theta, pre, post = tiny_problem(num_tasks=4, episodes=10, horizon=20)
+    meta = _leaves(theta)
+    result = TRPO(max_kl=0.01, fisher_subsample=0.5).step(meta, MetaObjective(spec, pre, post, 1, False))
+    assert result.accepted and result.loss_after < result.loss_before and result.kl <= 0.01

@@ -1,0 +1,188 @@
+"""``metarl benchmark``: how long a meta-iteration takes, and where the time goes.
+
+Runs the real trainer (Ray actors, object store, learner actor) for a warm-up plus N
+iterations and reports medians. Thread settings: ``default`` lets the learner use every
+core (the rollout actors idle while it works); ``1`` pins it to one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from metarl.config import Config
+
+
+def worker_throughput(cfg: Config, repeats: int = 3) -> float:
+    """Env steps/s of one rollout worker alone (in-process, θ for the whole meta-batch)."""
+    import torch
+
+    from metarl.policies import init_params
+    from metarl.tasks import env_horizon, make_env, sample_tasks
+    from metarl.trainer import policy_spec
+    from metarl.workers import RolloutWorker
+
+    env = make_env(cfg.env, cfg.env_kwargs)
+    spec, horizon = policy_spec(cfg, env), env_horizon(env, cfg.horizon)
+    worker = RolloutWorker(cfg.env, cfg.env_kwargs, spec, horizon)
+    params = {k: v.numpy() for k, v in init_params(spec, torch.Generator().manual_seed(0)).items()}
+    tasks = sample_tasks(env, cfg.meta_batch_size, np.random.default_rng(0))
+    idx, seeds = np.arange(len(tasks)), list(range(len(tasks)))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = worker.sample(tasks, idx, params, False, cfg.episodes_per_task, seeds)
+        best = min(best, time.perf_counter() - start)
+    steps = out["mask"].sum()
+    return float(steps / best)
+
+
+def run_protocol(cfg: Config, iterations: int, warmup: int) -> dict[str, Any]:
+    import ray
+
+    from metarl.trainer import Trainer
+
+    cfg.iterations, cfg.checkpoint_every = warmup + iterations, 10**6
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(cfg, out)
+        try:
+            history = trainer.train()
+            learner_rss = ray.get(trainer.learner.peak_rss_mb.remote())
+            device = ray.get(trainer.learner.device_name.remote())
+        finally:
+            trainer.close()
+    timed = history[warmup:]
+    med = lambda key: statistics.median(m[key] for m in timed)  # noqa: E731
+    steps = [m["env_steps"] - p["env_steps"] for p, m in zip(history[warmup - 1 :], timed)] if warmup else None
+    steps = steps or [timed[0]["env_steps"]] + [m["env_steps"] - p["env_steps"] for p, m in zip(timed, timed[1:])]
+    sample_s = [m["time/sample_pre"] + m["time/sample_post"] for m in timed]
+    return {
+        "iteration_seconds": med("seconds"),
+        "iteration_seconds_all": [round(m["seconds"], 4) for m in timed],
+        "sample_env_steps_per_second": statistics.median(s / t for s, t in zip(steps, sample_s)),
+        "learner_seconds": statistics.median(m["time/adapt"] + m["time/meta_update"] for m in timed),
+        "adapt_seconds": med("time/adapt"),
+        "meta_update_seconds": med("time/meta_update"),
+        "sample_seconds": statistics.median(sample_s),
+        "peak_rss_mb": {"driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "learner": learner_rss},
+        "device": device,
+        "return_post_last": timed[-1]["return_post"],
+    }
+
+
+def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: int,
+              workers: list[int] | None, threads: list[str]) -> dict[str, Any]:
+    import ray
+
+    base = Config.load(config_path, overrides)
+    results: dict[str, Any] = {
+        "config": config_path,
+        "overrides": overrides,
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "worker_env_steps_per_second": worker_throughput(base),
+        "runs": [],
+    }
+    for w in workers or [base.num_workers]:
+        for th in threads:
+            cfg = Config.from_dict({**base.to_dict(), "num_workers": w, "learner_threads": 0 if th == "default" else int(th)})
+            ray.init(num_cpus=max(os.cpu_count() or 1, int(np.ceil(cfg.learner_cpus + w * cfg.worker_cpus))),
+                     include_dashboard=False, logging_level="ERROR")
+            try:
+                run = run_protocol(cfg, iterations, warmup)
+            finally:
+                ray.shutdown()
+            results["runs"].append({"num_workers": w, "learner_threads": th, **run})
+    best = min(results["runs"], key=lambda r: r["iteration_seconds"])
+    for key in ("iteration_seconds", "sample_env_steps_per_second", "learner_seconds", "peak_rss_mb", "device"):
+        results[key] = best[key]
+    results["best"] = {"num_workers": best["num_workers"], "learner_threads": best["learner_threads"]}
+    import torch
+
+    results["machine"].update(torch=torch.__version__, device=best["device"])
+    return results
+
+
+def print_table(r: dict[str, Any], file=sys.stdout) -> None:
+    print(f"metarl benchmark: {r['config']} {' '.join(r['overrides'])}", file=file)
+    print(f"machine: {r['machine']['cores']} cores, {r['machine']['device']}, torch {r['machine']['torch']}", file=file)
+    print(f"one rollout worker: {r['worker_env_steps_per_second']:,.0f} env steps/s", file=file)
+    head = f"{'workers':>7} {'threads':>8} {'iter s':>8} {'sample s':>9} {'adapt s':>8} {'meta s':>8} {'steps/s':>10} {'RSS drv/lrn MB':>15}"
+    print(head, file=file)
+    for run in r["runs"]:
+        rss = run["peak_rss_mb"]
+        print(f"{run['num_workers']:>7} {run['learner_threads']:>8} {run['iteration_seconds']:>8.3f} "
+              f"{run['sample_seconds']:>9.3f} {run['adapt_seconds']:>8.3f} {run['meta_update_seconds']:>8.3f} "
+              f"{run['sample_env_steps_per_second']:>10,.0f} {rss['driver']:>7.0f}/{rss['learner']:<7.0f}", file=file)
+
+
+def main(args) -> int:
+    workers = [int(w) for w in args.workers.split(",")] if args.workers else None
+    if workers is not None and any(w < 1 for w in workers):
+        raise ValueError(f"--workers {args.workers!r}: each worker count must be >= 1")
+    threads = ["default", "1"] if args.threads == "both" else [args.threads]
+    result = benchmark(args.config, args.set or [], args.iterations, args.warmup, workers, threads)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_table(result)
+    return 0
+
+
+def learner_benchmark(cfg: Config, obs_dim: int, act_dim: int, horizon: int, repeats: int = 3) -> dict[str, Any]:
+    """Learner time (adapt + meta-update) alone, in-process, on synthetic rollouts of a given size.
+
+    The learner's cost depends only on array shapes, not on the env, so a batch shaped like
+    HalfCheetah's (obs 17, act 6, 40 tasks x 20 episodes x 200 steps) measures CPU vs GPU
+    without MuJoCo or Ray on the GPU machine.
+    """
+    import torch
+
+    from metarl.learner import Learner
+    from metarl.policies import PolicySpec
+
+    spec = PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std)
+    learner = Learner(cfg, spec)
+    rng = np.random.default_rng(cfg.seed)
+    shape = (cfg.meta_batch_size, cfg.episodes_per_task, horizon)
+
+    def rollouts() -> dict[str, np.ndarray]:
+        return {
+            "obs": rng.standard_normal((*shape, obs_dim), dtype=np.float32),
+            "actions": rng.standard_normal((*shape, act_dim), dtype=np.float32),
+            "rewards": rng.standard_normal(shape, dtype=np.float32),
+            "mask": np.ones(shape, dtype=np.float32),
+            "task_index": np.arange(cfg.meta_batch_size),
+        }
+
+    def sync() -> None:
+        if learner.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    adapt_s, update_s = [], []
+    for _ in range(repeats + 1):  # the first round warms up (CUDA context, allocator)
+        pre, post = rollouts(), rollouts()
+        sync()
+        t0 = time.perf_counter()
+        learner.adapt([pre])
+        sync()
+        t1 = time.perf_counter()
+        learner.meta_update([post])
+        sync()
+        adapt_s.append(t1 - t0)
+        update_s.append(time.perf_counter() - t1)
+    return {
+        "device": learner.device_name(),
+        "rows_per_phase": int(np.prod(shape)),
+        "adapt_seconds": statistics.median(adapt_s[1:]),
+        "meta_update_seconds": statistics.median(update_s[1:]),
+        "learner_seconds": statistics.median(a + u for a, u in zip(adapt_s[1:], update_s[1:])),
+    }
