@@ -52,11 +52,20 @@ def forward(spec: PolicySpec, params: Params, obs: torch.Tensor) -> tuple[torch.
     h = obs
     last = spec.num_layers - 1
     for i in range(spec.num_layers):
-        h = torch.matmul(h, params[f"layer{i}.weight"]) + params[f"layer{i}.bias"].unsqueeze(-2)
+        h = _affine(h, params[f"layer{i}.weight"], params[f"layer{i}.bias"])
         if i < last:
             h = act(h)
     log_std = params["log_std"].unsqueeze(-2).expand_as(h)
     return h, log_std
+
+
+def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """h @ W + b with the bias fused into the matmul (one pass over the activations, not two)."""
+    if weight.dim() == 2:  # shared parameters: one big matmul over all leading dims
+        return torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight).view(*h.shape[:-1], weight.shape[-1])
+    if h.dim() == 3 and weight.dim() == 3:  # one parameter set per task
+        return torch.baddbmm(bias.unsqueeze(-2), h, weight)
+    return torch.matmul(h, weight) + bias.unsqueeze(-2)
 
 
 def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

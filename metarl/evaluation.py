@@ -1,0 +1,333 @@
+"""Evaluation on new tasks: average return before and after each of K inner steps.
+
+The papers' test protocol (MAML appendix table; Meta-SGD §4.3), for a trained (θ, α)::
+
+    for each evaluation task Tᵢ (given goals, or freshly drawn from p(T)):
+        φ⁰ᵢ = θ
+        for j = 0 .. K:
+            Dʲᵢ   ← E episodes of π_φʲᵢ on Tᵢ              rollout workers (Ray actors)
+            Rʲᵢ   = mean undiscounted episode return of Dʲᵢ
+            φʲ⁺¹ᵢ = φʲᵢ − α ∘ ∇φ L(Dʲᵢ; φʲᵢ)               if j < K; the checkpoint's own α
+    report  meanᵢ Rʲᵢ  and a 95 % confidence interval over tasks (Student t), for j = 0 .. K
+
+Every inner step adapts on *fresh* trajectories sampled with the previous step's
+parameters (unlike training's ``inner_steps``, which all reuse the pre-adaptation batch), so
+step 1 here is exactly training's post-adaptation phase when ``inner_steps: 1``. Advantages
+use the run's own γ, GAE λ, baseline and normalisation (``Batch.from_rollouts``).
+
+Determinism: tasks and action noise come from ``seed`` only, through a random stream
+separate from training's (``SeedSequence(seed, spawn_key=(EVAL_STREAM, …))``), so sampled
+evaluation goals are not the goals training drew with the same seed. Noise seeds are fixed
+per (step, task), so results do not depend on the number of workers, on K (step j's numbers
+are the same for every K ≥ j), or on whether sampling ran on Ray actors or in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from envs.task_env import Task
+from metarl.adaptation import expand_to_tasks, inner_losses
+from metarl.batch import Batch, merge_rollouts
+from metarl.checkpoint import load_checkpoint, resolve_checkpoint
+from metarl.config import Config
+from metarl.policies import Params, PolicySpec, forward, from_numpy, to_numpy
+from metarl.rollouts import make_vector_env
+from metarl.tasks import env_horizon, make_env, sample_tasks
+from metarl.workers import RolloutWorker
+
+EVAL_STREAM = 0x6576616C  # "eval": keeps evaluation's random stream apart from training's
+DEFAULT_TASKS = 40  # MAML paper: 40 test goals
+DEFAULT_STEPS = 3  # MAML paper's table reports 0..3 gradient steps
+
+
+# -- a trained run, read from its directory ---------------------------------------------------
+@dataclass
+class TrainedRun:
+    """What evaluation needs from a checkpoint: θ, α, the run's config and its policy/env."""
+
+    checkpoint: Path
+    cfg: Config
+    spec: PolicySpec
+    theta: Params
+    alpha: Params
+    iteration: int
+    horizon: int
+    env: Any  # a gym.Env of the run's family (for task checks and sampling new tasks)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory (``RUN/checkpoints/checkpoint-*.pt`` → ``RUN``)."""
+        parent = self.checkpoint.parent
+        return parent.parent if parent.name == "checkpoints" else parent
+
+    @property
+    def env_cls(self) -> type:
+        return type(self.env.unwrapped)
+
+
+def load_run(run_or_checkpoint: str | Path) -> TrainedRun:
+    """A run directory (its latest checkpoint) or one checkpoint file."""
+    from metarl.trainer import policy_spec
+
+    path = resolve_checkpoint(run_or_checkpoint)
+    state = load_checkpoint(path)
+    cfg = Config.from_dict(json.loads(state["config"]), source=f"{path} (config)")
+    env = make_env(cfg.env, cfg.env_kwargs)
+    return TrainedRun(
+        checkpoint=path,
+        cfg=cfg,
+        spec=policy_spec(cfg, env),
+        theta=dict(state["theta"]),
+        alpha=dict(state["alpha"]),
+        iteration=int(state.get("iteration", 0)),
+        horizon=env_horizon(env, cfg.horizon),
+        env=env,
+    )
+
+
+# -- tasks and seeds ------------------------------------------------------------------------------
+def parse_goal(text: str) -> list[float]:
+    """``"0.3,-0.2"`` → ``[0.3, -0.2]``; raises ``ValueError`` with a one-line message."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--goal {text!r}: expected comma-separated numbers, e.g. --goal 0.3,-0.2") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"--goal {text!r}: coordinates must be finite numbers")
+    return values
+
+
+def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float]] | None, num_tasks: int | None, seed: int) -> list[Task]:
+    """The given goals (validated by the family's ``set_task``), or ``num_tasks`` fresh draws."""
+    if goals:
+        if num_tasks is not None:
+            raise ValueError("give either --goal (explicit tasks) or --tasks N (sampled tasks), not both")
+        unwrapped = run.env.unwrapped
+        tasks = []
+        for goal in goals:
+            unwrapped.set_task({"goal": [float(g) for g in goal]})  # ValueError names the task and the rule
+            tasks.append(unwrapped.get_task())
+        return tasks
+    n = DEFAULT_TASKS if num_tasks is None else num_tasks
+    if n < 1:
+        raise ValueError(f"--tasks must be >= 1, got {n}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM, 0)))
+    return sample_tasks(run.env, n, rng)
+
+
+def noise_seed(seed: int, step: int, task: int) -> int:
+    """Action-noise seed for (inner step, task index): independent of K, T and the worker split."""
+    state = np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM, 1, step, task)).generate_state(1)[0]
+    return int(state >> 1)
+
+
+# -- samplers: the same RolloutWorker, on Ray actors or in-process ----------------------------
+class RaySampler:
+    """Rollouts on ``RolloutWorker`` Ray actors, one call per worker per phase (as the trainer)."""
+
+    def __init__(self, run: TrainedRun, num_tasks: int, num_workers: int | None = None):
+        import ray
+
+        cfg = run.cfg
+        n = min(num_workers or cfg.num_workers, num_tasks)
+        if cfg.worker_cpus > 0:  # a training config sized for a cluster must not hang a laptop
+            free = ray.available_resources().get("CPU", 0.0)
+            n = min(n, max(1, int(free // cfg.worker_cpus)))
+        worker_cls = ray.remote(RolloutWorker).options(num_cpus=cfg.worker_cpus, max_restarts=3, max_task_retries=3)
+        self.workers = [worker_cls.remote(cfg.env, cfg.env_kwargs, run.spec, run.horizon, i) for i in range(n)]
+
+    def sample(self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int,
+               seeds: Sequence[int]) -> dict[str, np.ndarray]:
+        import ray
+
+        params_ref = ray.put(params)
+        slices = np.array_split(np.arange(len(tasks)), len(self.workers))
+        refs = [
+            w.sample.remote([tasks[i] for i in idx], idx, params_ref, per_task, episodes, [int(seeds[i]) for i in idx])
+            for w, idx in zip(self.workers, slices)
+            if len(idx)
+        ]
+        return merge_rollouts(ray.get(refs))
+
+    def close(self) -> None:
+        import ray
+
+        for w in self.workers:
+            ray.kill(w)
+        self.workers = []
+
+
+class LocalSampler:
+    """The same ``RolloutWorker`` called in this process (no Ray); gives RaySampler's numbers."""
+
+    def __init__(self, run: TrainedRun):
+        threads = torch.get_num_threads()
+        self.worker = RolloutWorker(run.cfg.env, run.cfg.env_kwargs, run.spec, run.horizon)
+        torch.set_num_threads(threads)  # the worker pins 1 thread, meant for its own actor process
+
+    def sample(self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int,
+               seeds: Sequence[int]) -> dict[str, np.ndarray]:
+        part = self.worker.sample(tasks, np.arange(len(tasks)), params, per_task, episodes, [int(s) for s in seeds])
+        return merge_rollouts([part])
+
+    def close(self) -> None:
+        pass
+
+
+# -- adaptation, step by step -----------------------------------------------------------------------
+def inner_step(spec: PolicySpec, params: Params, alpha: Params, batch: Batch) -> Params:
+    """One inner step from a per-task stack ``(T, …)``: φ − α ∘ ∇φ L(D; φ), without a graph.
+
+    For ``params = expand_to_tasks(θ)`` this equals ``adaptation.adapt(…, steps=1)``.
+    """
+    with torch.enable_grad():
+        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+        loss = inner_losses(spec, leaves, batch).sum()
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+    return {k: (leaves[k] - alpha[k] * g).detach() for k, g in zip(leaves, grads)}
+
+
+def check_counts(steps: int, episodes: int | None) -> None:
+    if steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {steps}")
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+
+
+@dataclass
+class Sweep:
+    """Per-task results of adapting for 0..K steps."""
+
+    tasks: list[Task]
+    returns: np.ndarray  # (K+1, T): mean episode return of task i with the parameters after j steps
+    params: list[dict[str, np.ndarray]]  # K+1 per-task stacks (T, …); params[0] is θ repeated
+
+
+def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: int, seed: int, sampler) -> Sweep:
+    """Sample with θ, adapt one step, sample with φ¹, adapt from φ¹ on that batch, … (K steps)."""
+    check_counts(steps, episodes)
+    cfg, T = run.cfg, len(tasks)
+    dtype = next(iter(run.theta.values())).dtype
+    params = {k: v.contiguous() for k, v in expand_to_tasks(run.theta, T).items()}
+    returns, stacks = [], []
+    for j in range(steps + 1):
+        stack = to_numpy(params)
+        stacks.append(stack)
+        seeds = [noise_seed(seed, j, i) for i in range(T)]
+        rollouts = sampler.sample(tasks, stack, True, episodes, seeds)
+        batch = Batch.from_rollouts(rollouts, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, dtype, "cpu")
+        returns.append(batch.episode_returns().mean(-1).double().numpy())
+        if j < steps:
+            params = inner_step(run.spec, params, run.alpha, batch)
+    return Sweep(tasks, np.stack(returns), stacks)
+
+
+def ci95(values: np.ndarray) -> float | None:
+    """Half-width of the 95 % Student-t confidence interval of the mean; None for one value."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+
+
+def evaluate(
+    run_or_checkpoint: str | Path | TrainedRun,
+    goals: Sequence[Sequence[float]] | None = None,
+    num_tasks: int | None = None,
+    steps: int = DEFAULT_STEPS,
+    episodes: int | None = None,
+    seed: int = 0,
+    address: str | None = None,
+    local: bool = False,
+    num_workers: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint; returns the JSON-ready report (see the module docstring).
+
+    Sampling runs on RolloutWorker Ray actors: on the Ray already initialised in this
+    process, else on ``address`` (None = a new local Ray). ``local=True`` samples in-process
+    instead (same numbers). ``episodes`` defaults to the run's ``episodes_per_task``.
+    """
+    run = run_or_checkpoint if isinstance(run_or_checkpoint, TrainedRun) else load_run(run_or_checkpoint)
+    episodes = run.cfg.episodes_per_task if episodes is None else episodes
+    check_counts(steps, episodes)
+    tasks = resolve_tasks(run, goals, num_tasks, seed)
+    if local:
+        sampler = LocalSampler(run)
+    else:
+        from metarl.trainer import init_ray
+
+        init_ray(address)
+        sampler = RaySampler(run, len(tasks), num_workers)
+    try:
+        sweep = adaptation_sweep(run, tasks, steps, episodes, seed, sampler)
+    finally:
+        sampler.close()
+    return report(run, sweep, episodes, seed)
+
+
+def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str, Any]:
+    returns = sweep.returns
+    return {
+        "checkpoint": str(run.checkpoint),
+        "iteration": run.iteration,
+        "algorithm": run.cfg.algorithm,
+        "env": run.cfg.env,
+        "num_tasks": len(sweep.tasks),
+        "episodes": episodes,
+        "steps": returns.shape[0] - 1,
+        "seed": seed,
+        "returns_by_step": [float(x) for x in returns.mean(axis=1)],
+        "ci95_by_step": [ci95(r) for r in returns],
+        "per_task": [
+            {"task": task, "returns_by_step": [float(x) for x in returns[:, i]]} for i, task in enumerate(sweep.tasks)
+        ],
+    }
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A small human-readable table of a report."""
+    lines = [
+        f"{result['checkpoint']} ({result['algorithm']}, iteration {result['iteration']}): "
+        f"{result['num_tasks']} tasks x {result['episodes']} episodes, seed {result['seed']}",
+        f"{'inner steps':>11}  {'mean return':>12}  {'95% CI':>10}",
+    ]
+    for j, (mean, ci) in enumerate(zip(result["returns_by_step"], result["ci95_by_step"])):
+        lines.append(f"{j:>11}  {mean:>12.2f}  {'n/a' if ci is None else f'± {ci:.2f}':>10}")
+    return "\n".join(lines)
+
+
+# -- deterministic trajectories for plots ------------------------------------------------------------
+@torch.no_grad()
+def mean_action_paths(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """One rollout per task taking the policy's *mean* action (no noise): observations ``(n+1, obs)``.
+
+    ``params`` is a per-task stack ``(T, …)``. Each path starts with the reset observation and
+    ends at termination or the horizon.
+    """
+    T = len(tasks)
+    vec = make_vector_env(run.env_cls, tasks, 1, run.cfg.env_kwargs)
+    policy = from_numpy(params)
+    obs = vec.reset()
+    path = [obs[:, 0].copy()]
+    alive, lengths = np.ones(T, dtype=bool), np.full(T, run.horizon)
+    for t in range(run.horizon):
+        mean, _ = forward(run.spec, policy, torch.from_numpy(obs.reshape(T, 1, -1)))
+        obs, _, terminated = vec.step(mean.numpy())
+        path.append(obs[:, 0].copy())
+        done = alive & np.asarray(terminated)[:, 0]
+        lengths[done] = t + 1
+        alive &= ~done
+        if not alive.any():
+            break
+    paths = np.stack(path, axis=1)
+    return [paths[i, : lengths[i] + 1] for i in range(T)]

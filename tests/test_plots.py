@@ -1,0 +1,127 @@
+"""Figures rendered to files and checked as images: size, not blank, and what is drawn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import ray
+import yaml
+from matplotlib.image import imread
+
+from metarl.cli import main
+from metarl.config import Config
+from metarl.plots import (
+    CURVE_GID,
+    TRAJECTORY_GID,
+    alpha_figure,
+    curves_figure,
+    group_runs,
+    save_figure,
+    trajectories_figure,
+)
+from metarl.trainer import Trainer
+
+TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], checkpoint_every=1)
+GOALS = [[0.3, -0.2], [-0.4, 0.1]]
+DPI = 50
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny runs (Meta-SGD and MAML), trained once for the module on an in-process local Ray."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    out = {}
+    try:
+        for algorithm in ("metasgd", "maml"):
+            out[algorithm] = tmp_path_factory.mktemp(f"run-{algorithm}")
+            trainer = Trainer(Config.from_dict({**TINY, "algorithm": algorithm}), out[algorithm])
+            try:
+                trainer.train()
+            finally:
+                trainer.close()
+    finally:
+        ray.shutdown()
+    return out
+
+
+def _check_png(path, fig):
+    image = imread(path)
+    width, height = fig.get_size_inches() * fig.dpi
+    assert image.shape[:2] == (round(height), round(width))
+    assert image[..., :3].var() > 1e-3, "blank image"
+
+
+def _lines(fig, gid):
+    return [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == gid]
+
+
+def test_trajectories(runs, tmp_path):
+    steps = 2
+    fig = trajectories_figure([runs["metasgd"], runs["maml"]], GOALS, steps=steps, episodes=3, seed=1, dpi=DPI)
+    lines = _lines(fig, TRAJECTORY_GID)
+    assert len(lines) == 2 * len(GOALS) * (steps + 1)
+    assert all(np.allclose(line.get_xydata()[0], 0) for line in lines), "every path starts at the origin"
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "(metasgd): pre-update" in legend and "(maml): after 2 steps" in legend and "goal" in legend
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["goal (0.30, -0.20)", "goal (-0.40, 0.10)"]
+    _check_png(save_figure(fig, tmp_path / "trajectories.png"), fig)
+
+    again = trajectories_figure([runs["metasgd"], runs["maml"]], GOALS, steps=steps, episodes=3, seed=1, dpi=DPI)
+    for a, b in zip(lines, _lines(again, TRAJECTORY_GID)):
+        np.testing.assert_array_equal(a.get_xydata(), b.get_xydata())
+
+
+def _fake_seed(run, dest, seed, shift):
+    """A copy of ``run`` as if trained with another seed (config.yaml + metrics.jsonl only)."""
+    dest.mkdir()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (dest / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": seed}, sort_keys=False))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [{**r, "return_pre": r["return_pre"] + shift, "return_post": r["return_post"] + shift} for r in rows]
+    (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dest
+
+
+def test_curves_aggregate_seeds(runs, tmp_path):
+    seed1 = _fake_seed(runs["metasgd"], tmp_path / "seed1", 1, shift=4.0)
+    members = [runs["metasgd"], seed1, runs["maml"]]
+    assert group_runs(members) == [[runs["metasgd"], seed1], [runs["maml"]]]
+    fig = curves_figure(members, dpi=DPI)
+    curves = _lines(fig, CURVE_GID)
+    assert len(curves) == 2 * 2, "before/after for each of the two configs"
+    rows = [json.loads(line) for line in (runs["metasgd"] / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(curves[1].get_ydata(), [r["return_post"] + 2.0 for r in rows], rtol=1e-6)
+    assert len(fig.axes[0].collections) == 2, "a band for each phase of the two-seed group only"
+    assert "metasgd" in curves[0].get_label() and "+1 seeds" in curves[0].get_label()
+    _check_png(save_figure(fig, tmp_path / "curves.png"), fig)
+
+
+def test_alpha(runs, tmp_path):
+    fig = alpha_figure(runs["metasgd"], dpi=DPI)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert [t.split(":")[0] for t in titles] == ["layer0", "layer1", "log_std"]
+    assert all("% negative" in t for t in titles)
+    assert sum(len(ax.patches) for ax in fig.axes) > 0
+    _check_png(save_figure(fig, tmp_path / "alpha.png"), fig)
+
+
+def test_vector_formats_and_cli(runs, tmp_path, capsys):
+    fig = alpha_figure(runs["maml"], dpi=DPI)
+    assert save_figure(fig, tmp_path / "a.svg").read_text().lstrip().startswith("<?xml")
+    assert save_figure(fig, tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
+    assert main(["plot", "curves", str(runs["maml"]), "--out", str(tmp_path / "c.png"), "--dpi", str(DPI)]) == 0
+    assert imread(tmp_path / "c.png").shape[:2] == (round(4.5 * DPI), round(7.0 * DPI))
+    assert main(["plot", "trajectories", str(runs["maml"]), "--goal=-0.3,0.2", "--steps", "1", "--episodes", "2",
+                 "--out", str(tmp_path / "t.png"), "--dpi", str(DPI)]) == 0
+    capsys.readouterr()
+    for argv, fragment in [
+        (["plot", "alpha", str(runs["maml"]), "--out", str(tmp_path / "x.gif")], "unsupported format"),
+        (["plot", "curves", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")], "no config.yaml"),
+        (["plot", "trajectories", str(runs["maml"]), "--goal", "0.1", "--out", str(tmp_path / "x.png")], "shape (2,)"),
+        (["plot", "alpha", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")], "no checkpoint found"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err
