@@ -106,7 +106,9 @@ class Navigation2DEnv(gym.Env):
 class Navigation2DVectorEnv:
     """Steps ``(num_tasks, episodes_per_task)`` point robots as one numpy array.
 
-    Finished episodes keep reporting ``terminated=True``; the rollout code masks them.
+    Episodes are not reset or frozen here: ``terminated`` only says whether the current
+    position is within the goal tolerance, so a finished episode that keeps moving can
+    report ``False`` again. The rollout code tracks which episodes are alive and masks them.
     """
 
     def __init__(self, tasks: list[Task], episodes_per_task: int, action_mode: str = "clip"):

@@ -47,8 +47,12 @@ def check_float_vector(task: Task, key: str, size: int, low: float | None = None
     """Validate ``task[key]`` as a finite float vector, raising ``ValueError`` naming task and rule."""
     if not isinstance(task, dict) or key not in task:
         raise ValueError(f"invalid task {task!r}: must be a dict with key {key!r}")
+    raw = task[key]
+    items = raw if isinstance(raw, (list, tuple, np.ndarray)) else [raw]
+    if any(isinstance(x, (str, bytes, bool, np.bool_)) for x in np.asarray(items, dtype=object).ravel()):
+        raise ValueError(f"invalid task {task!r}: {key!r} must hold numbers, not strings or booleans")
     try:
-        value = np.asarray(task[key], dtype=np.float64)
+        value = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"invalid task {task!r}: {key!r} must be a list of {size} numbers") from None
     if value.shape != (size,):

@@ -46,7 +46,7 @@ def fit_linear_baseline(
         weights, info = torch.linalg.solve_ex(gram + reg_coeff * eye, rhs)
         if bool((info == 0).all()) and bool(torch.isfinite(weights).all()):
             return weights.squeeze(-1)
-        reg_coeff *= 10
+        reg_coeff = max(reg_coeff, 1e-8) * 10
     return torch.zeros(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
 
 
