@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/navigation2d-metasgd.yaml
 OUT ?= runs/navigation2d-metasgd
 
-.PHONY: setup train test test-slow benchmark clean
+.PHONY: setup train test test-slow test-launcher benchmark clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+test-launcher: setup   # opt-in: `ray up cluster-local.yaml` on loopback, a 2-iteration job, `ray down`
+	bash scripts/setup_local_launcher.sh
+	$(PY) -m pytest -m slow tests/test_cluster_launch.py
 
 benchmark: setup
 	$(VENV)/bin/metarl benchmark
