@@ -70,6 +70,7 @@ def run_protocol(cfg: Config, iterations: int, warmup: int) -> dict[str, Any]:
         "iteration_seconds_all": [round(m["seconds"], 4) for m in timed],
         "sample_env_steps_per_second": statistics.median(s / t for s, t in zip(steps, sample_s)),
         "learner_seconds": statistics.median(m["time/adapt"] + m["time/meta_update"] for m in timed),
+        "learner_cpu_seconds": med("time/learner_cpu"),
         "adapt_seconds": med("time/adapt"),
         "meta_update_seconds": med("time/meta_update"),
         "sample_seconds": statistics.median(sample_s),
@@ -115,12 +116,14 @@ def print_table(r: dict[str, Any], file=sys.stdout) -> None:
     print(f"metarl benchmark: {r['config']} {' '.join(r['overrides'])}", file=file)
     print(f"machine: {r['machine']['cores']} cores, {r['machine']['device']}, torch {r['machine']['torch']}", file=file)
     print(f"one rollout worker: {r['worker_env_steps_per_second']:,.0f} env steps/s", file=file)
-    head = f"{'workers':>7} {'threads':>8} {'iter s':>8} {'sample s':>9} {'adapt s':>8} {'meta s':>8} {'steps/s':>10} {'RSS drv/lrn MB':>15}"
+    head = (f"{'workers':>7} {'threads':>8} {'iter s':>8} {'sample s':>9} {'adapt s':>8} {'meta s':>8} {'lrn cpu s':>9} "
+            f"{'steps/s':>10} {'RSS drv/lrn MB':>15}")
     print(head, file=file)
     for run in r["runs"]:
         rss = run["peak_rss_mb"]
         print(f"{run['num_workers']:>7} {run['learner_threads']:>8} {run['iteration_seconds']:>8.3f} "
               f"{run['sample_seconds']:>9.3f} {run['adapt_seconds']:>8.3f} {run['meta_update_seconds']:>8.3f} "
+              f"{run['learner_cpu_seconds']:>9.3f} "
               f"{run['sample_env_steps_per_second']:>10,.0f} {rss['driver']:>7.0f}/{rss['learner']:<7.0f}", file=file)
 
 

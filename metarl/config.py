@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,76 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A bad config key or value; the CLI prints it as one line and exits with status 2."""
+    """A bad config key or value; the CLI prints it as one line and exits with status 2.
+
+    The message is always one line of bounded length (newlines folded, long values cut), so a
+    hostile file cannot flood the terminal or break "one line on stderr".
+    """
+
+    MAX_CHARS = 400
+
+    def __init__(self, message: str):
+        message = " ".join(str(message).split())
+        if len(message) > self.MAX_CHARS:
+            message = message[: self.MAX_CHARS - 3] + "..."
+        super().__init__(message)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 6
+_REPR.maxlevel = 3
+
+
+def _show(value: Any) -> str:
+    """A short repr for error messages (safe on huge, deep or self-referencing YAML values)."""
+    return _REPR.repr(value)
+
+
+MAX_NUMBER = 1e9  # larger magnitudes in any numeric key are taken as a typo
+MAX_STEPS_PER_PHASE = 10**8  # meta_batch_size x episodes_per_task x horizon
+MAX_POLICY_PARAMETERS = 10**8
+MAX_LAYERS = 64
+MAX_ENV_KWARGS_NODES = 1000  # values in env_kwargs (nested), counted once each
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (never constructs Python objects) with two fixes for config files.
+
+    * YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-3`` and ``1.0e3`` as strings, which would
+      reject ``meta_lr: 1e-3``; here they are floats.
+    * A key given twice in one mapping is an error instead of silently keeping the last value.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    if key_node.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                        )
+                    seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str | bytes) -> Any:
+    """Parse YAML safely (plain data only); YAML 1.2 floats; duplicate keys refused."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def _f(default, help: str, **meta):
@@ -28,7 +100,16 @@ def _f(default, help: str, **meta):
 
 @dataclass
 class Config:
-    algorithm: str = _f("metasgd", "maml (fixed scalar α) or metasgd (α learned per parameter)", choices=("maml", "metasgd"))
+    algorithm: str = _f(
+        "metasgd", "maml (fixed scalar α), metasgd (learned α) or reptile (first-order, θ moves toward the θ'ᵢ)",
+        choices=("maml", "metasgd", "reptile"),
+    )
+    alpha_granularity: str = _f(
+        "per_parameter", "metasgd's learned α: one value (scalar), one per parameter tensor (per_layer) or one per "
+        "element (per_parameter, Meta-SGD proper)", choices=("scalar", "per_layer", "per_parameter"),
+    )
+    reptile_step_size: float = _f(0.5, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True)
+    reptile_anneal: bool = _f(True, "reptile: anneal β linearly to 0 over the run's iterations")
     env: str = _f("metarl/Navigation2D-v0", "registered Gymnasium id of a metarl task family")
     env_kwargs: dict = _f({}, "keyword arguments for the env (e.g. action_mode: clip | scale)")
     horizon: int | None = _f(None, "steps per episode; null = the env's max_episode_steps", low=1)
@@ -56,11 +137,14 @@ class Config:
     num_workers: int = _f(1, "rollout actors", low=1)
     worker_cpus: float = _f(1.0, "CPUs Ray reserves per rollout actor", low=0.0)
     learner_cpus: float = _f(1.0, "CPUs Ray reserves for the learner actor", low=0.0)
-    learner_threads: int = _f(0, "torch threads in the learner; 0 = the node's CPU count", low=0)
+    learner_threads: int = _f(0, "torch threads in the learner; 0 = the node's CPU count", low=0, high=1024)
     device: str = _f("auto", "learner device: auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
     dtype: str = _f("float32", "learner precision", choices=("float32", "float64"))
     checkpoint_every: int = _f(10, "iterations between checkpoints (and always at the end)", low=1)
     keep_checkpoints: int = _f(3, "most recent checkpoints kept", low=1)
+    max_consecutive_skips: int = _f(
+        5, "stop with a diagnosis after this many meta-updates in a row skipped for non-finite values", low=1
+    )
 
     # ------------------------------------------------------------------------------------
     @classmethod
@@ -76,9 +160,9 @@ class Config:
         names = cls.field_names()
         for key in raw:
             if not isinstance(key, str) or key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
+                close = difflib.get_close_matches(str(key)[:100], names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; allowed keys: {', '.join(names)}"
-                raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+                raise ConfigError(f"{source}: unknown key {_show(key)}{hint}")
         cfg = cls(**raw)
         cfg.validate()
         return cfg
@@ -86,25 +170,38 @@ class Config:
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] = ()) -> "Config":
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML file")
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text())
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (not UTF-8); expected a YAML mapping of key: value") from None
+        try:
+            raw = yaml_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a usable config (YAML nested too deeply)") from None
         if raw is None:
-            raw = {}
+            raise ConfigError(f"{path}: the file is empty; expected a YAML mapping of key: value "
+                              "(write {} to mean all defaults)")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: must be a mapping of key: value, got {type(raw).__name__}")
         raw = dict(raw)
         for item in overrides:
             key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"--set {item!r}: expected key=value")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {_show(item)}: expected key=value")
             try:
-                raw[key.strip()] = yaml.safe_load(value)
-            except yaml.YAMLError:
-                raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+                raw[key.strip()] = yaml_load(value)
+            except (yaml.YAMLError, RecursionError):
+                raise ConfigError(f"--set {_show(item)}: value is not valid YAML") from None
         return cls.from_dict(raw, source=str(path))
 
     def to_dict(self) -> dict:
@@ -116,20 +213,44 @@ class Config:
         return json.dumps(self.to_dict())
 
     def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the resolved config atomically (a kill mid-write leaves the old file or the new one)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(tmp, path)
 
     # ------------------------------------------------------------------------------------
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             _check_field(f, getattr(self, f.name))
-        if not self.hidden_sizes or not all(_is_int(h) and h > 0 for h in self.hidden_sizes):
-            raise ConfigError(f"hidden_sizes: must be a non-empty list of positive integers, got {self.hidden_sizes!r}")
+        sizes = self.hidden_sizes
+        if not sizes or len(sizes) > MAX_LAYERS or not all(_is_int(h) and 0 < h <= MAX_NUMBER for h in sizes):
+            raise ConfigError(
+                f"hidden_sizes: must be a non-empty list of at most {MAX_LAYERS} positive integers, got {_show(sizes)}"
+            )
         if self.num_workers > self.meta_batch_size:
             raise ConfigError(
                 f"num_workers: {self.num_workers} rollout actors for meta_batch_size {self.meta_batch_size} "
                 "would leave some idle; use num_workers <= meta_batch_size"
             )
-        _check_env(self.env, self.env_kwargs)
+        _check_plain_data("env_kwargs", self.env_kwargs)
+        obs_dim, act_dim, max_steps = _check_env(self.env, self.env_kwargs)
+        horizon = self.horizon if self.horizon is not None else max_steps
+        if horizon is None:
+            raise ConfigError(f"horizon: {self.env} registers no max_episode_steps; set horizon")
+        steps = self.meta_batch_size * self.episodes_per_task * horizon
+        if steps > MAX_STEPS_PER_PHASE:
+            raise ConfigError(
+                f"meta_batch_size: {self.meta_batch_size} tasks x episodes_per_task {self.episodes_per_task} x "
+                f"horizon {horizon} = {steps:.3g} env steps per phase exceeds {MAX_STEPS_PER_PHASE:.0e}; lower them"
+            )
+        widths = [obs_dim, *sizes, act_dim]
+        params = sum(a * b + b for a, b in zip(widths, widths[1:])) + act_dim
+        if params > MAX_POLICY_PARAMETERS:
+            raise ConfigError(
+                f"hidden_sizes: {_show(sizes)} gives a policy of {params:.3g} parameters "
+                f"(limit {MAX_POLICY_PARAMETERS:.0e}); use smaller layers"
+            )
 
     @property
     def learns_alpha(self) -> bool:
@@ -156,12 +277,17 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
         "dict": isinstance(value, dict),
     }[base]
     if not ok:
-        raise ConfigError(f"{name}: expected {base}{' or null' if optional else ''}, got {value!r} ({meta['help']})")
+        raise ConfigError(
+            f"{name}: expected {base}{' or null' if optional else ''}, got {_show(value)} "
+            f"({type(value).__name__}; {meta['help']})"
+        )
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(meta['choices'])}")
+        raise ConfigError(f"{name}: {_show(value)} is not allowed; choose one of {', '.join(meta['choices'])}")
     if base in ("int", "float"):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+        if abs(value) > MAX_NUMBER:  # ints beyond float range included
+            raise ConfigError(f"{name}: {_show(value)} is unreasonably large (limit {MAX_NUMBER:.0e}) ({meta['help']})")
         low, high = meta.get("low"), meta.get("high")
         if low is not None and (value < low or (meta.get("exclusive_low") and value == low)):
             rel = ">" if meta.get("exclusive_low") else ">="
@@ -169,19 +295,75 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
         if high is not None and (value > high or (meta.get("exclusive_high") and value == high)):
             rel = "<" if meta.get("exclusive_high") else "<="
             raise ConfigError(f"{name}: must be {rel} {high}, got {value!r} ({meta['help']})")
-        if base == "int" and value > 10**9:
-            raise ConfigError(f"{name}: {value!r} is unreasonably large (limit 1e9)")
 
 
-def _check_env(env_id: str, env_kwargs: dict) -> None:
+def _check_plain_data(name: str, value: Any) -> None:
+    """``value`` is JSON-like (str keys; None, bool, int, finite float, str, list, dict) and small."""
+    budget = [MAX_ENV_KWARGS_NODES]
+    on_path: set[int] = set()
+
+    def walk(v: Any, where: str) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(f"{name}: too large or too deeply shared (more than {MAX_ENV_KWARGS_NODES} values)")
+        if v is None or isinstance(v, (bool, str)):
+            return
+        if isinstance(v, (int, float)):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}: must be a finite number, got {v!r}")
+            if abs(v) > 1e300:
+                raise ConfigError(f"{where}: {_show(v)} is unreasonably large")
+            return
+        if isinstance(v, (list, dict)):
+            if id(v) in on_path:
+                raise ConfigError(f"{where}: refers to itself (a recursive YAML anchor)")
+            on_path.add(id(v))
+            if isinstance(v, dict):
+                for k, item in v.items():
+                    if not isinstance(k, str):
+                        raise ConfigError(f"{where}: keys must be strings, got {_show(k)}")
+                    walk(item, f"{where}.{k[:40]}")
+            else:
+                for i, item in enumerate(v):
+                    walk(item, f"{where}[{i}]")
+            on_path.discard(id(v))
+            return
+        raise ConfigError(f"{where}: {type(v).__name__} values are not allowed (plain YAML data only), got {_show(v)}")
+
+    walk(value, name)
+
+
+def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None]:
+    """The env id is registered and constructs with ``env_kwargs`` as a flat Box -> Box task family.
+
+    Returns ``(obs_dim, act_dim, max_episode_steps)``.
+    """
     import gymnasium as gym
+    import numpy as np
 
     import envs  # noqa: F401  (registers the metarl families)
 
     if env_id not in gym.registry:
         metarl_ids = sorted(k for k in gym.registry if k.startswith("metarl/"))
-        close = difflib.get_close_matches(env_id, metarl_ids, n=1)
+        close = difflib.get_close_matches(env_id[:200], metarl_ids, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; registered metarl envs: {', '.join(metarl_ids)}"
-        raise ConfigError(f"env: {env_id!r} is not a registered Gymnasium id{hint}")
-    if not all(isinstance(k, str) for k in env_kwargs):
-        raise ConfigError("env_kwargs: keys must be strings")
+        raise ConfigError(f"env: {_show(env_id)} is not a registered Gymnasium id{hint}")
+    try:
+        env = gym.make(env_id, **env_kwargs)
+    except Exception as exc:  # the env's own message says which keyword and why
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = detail.split(" was raised from the environment creator")[0]  # gymnasium repeats the kwargs
+        raise ConfigError(f"env_kwargs: {env_id} does not accept {_show(env_kwargs)}: {detail}") from None
+    try:
+        obs, act = env.observation_space, env.action_space
+        unwrapped = env.unwrapped
+        if not isinstance(obs, gym.spaces.Box) or not isinstance(act, gym.spaces.Box):
+            raise ConfigError(f"env: {env_id} is not a metarl task family (the policy needs Box observations and actions)")
+        if not all(hasattr(unwrapped, m) for m in ("sample_tasks", "set_task", "get_task", "make_vector")):
+            raise ConfigError(
+                f"env: {env_id} is not a metarl task family (needs sample_tasks, set_task, get_task and make_vector)"
+            )
+        max_steps = env.spec.max_episode_steps if env.spec is not None else None
+        return int(np.prod(obs.shape)), int(np.prod(act.shape)), max_steps
+    finally:
+        env.close()

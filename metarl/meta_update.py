@@ -68,7 +68,12 @@ class UpdateResult:
     grad_norm: float
     accepted: bool
     line_search_steps: int
-    reason: str = ""
+    reason: str = ""  # why the update was skipped ("" when accepted)
+
+    @property
+    def non_finite(self) -> bool:
+        """Skipped because a loss, gradient, curvature or KL was NaN/inf (not a mere failed line search)."""
+        return self.reason.startswith("non-finite")
 
     def as_metrics(self) -> dict[str, float]:
         return {
@@ -124,8 +129,9 @@ class MetaParameters:
     @property
     def leaves(self) -> list[torch.Tensor]:
         leaves = list(self.theta.values())
-        if self.learn_alpha:
-            leaves += list(self.alpha.values())
+        if self.learn_alpha:  # a scalar α is one leaf shared by every key: count it once
+            seen: set[int] = set()
+            leaves += [a for a in self.alpha.values() if not (id(a) in seen or seen.add(id(a)))]
         return leaves
 
     def get_flat(self) -> torch.Tensor:
@@ -155,9 +161,11 @@ class TRPO:
         objective.set_old(dist)
         loss = objective.loss(dist)
         leaves = meta.leaves
+        if not torch.isfinite(loss):
+            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite loss")
         grads = torch.autograd.grad(loss, leaves, retain_graph=True)
         g = _flat(grads)
-        if not torch.isfinite(g).all() or not torch.isfinite(loss):
+        if not torch.isfinite(g).all():
             return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
         if self.fisher_subsample < 1.0:
             # Fisher = mean of per-task Fishers; a subset of tasks estimates it without bias.
@@ -168,7 +176,9 @@ class TRPO:
         else:
             fvp = self._fisher_vector_product(objective, dist, leaves)
         direction, shs = conjugate_gradient(fvp, g, self.cg_iters)
-        if not torch.isfinite(shs) or shs.item() <= 0:
+        if not torch.isfinite(shs) or not torch.isfinite(direction).all():
+            return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, "non-finite curvature")
+        if shs.item() <= 0:
             return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, "non-positive curvature")
         full_step = direction * torch.sqrt(2 * self.max_kl / shs)
         return self._line_search(meta, objective, full_step, loss.item(), g)
@@ -191,6 +201,7 @@ class TRPO:
 
     def _line_search(self, meta, objective, full_step, loss_before, g) -> UpdateResult:
         start = meta.get_flat()
+        any_finite = False
         for j in range(self.ls_max_steps):
             meta.set_flat(start - (self.ls_ratio**j) * full_step)
             with torch.enable_grad():
@@ -198,10 +209,12 @@ class TRPO:
             with torch.no_grad():
                 new_loss, kl = objective.loss(dist).item(), objective.kl(dist).item()
             finite = all(map(lambda x: x == x and abs(x) != float("inf"), (new_loss, kl)))
+            any_finite |= finite
             if finite and new_loss < loss_before and kl <= self.max_kl:
                 return UpdateResult(loss_before, new_loss, kl, g.norm().item(), True, j + 1)
         meta.set_flat(start)
-        return UpdateResult(loss_before, loss_before, 0.0, g.norm().item(), False, self.ls_max_steps, "line search failed")
+        reason = "line search failed" if any_finite else "non-finite loss or KL at every line-search step"
+        return UpdateResult(loss_before, loss_before, 0.0, g.norm().item(), False, self.ls_max_steps, reason)
 
 
 @dataclass
@@ -220,9 +233,11 @@ class Adam:
         dist = objective.distribution(meta.theta, meta.alpha, create_graph=create_graph)
         objective.set_old(dist)
         loss = objective.loss(dist)
+        if not torch.isfinite(loss):
+            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite loss")
         grads = torch.autograd.grad(loss, meta.leaves)
         g = _flat(grads)
-        if not torch.isfinite(g).all() or not torch.isfinite(loss):
+        if not torch.isfinite(g).all():
             return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
         for leaf, grad in zip(meta.leaves, grads):
             leaf.grad = grad
@@ -239,3 +254,41 @@ class Adam:
 
     def load_state_dict(self, state: dict) -> None:
         self._opt.load_state_dict(state)
+
+
+@dataclass
+class Reptile:
+    """Reptile for RL (Nichol et al. 2018): θ ← θ + β · mean_i(θ'ᵢ − θ), first order by construction.
+
+    θ'ᵢ are the same k inner policy-gradient steps as MAML's, from the pre-adaptation batch;
+    the post-adaptation rollouts only feed the metrics. With ``anneal_over`` set, β decays
+    linearly to 0 over that many updates.
+    """
+
+    step_size: float = 0.5
+    anneal_over: int | None = None
+    updates: int = 0
+
+    def current_step_size(self) -> float:
+        if self.anneal_over is None:
+            return self.step_size
+        return self.step_size * max(0.0, 1.0 - self.updates / self.anneal_over)
+
+    def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
+        adapted = adapt(objective.spec, meta.theta, meta.alpha, objective.pre, objective.inner_steps, create_graph=False)
+        beta = self.current_step_size()
+        with torch.no_grad():
+            deltas = {k: (adapted[k] - meta.theta[k]).mean(0) for k in meta.theta}
+            norm = torch.sqrt(sum(d.square().sum() for d in deltas.values()))
+            if not torch.isfinite(norm):
+                return UpdateResult(float("nan"), float("nan"), float("nan"), float("nan"), False, 0, "non-finite Reptile step")
+            for k, d in deltas.items():
+                meta.theta[k].add_(beta * d)
+        self.updates += 1
+        return UpdateResult(0.0, 0.0, 0.0, norm.item(), True, 0)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
