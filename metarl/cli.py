@@ -1,11 +1,14 @@
 """``metarl`` command line: ``metarl train CONFIG.yaml [--set key=value ...] [--out DIR] [--address ADDR]``.
 
-Bad input ends with one line on stderr and exit status 2; ``--debug`` shows the traceback.
+Exit status: 0 done; 2 bad input (config, arguments, files, checkpoints: one line on stderr);
+1 a run that failed (diverged, learner died, resources); 130 / 143 ``metarl train`` stopped by
+SIGINT / SIGTERM after checkpointing (see :mod:`metarl.signals`). ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import time
@@ -22,21 +25,37 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from metarl.signals import StopSignals
     from metarl.trainer import Trainer
 
-    trainer = Trainer(cfg, out, address=args.address, resume=args.resume)
-    print(f"metarl: training {cfg.algorithm} on {cfg.env}, run directory {out}", file=sys.stderr)
-    bar = tqdm(total=cfg.iterations, initial=trainer.iteration, desc=cfg.algorithm, unit="it", disable=args.quiet)
+    with StopSignals() as stop:  # SIGINT/SIGTERM: finish the iteration, checkpoint, exit 130/143
+        trainer = Trainer(cfg, out, address=args.address, resume=args.resume, config_path=args.config,
+                          overrides=args.set or [])
+        stop.install()  # ray.init replaced our SIGTERM handler with its own
+        print(f"metarl: training {cfg.algorithm} on {cfg.env}, run directory {out}", file=sys.stderr)
+        bar = tqdm(total=cfg.iterations, initial=trainer.iteration, desc=cfg.algorithm, unit="it", disable=args.quiet)
 
-    def report(m: dict) -> None:
-        bar.set_postfix(pre=f"{m['return_pre']:.2f}", post=f"{m['return_post']:.2f}", s=f"{m['seconds']:.2f}")
-        bar.update(1)
+        def report(m: dict) -> None:
+            bar.set_postfix(pre=f"{m['return_pre']:.2f}", post=f"{m['return_post']:.2f}", s=f"{m['seconds']:.2f}")
+            bar.update(1)
 
-    try:
-        trainer.train(report)
-    finally:
-        bar.close()
-    trainer.close()
+        try:
+            trainer.train(report, should_stop=stop)
+        except Exception as exc:
+            if not stop():
+                raise
+            # e.g. Ctrl-C reached Ray's processes too (same process group): the iteration is lost
+            print(f"metarl: stopped by {stop.name}; iteration {trainer.iteration + 1} was abandoned "
+                  f"({type(exc).__name__}); newest checkpoint: {trainer.last_checkpoint}; resume with: "
+                  f"{trainer.resume_command}", file=sys.stderr)
+            return stop.exit_status
+        finally:
+            bar.close()
+            trainer.close()
+    if stop():
+        print(f"metarl: stopped by {stop.name} after iteration {trainer.iteration}; checkpoint "
+              f"{trainer.last_checkpoint}; resume with: {trainer.resume_command}", file=sys.stderr)
+        return stop.exit_status
     print(f"metarl: done; metrics in {out / 'metrics.jsonl'}, checkpoints in {out / 'checkpoints'}", file=sys.stderr)
     return 0
 
@@ -101,8 +120,47 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    import json
+
+    import ray
+
+    from metarl.config import Config
+    from metarl.tune import default_sweep_dir, format_summary, parse_grid, run_sweep, summarize
+
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.max_failures < -1:
+        raise ValueError(f"--max-failures must be >= -1 (-1 = retry forever), got {args.max_failures}")
+    base = Config.load(args.config, args.set or []).to_dict()
+    grid = parse_grid(args.grid)
+    out = Path(args.out) if args.out else default_sweep_dir(args.config)
+    started_ray = not ray.is_initialized()
+    try:
+        results = run_sweep(base, grid, out, iterations=args.iterations, max_failures=args.max_failures,
+                            address=args.address, verbose=0 if args.quiet else 1)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    rows = summarize(results, list(grid))
+    print(json.dumps(rows) if args.json else format_summary(rows, list(grid)))
+    print(f"metarl: sweep results in {out}", file=sys.stderr)
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``metarl: error: ...``) and exit status 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())[:1000]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metarl", description="Distributed gradient-based meta-RL (MAML, Meta-SGD).")
+    parser = _Parser(prog="metarl", description="Distributed gradient-based meta-RL (MAML, Meta-SGD).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -127,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--learner-only", metavar="OBS,ACT,HORIZON",
                        help="time only the learner on synthetic rollouts of this shape (e.g. 17,6,200 for HalfCheetah)")
     bench.set_defaults(func=_benchmark)
+
+    sweep = sub.add_parser("sweep", help="grid search with Ray Tune (one trial = one training run)")
+    sweep.add_argument("config", help="YAML config, the base of every trial")
+    sweep.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                       help="values of one key to search (repeatable; the grid is their product), e.g. --grid inner_lr=0.05,0.1")
+    sweep.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE", help="override config keys of every trial")
+    sweep.add_argument("--iterations", type=int, help="meta-iterations per trial (default: the config's)")
+    sweep.add_argument("--out", help="experiment directory (default: runs/<config>-sweep-<time>)")
+    sweep.add_argument("--max-failures", type=int, default=0, help="restarts of a failed trial from its last checkpoint")
+    sweep.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    sweep.add_argument("--json", action="store_true", help="print the per-trial summary as JSON")
+    sweep.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    sweep.set_defaults(func=_sweep)
 
     # "-0.3,0.2" is a goal, not an option (argparse < 3.13 only knows plain negative numbers)
     goal_args = re.compile(r"^-\.?\d")
@@ -165,22 +236,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="metarl: %(levelname)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, ValueError) as exc:
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"metarl: error: {exc}", file=sys.stderr)
+        print("metarl: interrupted", file=sys.stderr)
+        return 130
+    except (ConfigError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        if args.debug:
+            raise
+        print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
         if args.debug:
             raise
-        from metarl.checkpoint import CheckpointError
-        from metarl.trainer import ResourceError
+        import yaml
 
-        if isinstance(exc, (ResourceError, CheckpointError)):
-            print(f"metarl: error: {exc}", file=sys.stderr)
-            return 2 if isinstance(exc, CheckpointError) else 1
+        from metarl.checkpoint import CheckpointError, NonFiniteStateError
+        from metarl.trainer import LearnerDiedError, ResourceError, TrainingDivergedError
+
+        if isinstance(exc, (CheckpointError, yaml.YAMLError)):
+            print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        if isinstance(exc, (ResourceError, LearnerDiedError, TrainingDivergedError, NonFiniteStateError)):
+            print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
+            return 1
         raise
 
 

@@ -45,6 +45,22 @@ class RolloutWorker:
         rollouts["task_index"] = np.asarray(task_index)
         return rollouts
 
+    def sample_with_info(self, *args: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``sample`` plus a small receipt, for calls made with ``num_returns=2``.
+
+        The receipt says where the call ran (pid, node) and what it holds (task indices, episode
+        count), so the driver can notice restarts and failures without fetching the rollouts,
+        which go to the learner as their own object.
+        """
+        rollouts = self.sample(*args)
+        info = {
+            **self.node_info(),
+            "worker_index": self.worker_index,
+            "task_index": [int(i) for i in rollouts["task_index"]],
+            "episodes": int(rollouts["mask"].shape[0] * rollouts["mask"].shape[1]),
+        }
+        return info, rollouts
+
     def node_info(self) -> dict[str, Any]:
         import ray
 
