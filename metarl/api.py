@@ -1,0 +1,257 @@
+"""Python API in RLlib's idiom: a config builder with chained setters, and an algorithm object.
+
+::
+
+    from metarl.api import MetaSGDConfig
+
+    config = (
+        MetaSGDConfig()
+        .environment("metarl/Navigation2D-v0", env_kwargs={"action_mode": "clip"})
+        .env_runners(num_env_runners=2, num_cpus_per_env_runner=1)
+        .learners(device="cpu", num_cpus=1)
+        .training(meta_batch_size=20, episodes_per_task=20, inner_lr=0.1, meta_optimizer="trpo", max_kl=0.01)
+        .debugging(seed=0)
+    )
+    algo = config.build_algo(out_dir="runs/nav-api")
+    for _ in range(10):
+        result = algo.train()                    # one meta-iteration; the metrics.jsonl row
+    path = algo.save_to_path()                   # checkpoint file
+    algo.stop()
+    algo = MetaAlgorithm.from_checkpoint(path)   # rebuilt from the checkpoint's own config
+    report = algo.evaluate(num_tasks=40, steps=3)
+
+The builders only collect keys of :class:`metarl.config.Config`; ``to_config()`` validates
+them exactly as a YAML file is validated. :class:`MetaAlgorithm` is a thin handle on the same
+:class:`metarl.trainer.Trainer` that ``metarl train`` runs: one training core, with the same
+run directory (``config.yaml``, ``metrics.jsonl``/``.csv``, ``tensorboard/``, ``checkpoints/``).
+
+Setters mutate and return the builder (RLlib's convention); ``copy()`` branches a variant.
+``stop()`` ends the algorithm's actors, not Ray: like RLlib, whoever started Ray shuts it down.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+
+
+class MetaRLConfig:
+    """Builder for :class:`Config`; use :class:`MetaSGDConfig` or :class:`MAMLConfig`."""
+
+    algorithm: str = ""
+
+    def __init__(self) -> None:
+        if not self.algorithm:
+            raise TypeError("use MetaSGDConfig or MAMLConfig")
+        self._values: dict[str, Any] = {"algorithm": self.algorithm}
+
+    # -- chained setters (RLlib's names) ------------------------------------------------------
+    def environment(self, env: str = _UNSET, env_kwargs: dict | None = _UNSET, horizon: int | None = _UNSET) -> "MetaRLConfig":
+        """Task family: a registered Gymnasium id, its keyword arguments, steps per episode."""
+        if env_kwargs is not _UNSET:
+            env_kwargs = dict(env_kwargs or {})
+        return self._set(env=env, env_kwargs=env_kwargs, horizon=horizon)
+
+    def env_runners(self, num_env_runners: int = _UNSET, num_cpus_per_env_runner: float = _UNSET) -> "MetaRLConfig":
+        """Rollout actors (``num_workers``) and the CPUs Ray reserves for each (``worker_cpus``)."""
+        return self._set(num_workers=num_env_runners, worker_cpus=num_cpus_per_env_runner)
+
+    def learners(self, device: str = _UNSET, num_cpus: float = _UNSET, num_threads: int = _UNSET) -> "MetaRLConfig":
+        """The learner actor: ``device`` (auto/cpu/cuda), ``learner_cpus``, ``learner_threads``."""
+        return self._set(device=device, learner_cpus=num_cpus, learner_threads=num_threads)
+
+    def training(self, **kwargs: Any) -> "MetaRLConfig":
+        """Any other :class:`Config` key: ``inner_lr``, ``meta_batch_size``, ``episodes_per_task``,
+        ``iterations``, ``meta_optimizer``, ``max_kl``, ``hidden_sizes``, ``checkpoint_every``, …"""
+        if "algorithm" in kwargs:
+            raise ConfigError("training(algorithm=...): choose the builder instead (MetaSGDConfig or MAMLConfig)")
+        return self._set(**kwargs)
+
+    def debugging(self, seed: int = _UNSET) -> "MetaRLConfig":
+        """Seed for initialisation, tasks and action noise."""
+        return self._set(seed=seed)
+
+    def update_from_dict(self, values: dict[str, Any]) -> "MetaRLConfig":
+        """Set keys from a plain ``Config``-style dict (e.g. a parsed YAML preset)."""
+        values = dict(values)
+        algorithm = values.pop("algorithm", self.algorithm)
+        if algorithm != self.algorithm:
+            raise ConfigError(f"algorithm: {algorithm!r} given to {type(self).__name__} ({self.algorithm!r})")
+        return self._set(**values)
+
+    def _set(self, **values: Any) -> "MetaRLConfig":
+        names = Config.field_names()
+        for key, value in values.items():
+            if value is _UNSET:
+                continue
+            if key not in names:
+                Config.from_dict({key: value}, source=f"{type(self).__name__}")  # raises with a "did you mean"
+            self._values[key] = copy.deepcopy(value)
+        return self
+
+    # -- results ------------------------------------------------------------------------------
+    def copy(self) -> "MetaRLConfig":
+        return copy.deepcopy(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys set so far (unset keys take :class:`Config`'s defaults); e.g. a Tune ``param_space``."""
+        return copy.deepcopy(self._values)
+
+    def to_config(self) -> Config:
+        """The validated :class:`Config` (raises :class:`ConfigError` naming a bad key)."""
+        return Config.from_dict(self.to_dict(), source=type(self).__name__)
+
+    def build_algo(self, out_dir: str | Path | None = None, address: str | None = None) -> "MetaAlgorithm":
+        """Start the algorithm: Ray (``address``, or the one already initialised, or a new local
+        one), the learner and the rollout actors. ``out_dir`` is the run directory (default:
+        ``runs/<algorithm>-<time>-<id>``)."""
+        return MetaAlgorithm(self.to_config(), out_dir=out_dir, address=address)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._values})"
+
+
+class MetaSGDConfig(MetaRLConfig):
+    """Meta-SGD (Li et al. 2017): one learned inner step size α per policy parameter."""
+
+    algorithm = "metasgd"
+
+
+class MAMLConfig(MetaRLConfig):
+    """MAML (Finn et al. 2017): a fixed scalar inner step size α = ``inner_lr``."""
+
+    algorithm = "maml"
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path("runs") / f"{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+class MetaAlgorithm:
+    """A running meta-learner: ``train()`` one meta-iteration at a time, save, restore, evaluate.
+
+    A handle on :class:`metarl.trainer.Trainer` (the loop behind ``metarl train``).
+    """
+
+    def __init__(self, config: Config, out_dir: str | Path | None = None, address: str | None = None,
+                 resume: bool = False):
+        from metarl.trainer import Trainer
+
+        config.validate()
+        self.config = config
+        self.run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+        self._trainer: Trainer | None = Trainer(config, self.run_dir, address=address, resume=resume)
+
+    @property
+    def trainer(self):
+        if self._trainer is None:
+            raise RuntimeError("this algorithm was stopped; build a new one or use MetaAlgorithm.from_checkpoint")
+        return self._trainer
+
+    @property
+    def iteration(self) -> int:
+        return self.trainer.iteration
+
+    def train(self) -> dict[str, Any]:
+        """One meta-iteration (sample, adapt, sample, meta-update); returns its metrics.
+
+        The same dict is appended to ``metrics.jsonl``; a checkpoint is written every
+        ``checkpoint_every`` iterations and at ``iterations``, as in ``metarl train``. Calling
+        ``train()`` more than ``iterations`` times is allowed.
+        """
+        return dict(self.trainer.train_iteration())
+
+    def save_to_path(self, path: str | Path | None = None) -> str:
+        """Write a checkpoint of the current state; returns the checkpoint file's path.
+
+        ``path`` is a directory (created if needed; default: the run's ``checkpoints/``). The
+        file is an ordinary metarl checkpoint: ``metarl evaluate`` and ``from_checkpoint`` read it.
+        """
+        return str(self.trainer.save(path))
+
+    def restore_from_path(self, path: str | Path) -> str:
+        """Load a checkpoint (file, checkpoint directory or run directory) into this algorithm."""
+        return str(self.trainer.restore(path))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, out_dir: str | Path | None = None,
+                        address: str | None = None) -> "MetaAlgorithm":
+        """Rebuild an algorithm from a checkpoint's own config and state.
+
+        ``path`` is a checkpoint file, a directory of checkpoints, or a run directory (its
+        latest checkpoint). Training continues in ``out_dir`` (default: a new run directory;
+        pass the original run directory to continue that run in place, which drops its rows
+        past the checkpoint).
+        """
+        from metarl.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+
+        file = resolve_checkpoint(path)
+        state = load_checkpoint(file)
+        cfg = Config.from_dict(json.loads(state["config"]), source=f"{file} (config)")
+        run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg)
+        algo = cls(cfg, out_dir=run_dir, address=address, resume=bool(list_checkpoints(run_dir / "checkpoints")))
+        try:
+            algo.trainer.restore(file)
+        except BaseException:
+            algo.stop()
+            raise
+        return algo
+
+    def get_weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{"theta": {name: array}, "alpha": {name: array}}`` (α is a scalar per tensor for MAML)."""
+        import ray
+
+        state = ray.get(self.trainer.learner.state_dict.remote())
+        return {group: {k: v.numpy().copy() for k, v in state[group].items()} for group in ("theta", "alpha")}
+
+    def evaluate(self, goals=None, num_tasks: int | None = None, steps: int = 3, episodes: int | None = None,
+                 seed: int = 0, local: bool = False, num_workers: int | None = None) -> dict[str, Any]:
+        """The papers' test protocol on the current (θ, α): :func:`metarl.evaluation.evaluate`.
+
+        Evaluates the checkpoint of the current iteration (written first if there is none), so
+        the report names a file that ``metarl evaluate`` reproduces. Sampling uses fresh
+        RolloutWorker actors on this Ray; when the cluster has no CPU free for one (training's
+        actors hold them), it samples in-process instead, which gives the same numbers.
+        """
+        import ray
+
+        from metarl.checkpoint import list_checkpoints
+        from metarl.evaluation import evaluate
+
+        trainer = self.trainer
+        current = [p for p in list_checkpoints(trainer.ckpt_dir) if p.name == f"checkpoint-{trainer.iteration:06d}.pt"]
+        checkpoint = current[0] if current else trainer.save()
+        if not local and ray.available_resources().get("CPU", 0.0) + 1e-9 < self.config.worker_cpus:
+            log.info("evaluate: no free CPU for a rollout actor; sampling in-process (same numbers)")
+            local = True
+        return evaluate(checkpoint, goals=goals, num_tasks=num_tasks, steps=steps, episodes=episodes, seed=seed,
+                        local=local, num_workers=num_workers)
+
+    def stop(self) -> None:
+        """End this algorithm's actors and placement groups (Ray itself keeps running)."""
+        if self._trainer is not None:
+            self._trainer.close()
+            self._trainer = None
+
+    def __enter__(self) -> "MetaAlgorithm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"iteration {self._trainer.iteration}" if self._trainer is not None else "stopped"
+        return f"MetaAlgorithm({self.config.algorithm} on {self.config.env}, {state}, run_dir={str(self.run_dir)!r})"

@@ -1,0 +1,73 @@
+"""Graceful stop of ``metarl train`` on SIGINT (Ctrl-C) or SIGTERM (``kill``, a scheduler).
+
+The first signal only sets a flag; :meth:`metarl.trainer.Trainer.train` checks it between
+meta-iterations, so the iteration in progress finishes, a checkpoint of it is written, and the
+command exits with ``128 + signal number``: **130** after SIGINT, **143** after SIGTERM (the
+shell's convention for "ended by this signal", so a script can tell a stopped run from a
+finished one, which exits 0). ``metarl train ... --resume`` continues from that checkpoint.
+
+A second signal aborts at once (``KeyboardInterrupt``) without waiting for the iteration; the
+newest checkpoint is then the last periodic one, which is complete (checkpoints are written
+atomically). SIGKILL cannot be caught: it too leaves the last complete checkpoint.
+
+``ray.init`` installs its own SIGTERM handler (``sys.exit``), so call :meth:`StopSignals.install`
+again once Ray has started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """Context manager: SIGINT/SIGTERM set a flag (``stop()`` is true) instead of killing the process."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def install(self) -> None:
+        """Take SIGINT and SIGTERM (again); only possible in the main thread, else a no-op."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in SIGNALS:
+            previous = signal.signal(s, self._handle)
+            self._previous.setdefault(s, previous)
+
+    def restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s, previous in self._previous.items():
+            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting")
+        self.signum = signum
+        # os.write: no Python-level locks, safe while the main thread is inside print/logging
+        os.write(2, f"\nmetarl: {self.name} received: finishing this iteration, then a checkpoint and exit "
+                    f"({self.name} again aborts at once)\n".encode())
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    @property
+    def exit_status(self) -> int:
+        """128 + signal number (130 for SIGINT, 143 for SIGTERM); 0 when no signal came."""
+        return 128 + self.signum if self.signum is not None else 0
