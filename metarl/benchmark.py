@@ -46,6 +46,35 @@ def worker_throughput(cfg: Config, repeats: int = 3) -> float:
     return float(steps / best)
 
 
+def transfer_sizes(cfg: Config) -> dict[str, int]:
+    """Bytes that cross the object store per meta-iteration, for the scaling cost model.
+
+    Rollouts travel worker -> learner once per phase; θ (and α) are put once, and the
+    per-task θ'ᵢ once, for the post-adaptation phase. Measured on a real sample, not estimated.
+    """
+    import torch
+
+    from metarl.policies import init_params
+    from metarl.tasks import env_horizon, make_env, sample_tasks
+    from metarl.trainer import policy_spec
+    from metarl.workers import RolloutWorker
+
+    env = make_env(cfg.env, cfg.env_kwargs)
+    spec = policy_spec(cfg, env)
+    worker = RolloutWorker(cfg.env, cfg.env_kwargs, spec, env_horizon(env, cfg.horizon))
+    params = {k: v.numpy() for k, v in init_params(spec, torch.Generator().manual_seed(0)).items()}
+    tasks = sample_tasks(env, cfg.meta_batch_size, np.random.default_rng(0))
+    out = worker.sample(tasks, np.arange(len(tasks)), params, False, cfg.episodes_per_task, list(range(len(tasks))))
+    rollout = int(sum(np.asarray(v).nbytes for v in out.values()))
+    theta = int(sum(v.nbytes for v in params.values()))
+    return {
+        "rollout_bytes_per_phase": rollout,
+        "theta_bytes": theta,
+        "adapted_params_bytes": theta * cfg.meta_batch_size,
+        "bytes_per_iteration": 2 * rollout + theta + theta * cfg.meta_batch_size,
+    }
+
+
 def run_protocol(cfg: Config, iterations: int, warmup: int) -> dict[str, Any]:
     import ray
 
@@ -90,6 +119,7 @@ def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: i
         "overrides": overrides,
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "worker_env_steps_per_second": worker_throughput(base),
+        "transfer": transfer_sizes(base),
         "runs": [],
     }
     for w in workers or [base.num_workers]:
@@ -116,6 +146,10 @@ def print_table(r: dict[str, Any], file=sys.stdout) -> None:
     print(f"metarl benchmark: {r['config']} {' '.join(r['overrides'])}", file=file)
     print(f"machine: {r['machine']['cores']} cores, {r['machine']['device']}, torch {r['machine']['torch']}", file=file)
     print(f"one rollout worker: {r['worker_env_steps_per_second']:,.0f} env steps/s", file=file)
+    t = r["transfer"]
+    print(f"object store per iteration: {t['bytes_per_iteration'] / 1e6:.2f} MB (rollouts "
+          f"{t['rollout_bytes_per_phase'] / 1e6:.2f} MB per phase, θ {t['theta_bytes'] / 1e3:.0f} kB, "
+          f"θ'ᵢ {t['adapted_params_bytes'] / 1e6:.2f} MB)", file=file)
     head = (f"{'workers':>7} {'threads':>8} {'iter s':>8} {'sample s':>9} {'adapt s':>8} {'meta s':>8} {'lrn cpu s':>9} "
             f"{'steps/s':>10} {'RSS drv/lrn MB':>15}")
     print(head, file=file)

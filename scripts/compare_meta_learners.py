@@ -1,6 +1,7 @@
 """Short, fair comparison of the meta-learners on 2D navigation (same seeds, same budget).
 
     python scripts/compare_meta_learners.py --iterations 30 --seeds 0,1 --out runs/compare
+    python scripts/compare_meta_learners.py --study alpha --iterations 30 --seeds 0,1 --out runs/compare
 
 Trains each variant with `metarl train` (reduced protocol: 10 tasks x 10 trajectories x 100 steps,
 64-64 ReLU), evaluates each run with `metarl evaluate` on the same 20 held-out goals (1 inner step,
@@ -25,6 +26,16 @@ VARIANTS = {
     "Meta-SGD, per-layer α": ["algorithm=metasgd", "alpha_granularity=per_layer"],
     "Meta-SGD, per-parameter α": ["algorithm=metasgd", "alpha_granularity=per_parameter"],
 }
+# Why Meta-SGD barely beats MAML on 2D navigation (issue 9): does α move if its start, the inner
+# step size or the trust region changes? Each Meta-SGD row has a MAML row with the same settings.
+ALPHA_STUDY = {
+    "MAML, α = 0.1, TRPO": ["algorithm=maml"],
+    "Meta-SGD, α₀ = 0.1, TRPO": ["algorithm=metasgd"],
+    "MAML, α = 0.3, TRPO": ["algorithm=maml", "inner_lr=0.3"],
+    "Meta-SGD, α₀ = 0.3, TRPO": ["algorithm=metasgd", "inner_lr=0.3"],
+    "MAML, α = 0.1, Adam (lr 0.003)": ["algorithm=maml", "meta_optimizer=adam", "meta_lr=0.003"],
+    "Meta-SGD, α₀ = 0.1, Adam (lr 0.003)": ["algorithm=metasgd", "meta_optimizer=adam", "meta_lr=0.003"],
+}
 BUDGET = ["meta_batch_size=10", "episodes_per_task=10", "hidden_sizes=[64,64]"]
 
 
@@ -41,11 +52,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--eval-seed", type=int, default=1234)
+    parser.add_argument("--study", choices=["learners", "alpha"], default="learners",
+                        help="learners: the six meta-learners; alpha: Meta-SGD vs MAML under other α/optimizer settings")
     args = parser.parse_args()
+    variants = VARIANTS if args.study == "learners" else ALPHA_STUDY
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
-    for name, sets in VARIANTS.items():
-        pre, post, secs = [], [], []
+    for name, sets in variants.items():
+        pre, post, secs, alpha = [], [], [], []
         for seed in seeds:
             run = Path(args.out) / f"{sets[0].split('=')[1]}-{'-'.join(s.replace('=', '_') for s in sets[1:]) or 'default'}-seed{seed}"
             if not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < args.iterations:
@@ -57,11 +71,14 @@ def main() -> None:
             post.append(report["returns_by_step"][1])
             metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
             secs.append(statistics.median(m["seconds"] for m in metrics))
-        rows.append((name, pre, post, secs))
-    print(f"| variant | return before | return after 1 step | s / iteration |  \n| --- | --- | --- | --- |")
-    for name, pre, post, secs in rows:
+            last = metrics[-1]  # fixed-α learners log only alpha/mean
+            alpha.append((last.get("alpha/min", last["alpha/mean"]), last.get("alpha/max", last["alpha/mean"])))
+        rows.append((name, pre, post, secs, alpha))
+    print("| variant | return before | return after 1 step | final α range | s / iteration |\n| --- | --- | --- | --- | --- |")
+    for name, pre, post, secs, alpha in rows:
         fmt = lambda xs: f"{statistics.mean(xs):.1f} ± {(max(xs) - min(xs)) / 2:.1f}"  # noqa: E731
-        print(f"| {name} | {fmt(pre)} | {fmt(post)} | {statistics.median(secs):.2f} |")
+        lo, hi = min(a[0] for a in alpha), max(a[1] for a in alpha)
+        print(f"| {name} | {fmt(pre)} | {fmt(post)} | {lo:.3g} … {hi:.3g} | {statistics.median(secs):.2f} |")
     print(f"\n{len(seeds)} seeds ({args.seeds}), {args.iterations} iterations, {' '.join(BUDGET)}; "
           f"evaluated on 20 held-out goals (seed {args.eval_seed}), 10 trajectories, 1 inner step; ± is half the range over seeds.")
 

@@ -33,6 +33,12 @@ def test_benchmark_json_fields():
     run = result["runs"][0]
     assert run["learner_seconds"] <= run["iteration_seconds"]
     assert len(run["iteration_seconds_all"]) == 2
+    # object-store traffic: 2 tasks x 2 episodes x 100 steps of 2-d obs/actions are at least 3.2 kB per phase,
+    # and the θ'ᵢ broadcast is one θ per task
+    t = result["transfer"]
+    assert t["rollout_bytes_per_phase"] >= 2 * 2 * 100 * 2 * 4
+    assert t["adapted_params_bytes"] == 2 * t["theta_bytes"] > 0
+    assert t["bytes_per_iteration"] == 2 * t["rollout_bytes_per_phase"] + t["theta_bytes"] + t["adapted_params_bytes"]
 
 
 def test_learner_only_benchmark_on_synthetic_batch():
