@@ -1,11 +1,27 @@
-"""metarl task environments. Importing this package registers them with Gymnasium."""
+"""metarl task environments. Importing this package registers them with Gymnasium.
+
+The MuJoCo families import MuJoCo only when one of them is made.
+"""
 
 from gymnasium.envs.registration import register, registry
 
+from envs.gridworld import GridNavigationEnv
 from envs.navigation_2d import Navigation2DEnv, Navigation2DVectorEnv
 from envs.task_env import Task, TaskEnv, TaskVectorEnv
 
-if "metarl/Navigation2D-v0" not in registry:
-    register(id="metarl/Navigation2D-v0", entry_point="envs.navigation_2d:Navigation2DEnv", max_episode_steps=100)
+FAMILIES = {  # id -> (entry point, max_episode_steps: the papers' horizon)
+    "metarl/Navigation2D-v0": ("envs.navigation_2d:Navigation2DEnv", 100),
+    "metarl/GridNavigation-v0": ("envs.gridworld:GridNavigationEnv", 20),
+    "metarl/HalfCheetahVel-v0": ("envs.locomotion:HalfCheetahVelEnv", 200),
+    "metarl/HalfCheetahDir-v0": ("envs.locomotion:HalfCheetahDirEnv", 200),
+    "metarl/AntDir-v0": ("envs.locomotion:AntDirEnv", 200),
+    "metarl/AntVel-v0": ("envs.locomotion:AntVelEnv", 200),
+}
 
-__all__ = ["Navigation2DEnv", "Navigation2DVectorEnv", "Task", "TaskEnv", "TaskVectorEnv"]
+for _id, (_entry_point, _steps) in FAMILIES.items():
+    if _id not in registry:
+        register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
+
+__all__ = [
+    "FAMILIES", "GridNavigationEnv", "Navigation2DEnv", "Navigation2DVectorEnv", "Task", "TaskEnv", "TaskVectorEnv",
+]

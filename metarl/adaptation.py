@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from metarl.batch import Batch
-from metarl.policies import Params, PolicySpec, forward, gaussian_log_prob
+from metarl.policies import Params, PolicySpec, forward, log_prob
 
 
 def expand_to_tasks(params: Params, num_tasks: int) -> Params:
@@ -21,8 +21,7 @@ def expand_to_tasks(params: Params, num_tasks: int) -> Params:
 
 def log_probs(spec: PolicySpec, params: Params, batch: Batch) -> torch.Tensor:
     """``(T, E*H)`` log π(a|s) for every task's rows under that task's parameters."""
-    mean, log_std = forward(spec, params, batch.flat("obs"))
-    return gaussian_log_prob(mean, log_std, batch.flat("actions"))
+    return log_prob(spec, forward(spec, params, batch.flat("obs")), batch.flat("actions"))
 
 
 def inner_losses(spec: PolicySpec, params: Params, batch: Batch) -> torch.Tensor:

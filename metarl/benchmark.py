@@ -8,6 +8,7 @@ core (the rollout actors idle while it works); ``1`` pins it to one torch thread
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -75,6 +76,18 @@ def transfer_sizes(cfg: Config) -> dict[str, int]:
     }
 
 
+def cluster_estimate(cfg: Config, horizon: int, worker_steps_per_second: float, learner_seconds: float,
+                     cores: tuple[int, ...] = (1, 2, 8, 20, 40)) -> dict[int, float]:
+    """Seconds per iteration with N rollout cores, from one core's measured rate and the learner time.
+
+    Simple cost model: a phase takes ceil(tasks / N) tasks' rollouts on the busiest core (a task's
+    E x H steps at one core's rate; early terminations ignored), twice per iteration, plus the
+    learner (adapt + meta-update) as measured. Object-store transfers and Ray overhead are left out.
+    """
+    per_task = cfg.episodes_per_task * horizon / worker_steps_per_second
+    return {n: 2 * math.ceil(cfg.meta_batch_size / n) * per_task + learner_seconds for n in cores}
+
+
 def run_protocol(cfg: Config, iterations: int, warmup: int) -> dict[str, Any]:
     import ray
 
@@ -138,7 +151,12 @@ def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: i
     results["best"] = {"num_workers": best["num_workers"], "learner_threads": best["learner_threads"]}
     import torch
 
+    from metarl.tasks import env_horizon, make_env
+
     results["machine"].update(torch=torch.__version__, device=best["device"])
+    horizon = env_horizon(make_env(base.env, base.env_kwargs), base.horizon)
+    results["cluster_estimate_seconds"] = cluster_estimate(
+        base, horizon, results["worker_env_steps_per_second"], best["learner_seconds"])
     return results
 
 
@@ -159,6 +177,8 @@ def print_table(r: dict[str, Any], file=sys.stdout) -> None:
               f"{run['sample_seconds']:>9.3f} {run['adapt_seconds']:>8.3f} {run['meta_update_seconds']:>8.3f} "
               f"{run['learner_cpu_seconds']:>9.3f} "
               f"{run['sample_env_steps_per_second']:>10,.0f} {rss['driver']:>7.0f}/{rss['learner']:<7.0f}", file=file)
+    estimate = ", ".join(f"{n}: {s:.1f} s" for n, s in r["cluster_estimate_seconds"].items())
+    print(f"estimated iteration on N rollout cores (one core's rate, this learner): {estimate}", file=file)
 
 
 def main(args) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -53,8 +54,12 @@ def _train(args: argparse.Namespace) -> int:
             bar.close()
             trainer.close()
     if stop():
-        print(f"metarl: stopped by {stop.name} after iteration {trainer.iteration}; checkpoint "
-              f"{trainer.last_checkpoint}; resume with: {trainer.resume_command}", file=sys.stderr)
+        if trainer.last_checkpoint is None:
+            print(f"metarl: stopped by {stop.name} before the first iteration; nothing was checkpointed",
+                  file=sys.stderr)
+        else:
+            print(f"metarl: stopped by {stop.name} after iteration {trainer.iteration}; checkpoint "
+                  f"{trainer.last_checkpoint}; resume with: {trainer.resume_command}", file=sys.stderr)
         return stop.exit_status
     print(f"metarl: done; metrics in {out / 'metrics.jsonl'}, checkpoints in {out / 'checkpoints'}", file=sys.stderr)
     return 0
@@ -237,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="metarl: %(levelname)s: %(message)s")
+    # A config's env "module:id" may name a module in the working directory (examples/my_task_family.py);
+    # Ray actors start there with it on their path. Appended last, so it shadows no installed module.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         return args.func(args)
     except KeyboardInterrupt:

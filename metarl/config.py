@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
 import os
 import re
@@ -110,7 +111,8 @@ class Config:
     )
     reptile_step_size: float = _f(0.5, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True)
     reptile_anneal: bool = _f(True, "reptile: anneal β linearly to 0 over the run's iterations")
-    env: str = _f("metarl/Navigation2D-v0", "registered Gymnasium id of a metarl task family")
+    env: str = _f("metarl/Navigation2D-v0", "registered Gymnasium id of a metarl task family; 'module:id' imports "
+                  "module (which registers id) first, in every process")
     env_kwargs: dict = _f({}, "keyword arguments for the env (e.g. action_mode: clip | scale)")
     horizon: int | None = _f(None, "steps per episode; null = the env's max_episode_steps", low=1)
     iterations: int = _f(500, "meta-iterations to run", low=1)
@@ -132,7 +134,8 @@ class Config:
     normalize_advantages: bool = _f(True, "normalise advantages per task")
     hidden_sizes: list = _f([100, 100], "policy MLP hidden layer sizes")
     activation: str = _f("relu", "relu or tanh", choices=("relu", "tanh"))
-    init_std: float = _f(1.0, "initial policy standard deviation", low=0.0, exclusive_low=True)
+    init_std: float = _f(1.0, "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",
+                         low=0.0, exclusive_low=True)
     seed: int = _f(0, "seed for initialisation, tasks and action noise", low=0)
     num_workers: int = _f(1, "rollout actors", low=1)
     worker_cpus: float = _f(1.0, "CPUs Ray reserves per rollout actor", low=0.0)
@@ -234,7 +237,7 @@ class Config:
                 "would leave some idle; use num_workers <= meta_batch_size"
             )
         _check_plain_data("env_kwargs", self.env_kwargs)
-        obs_dim, act_dim, max_steps = _check_env(self.env, self.env_kwargs)
+        obs_dim, act_dim, max_steps, kind = _check_env(self.env, self.env_kwargs)
         horizon = self.horizon if self.horizon is not None else max_steps
         if horizon is None:
             raise ConfigError(f"horizon: {self.env} registers no max_episode_steps; set horizon")
@@ -245,7 +248,7 @@ class Config:
                 f"horizon {horizon} = {steps:.3g} env steps per phase exceeds {MAX_STEPS_PER_PHASE:.0e}; lower them"
             )
         widths = [obs_dim, *sizes, act_dim]
-        params = sum(a * b + b for a, b in zip(widths, widths[1:])) + act_dim
+        params = sum(a * b + b for a, b in zip(widths, widths[1:])) + (act_dim if kind == "gaussian" else 0)
         if params > MAX_POLICY_PARAMETERS:
             raise ConfigError(
                 f"hidden_sizes: {_show(sizes)} gives a policy of {params:.3g} parameters "
@@ -333,19 +336,29 @@ def _check_plain_data(name: str, value: Any) -> None:
     walk(value, name)
 
 
-def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None]:
-    """The env id is registered and constructs with ``env_kwargs`` as a flat Box -> Box task family.
+def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str]:
+    """The env id is registered and constructs with ``env_kwargs`` as a metarl task family.
 
-    Returns ``(obs_dim, act_dim, max_episode_steps)``.
+    A family has Box observations, Box or Discrete actions and the task API (``sample_tasks``,
+    ``set_task``, ``get_task``). Returns ``(obs_dim, act_dim, max_episode_steps, policy kind)``.
     """
     import gymnasium as gym
-    import numpy as np
 
     import envs  # noqa: F401  (registers the metarl families)
+    from metarl.tasks import space_dims
 
-    if env_id not in gym.registry:
+    module, _, name = env_id.rpartition(":")
+    if module:  # Gymnasium's "module:id": importing the module registers the family
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module):
+            raise ConfigError(f"env: {_show(env_id)}: {_show(module)} is not a Python module name")
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # ModuleNotFoundError, or the module's own error
+            detail = f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"env: {_show(env_id)}: importing {module} failed ({detail})") from None
+    if name not in gym.registry:
         metarl_ids = sorted(k for k in gym.registry if k.startswith("metarl/"))
-        close = difflib.get_close_matches(env_id[:200], metarl_ids, n=1)
+        close = difflib.get_close_matches(name[:200], metarl_ids, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; registered metarl envs: {', '.join(metarl_ids)}"
         raise ConfigError(f"env: {_show(env_id)} is not a registered Gymnasium id{hint}")
     try:
@@ -355,15 +368,13 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None]:
         detail = detail.split(" was raised from the environment creator")[0]  # gymnasium repeats the kwargs
         raise ConfigError(f"env_kwargs: {env_id} does not accept {_show(env_kwargs)}: {detail}") from None
     try:
-        obs, act = env.observation_space, env.action_space
-        unwrapped = env.unwrapped
-        if not isinstance(obs, gym.spaces.Box) or not isinstance(act, gym.spaces.Box):
-            raise ConfigError(f"env: {env_id} is not a metarl task family (the policy needs Box observations and actions)")
-        if not all(hasattr(unwrapped, m) for m in ("sample_tasks", "set_task", "get_task", "make_vector")):
-            raise ConfigError(
-                f"env: {env_id} is not a metarl task family (needs sample_tasks, set_task, get_task and make_vector)"
-            )
+        try:
+            obs_dim, act_dim, kind = space_dims(env)
+        except ValueError as exc:
+            raise ConfigError(f"env: {env_id} is not a metarl task family ({str(exc).split(': ', 1)[-1]})") from None
+        if not all(hasattr(env.unwrapped, m) for m in ("sample_tasks", "set_task", "get_task")):
+            raise ConfigError(f"env: {env_id} is not a metarl task family (needs sample_tasks, set_task and get_task)")
         max_steps = env.spec.max_episode_steps if env.spec is not None else None
-        return int(np.prod(obs.shape)), int(np.prod(act.shape)), max_steps
+        return obs_dim, act_dim, max_steps, kind
     finally:
         env.close()

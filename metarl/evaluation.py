@@ -38,8 +38,8 @@ from metarl.adaptation import expand_to_tasks, inner_losses
 from metarl.batch import Batch, merge_rollouts
 from metarl.checkpoint import load_checkpoint, resolve_checkpoint
 from metarl.config import Config
-from metarl.policies import Params, PolicySpec, forward, from_numpy, to_numpy
-from metarl.rollouts import make_vector_env
+from metarl.policies import Params, PolicySpec, env_actions, forward, from_numpy, mode, to_numpy
+from metarl.rollouts import VectorEnvs
 from metarl.tasks import env_horizon, make_env, sample_tasks
 from metarl.workers import RolloutWorker
 
@@ -309,20 +309,20 @@ def format_report(result: dict[str, Any]) -> str:
 # -- deterministic trajectories for plots ------------------------------------------------------------
 @torch.no_grad()
 def mean_action_paths(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """One rollout per task taking the policy's *mean* action (no noise): observations ``(n+1, obs)``.
+    """One rollout per task taking the policy's most likely action (no noise): observations ``(n+1, obs)``.
 
     ``params`` is a per-task stack ``(T, …)``. Each path starts with the reset observation and
     ends at termination or the horizon.
     """
     T = len(tasks)
-    vec = make_vector_env(run.env_cls, tasks, 1, run.cfg.env_kwargs)
+    vec = VectorEnvs(run.cfg.env, run.cfg.env_kwargs).make(tasks, 1, list(range(T)))
     policy = from_numpy(params)
     obs = vec.reset()
     path = [obs[:, 0].copy()]
     alive, lengths = np.ones(T, dtype=bool), np.full(T, run.horizon)
     for t in range(run.horizon):
-        mean, _ = forward(run.spec, policy, torch.from_numpy(obs.reshape(T, 1, -1)))
-        obs, _, terminated = vec.step(mean.numpy())
+        action = mode(run.spec, forward(run.spec, policy, torch.from_numpy(obs.reshape(T, 1, -1))))
+        obs, _, terminated = vec.step(env_actions(run.spec, action.numpy()))
         path.append(obs[:, 0].copy())
         done = alive & np.asarray(terminated)[:, 0]
         lengths[done] = t + 1

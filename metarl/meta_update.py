@@ -1,7 +1,7 @@
 """Meta-update of (θ, α) on post-adaptation rollouts: the objective and its two optimizers.
 
 The objective maps the meta-parameters to each task's post-adaptation action distribution
-``y = (mean, log_std)`` on the post-adaptation observations, *through* the inner step.
+``y`` (``(mean, log_std)``, or ``(logits,)`` for a categorical policy) on the post-adaptation observations, *through* the inner step.
 TRPO's surrogate and KL are functions of ``y`` only, which lets the Fisher-vector product be
 computed as Jᵀ H_y J v (exact at the current point, where the KL's gradient is zero) from
 one graph built once per update: no third-order derivatives, no graph rebuilt per CG step.
@@ -16,9 +16,7 @@ import torch
 
 from metarl.adaptation import adapt
 from metarl.batch import Batch
-from metarl.policies import Params, PolicySpec, forward, gaussian_kl, gaussian_log_prob
-
-Dist = tuple[torch.Tensor, torch.Tensor]
+from metarl.policies import Dist, Params, PolicySpec, forward, kl, log_prob
 
 
 @dataclass
@@ -44,8 +42,8 @@ class MetaObjective:
 
     def set_old(self, dist: Dist) -> None:
         """Freeze the sampling distribution (the current one) for ratios and KL."""
-        self.old_dist = (dist[0].detach(), dist[1].detach())
-        self.old_log_prob = gaussian_log_prob(*self.old_dist, self.post.flat("actions"))
+        self.old_dist = tuple(d.detach() for d in dist)
+        self.old_log_prob = log_prob(self.spec, self.old_dist, self.post.flat("actions"))
 
     def _masked_task_mean(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.post.flat("mask")
@@ -53,11 +51,11 @@ class MetaObjective:
 
     def loss(self, dist: Dist) -> torch.Tensor:
         """Negative importance-weighted surrogate, averaged over steps then tasks."""
-        ratio = torch.exp(gaussian_log_prob(*dist, self.post.flat("actions")) - self.old_log_prob)
+        ratio = torch.exp(log_prob(self.spec, dist, self.post.flat("actions")) - self.old_log_prob)
         return -self._masked_task_mean(ratio * self.post.flat("advantages"))
 
     def kl(self, dist: Dist) -> torch.Tensor:
-        return self._masked_task_mean(gaussian_kl(*self.old_dist, *dist))
+        return self._masked_task_mean(kl(self.spec, self.old_dist, dist))
 
 
 @dataclass

@@ -27,9 +27,17 @@ def sample_tasks(env: gym.Env, n: int, rng: np.random.Generator) -> list[Task]:
     return env.unwrapped.sample_tasks(n, rng)
 
 
-def space_dims(env: gym.Env) -> tuple[int, int]:
-    """(obs_dim, act_dim) of a flat Box -> Box task family."""
+def space_dims(env: gym.Env) -> tuple[int, int, str]:
+    """``(obs_dim, act_dim, policy kind)``: Box actions get a Gaussian policy, Discrete ones a categorical.
+
+    ``act_dim`` is the action vector's size, or the number of discrete actions.
+    """
     obs, act = env.observation_space, env.action_space
-    if not isinstance(obs, gym.spaces.Box) or not isinstance(act, gym.spaces.Box):
-        raise ValueError(f"{env.spec.id}: metarl's Gaussian policy needs Box observation and action spaces")
-    return int(np.prod(obs.shape)), int(np.prod(act.shape))
+    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    if not isinstance(obs, gym.spaces.Box):
+        raise ValueError(f"{name}: metarl's MLP policies need a Box observation space, got {obs}")
+    if isinstance(act, gym.spaces.Box):
+        return int(np.prod(obs.shape)), int(np.prod(act.shape)), "gaussian"
+    if isinstance(act, gym.spaces.Discrete) and act.start == 0:
+        return int(np.prod(obs.shape)), int(act.n), "categorical"
+    raise ValueError(f"{name}: metarl's policies need a Box or Discrete (starting at 0) action space, got {act}")

@@ -98,8 +98,8 @@ class ReservedBundles:
 
 
 def policy_spec(cfg: Config, env) -> PolicySpec:
-    obs_dim, act_dim = space_dims(env)
-    return PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std)
+    obs_dim, act_dim, kind = space_dims(env)
+    return PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std, kind)
 
 
 def init_ray(address: str | None) -> None:
@@ -521,14 +521,14 @@ class Trainer:
 
         ``should_stop`` is checked between iterations (a signal handler's flag: the iteration in
         progress finishes first); a stopped run writes a checkpoint of its last completed
-        iteration unless it already has one, and sets ``self.stopped``.
+        iteration unless it already has one (or has completed none), and sets ``self.stopped``.
         """
         history = []
         self.stopped = False
         while self.iteration < self.cfg.iterations:
             if should_stop is not None and should_stop():
                 self.stopped = True
-                if self.checkpointed_iteration != self.iteration:
+                if self.iteration > 0 and self.checkpointed_iteration != self.iteration:
                     self.save()
                 break
             metrics = self.train_iteration()

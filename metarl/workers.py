@@ -11,8 +11,7 @@ import torch
 
 from envs.task_env import Task
 from metarl.policies import PolicySpec, from_numpy
-from metarl.rollouts import make_vector_env, sample_rollouts
-from metarl.tasks import make_env
+from metarl.rollouts import VectorEnvs, sample_rollouts
 
 
 class RolloutWorker:
@@ -20,8 +19,8 @@ class RolloutWorker:
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], spec: PolicySpec, horizon: int, worker_index: int = 0):
         torch.set_num_threads(1)  # tiny forwards: more threads only add contention
-        self.env_cls = type(make_env(env_id, env_kwargs).unwrapped)
-        self.env_kwargs, self.spec, self.horizon = env_kwargs, spec, horizon
+        self.vector_envs = VectorEnvs(env_id, env_kwargs)  # native form, or SyncVectorEnv copies kept between calls
+        self.spec, self.horizon = spec, horizon
         self.worker_index = worker_index
 
     def sample(
@@ -40,7 +39,7 @@ class RolloutWorker:
         """
         if per_task_params:
             params = {k: v[task_index] for k, v in params.items()}
-        vec_env = make_vector_env(self.env_cls, tasks, episodes_per_task, self.env_kwargs)
+        vec_env = self.vector_envs.make(tasks, episodes_per_task, seeds)
         rollouts = sample_rollouts(vec_env, self.spec, from_numpy(params), self.horizon, seeds)
         rollouts["task_index"] = np.asarray(task_index)
         return rollouts

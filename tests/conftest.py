@@ -30,3 +30,21 @@ def tiny_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), activation="ta
 @pytest.fixture
 def tiny():
     return tiny_problem()
+
+
+def tiny_discrete_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), seed=0):
+    """As ``tiny_problem`` with a categorical policy on GridNavigation (the Gymnasium vector path)."""
+    from metarl.rollouts import VectorEnvs
+
+    spec = PolicySpec(2, 4, hidden, "tanh", kind="categorical")
+    theta = init_params(spec, torch.Generator().manual_seed(seed), torch.float64)
+    vector_envs = VectorEnvs("metarl/GridNavigation-v0", {})
+    tasks = vector_envs.env_cls().sample_tasks(num_tasks, np.random.default_rng(seed))
+
+    def batch(seed_offset):
+        seeds = [seed_offset + i for i in range(num_tasks)]
+        params32 = {k: v.float() for k, v in theta.items()}
+        r = sample_rollouts(vector_envs.make(tasks, episodes, seeds), spec, params32, horizon, seeds)
+        return Batch.from_rollouts(r, gamma=0.99, gae_lambda=1.0, normalize=True, dtype=torch.float64, device="cpu")
+
+    return spec, theta, batch(100), batch(200)

@@ -7,7 +7,9 @@ import torch
 
 from metarl.adaptation import adapt, inner_losses
 from metarl.meta_update import TRPO, MetaObjective, MetaParameters, _flat
-from tests.conftest import tiny_problem
+from tests.conftest import tiny_discrete_problem, tiny_problem
+
+PROBLEMS = {"gaussian": tiny_problem, "categorical": tiny_discrete_problem}
 
 
 def _leaves(theta, alpha_value=0.3, learn_alpha=True, perturb=True):
@@ -33,8 +35,8 @@ def _objective_value(objective, meta, flat):
     return value
 
 
-def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6):
-    spec, theta, pre, post = tiny_problem()
+def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6, kind="gaussian"):
+    spec, theta, pre, post = PROBLEMS[kind]()
     meta = _leaves(theta)
     objective = MetaObjective(spec, pre, post, inner_steps, first_order)
     with torch.no_grad():
@@ -52,9 +54,9 @@ def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6):
     return analytic, fd, meta
 
 
-@pytest.mark.parametrize("inner_steps", [1, 2])
-def test_second_order_meta_gradient_matches_finite_differences(inner_steps):
-    analytic, fd, meta = _analytic_and_fd(inner_steps)
+@pytest.mark.parametrize("inner_steps, kind", [(1, "gaussian"), (2, "gaussian"), (1, "categorical")])
+def test_second_order_meta_gradient_matches_finite_differences(inner_steps, kind):
+    analytic, fd, meta = _analytic_and_fd(inner_steps, kind=kind)
     rel = (analytic - fd).norm() / fd.norm()
     assert fd.norm() > 1e-4, "degenerate problem: the objective does not depend on (θ, α)"
     assert rel < 1e-3, f"relative error {rel:.2e}"
@@ -87,9 +89,10 @@ def test_batched_adaptation_equals_per_task_loop(tiny):
             torch.testing.assert_close(batched[k][i].detach(), params[k].detach(), rtol=1e-10, atol=1e-12)
 
 
-def test_fisher_vector_product_equals_kl_hessian(tiny):
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_fisher_vector_product_equals_kl_hessian(kind):
     """TRPO's Jᵀ H J v equals the full Hessian of the post-adaptation KL at the current point."""
-    spec, theta, pre, post = tiny
+    spec, theta, pre, post = PROBLEMS[kind]()
     meta = _leaves(theta)
     objective = MetaObjective(spec, pre, post, 1, False)
     dist = objective.distribution(meta.theta, meta.alpha, create_graph=True)
@@ -103,8 +106,9 @@ def test_fisher_vector_product_equals_kl_hessian(tiny):
     torch.testing.assert_close(fvp(v), hv, rtol=1e-6, atol=1e-10)
 
 
-def test_trpo_step_improves_surrogate_within_trust_region(tiny):
-    spec, theta, pre, post = tiny
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_trpo_step_improves_surrogate_within_trust_region(kind):
+    spec, theta, pre, post = PROBLEMS[kind]()
     meta = _leaves(theta)
     before = meta.get_flat()
     result = TRPO(max_kl=0.01).step(meta, MetaObjective(spec, pre, post, 1, False))

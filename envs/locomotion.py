@@ -1,0 +1,176 @@
+"""MuJoCo locomotion task families of the MAML paper, on Gymnasium's ``HalfCheetah-v5`` / ``Ant-v5`` physics.
+
+## Observation
+Gymnasium's: HalfCheetah 17 numbers (joint positions without x, velocities), Ant 105 (positions
+without x, y, velocities, clipped contact forces). float64; the rollout workers cast to float32.
+
+## Action
+HalfCheetah 6, Ant 8 joint torques in [-1, 1]. Raw policy actions are clipped to that box before
+they are applied *and* before the control cost is computed, as the papers' code did (rllab's and
+pytorch-maml-rl's action-normalising wrappers).
+
+## Reward (per step; v_x is the torso's forward velocity over the step)
+- HalfCheetahVel: −|v_x − v*| − 0.05·‖a‖²
+- HalfCheetahDir: d·v_x − 0.05·‖a‖²
+- AntDir: d·v_x − 0.005·‖a‖² − 0.0005·‖clip(F_contact, −1, 1)‖² + 0.05
+- AntVel: −|v_x − v*| + 1 − 0.005·‖a‖² − 0.0005·‖clip(F_contact, −1, 1)‖² + 0.05
+
+The Ant's control/contact costs and survival bonus are rllab's ``AntEnv`` values, which the MAML
+code and pytorch-maml-rl use; Gymnasium's own reward weights are not used.
+
+## Termination / truncation
+HalfCheetah never terminates; the Ant terminates when unhealthy (torso z outside [0.2, 1.0] or a
+non-finite state), as Gymnasium's and rllab's. Truncated at 200 steps (``max_episode_steps`` of
+the registration, the MAML paper's horizon; the config's ``horizon`` overrides it).
+
+## Task
+``{"velocity": v*}`` with v* ~ U[0, 2] (HalfCheetah) or U[0, 3] (Ant); ``{"direction": d}`` with
+d = −1 or +1, each with probability 0.5.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.utils import EzPickle
+
+from envs.task_env import Task, check_float_scalar
+
+CHEETAH_CTRL_COST = 0.05
+ANT_CTRL_COST, ANT_CONTACT_COST, ANT_SURVIVE = 0.005, 0.0005, 0.05
+CHEETAH_MAX_VELOCITY, ANT_MAX_VELOCITY = 2.0, 3.0
+
+
+# -- the reward rules as plain functions (tested on hand-computed cases) ------------------------
+def cheetah_vel_reward(x_velocity: float, action: np.ndarray, velocity: float) -> float:
+    return -abs(x_velocity - velocity) - CHEETAH_CTRL_COST * float(np.sum(np.square(action)))
+
+
+def cheetah_dir_reward(x_velocity: float, action: np.ndarray, direction: int) -> float:
+    return direction * x_velocity - CHEETAH_CTRL_COST * float(np.sum(np.square(action)))
+
+
+def _ant_costs(action: np.ndarray, contact_forces: np.ndarray) -> float:
+    contact = np.clip(contact_forces, -1.0, 1.0)
+    return ANT_CTRL_COST * float(np.sum(np.square(action))) + ANT_CONTACT_COST * float(np.sum(np.square(contact)))
+
+
+def ant_dir_reward(x_velocity: float, action: np.ndarray, contact_forces: np.ndarray, direction: int) -> float:
+    return direction * x_velocity - _ant_costs(action, contact_forces) + ANT_SURVIVE
+
+
+def ant_vel_reward(x_velocity: float, action: np.ndarray, contact_forces: np.ndarray, velocity: float) -> float:
+    return -abs(x_velocity - velocity) + 1.0 - _ant_costs(action, contact_forces) + ANT_SURVIVE
+
+
+def check_direction(task: Task) -> int:
+    if not isinstance(task, dict) or "direction" not in task:
+        raise ValueError(f"invalid task {task!r}: must be a dict with key 'direction'")
+    d = task["direction"]
+    if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, float, np.integer, np.floating)) or d not in (-1, 1):
+        raise ValueError(f"invalid task {task!r}: 'direction' must be -1 or 1")
+    return int(d)
+
+
+# -- the task API, shared by the four families ------------------------------------------------------
+class _LocomotionTasks:
+    """Task API and task reward over a Gymnasium MuJoCo env (a mixin placed before it in the bases).
+
+    A family defines ``KEY`` (the task's one entry), ``validate_task``, ``_draw`` and
+    ``_reward``; ``reset`` never changes the task. Pickling (Gymnasium's ``EzPickle``) rebuilds
+    the env on its current task, at the start of an episode.
+    """
+
+    KEY: str
+    DEFAULT: float
+
+    def __init__(self, task: Task | None = None, reset_noise_scale: float = 0.1):
+        super().__init__(reset_noise_scale=reset_noise_scale)  # type: ignore[call-arg]
+        self._reset_noise = reset_noise_scale
+        self._task: Task = {}
+        self.set_task(task if task is not None else {self.KEY: self.DEFAULT})
+
+    @classmethod
+    def validate_task(cls, task: Task) -> Task:
+        raise NotImplementedError
+
+    def _draw(self, rng: np.random.Generator, n: int) -> list[Any]:
+        raise NotImplementedError
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def sample_tasks(self, n: int, rng: np.random.Generator | None = None) -> list[Task]:
+        rng = self.np_random if rng is None else rng  # type: ignore[attr-defined]
+        return [{self.KEY: value} for value in self._draw(rng, n)]
+
+    def set_task(self, task: Task) -> None:
+        self._task = self.validate_task(task)
+        EzPickle.__init__(self, self._task, self._reset_noise)  # the MuJoCo base would rebuild with its own args
+
+    def get_task(self) -> Task:
+        return dict(self._task)
+
+    def step(self, action):
+        space = self.action_space  # type: ignore[attr-defined]
+        action = np.clip(np.asarray(action, dtype=np.float64), space.low, space.high)
+        obs, _, terminated, truncated, info = super().step(action)  # type: ignore[misc]
+        return obs, self._reward(float(info["x_velocity"]), action), terminated, truncated, info
+
+
+class _Velocity(_LocomotionTasks):
+    KEY, DEFAULT = "velocity", 0.0
+    MAX_VELOCITY: float
+
+    @classmethod
+    def validate_task(cls, task: Task) -> Task:
+        return {"velocity": check_float_scalar(task, "velocity", 0.0, cls.MAX_VELOCITY)}
+
+    def _draw(self, rng: np.random.Generator, n: int) -> list[float]:
+        return [float(v) for v in rng.uniform(0.0, self.MAX_VELOCITY, size=n)]
+
+
+class _Direction(_LocomotionTasks):
+    KEY, DEFAULT = "direction", 1
+
+    @classmethod
+    def validate_task(cls, task: Task) -> Task:
+        return {"direction": check_direction(task)}
+
+    def _draw(self, rng: np.random.Generator, n: int) -> list[int]:
+        return [int(d) for d in 2 * rng.integers(0, 2, size=n) - 1]
+
+
+class HalfCheetahVelEnv(_Velocity, HalfCheetahEnv):
+    """HalfCheetah running at a target forward velocity v* ~ U[0, 2]."""
+
+    MAX_VELOCITY = CHEETAH_MAX_VELOCITY
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        return cheetah_vel_reward(x_velocity, action, self._task["velocity"])
+
+
+class HalfCheetahDirEnv(_Direction, HalfCheetahEnv):
+    """HalfCheetah running forward (d = +1) or backward (d = −1)."""
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        return cheetah_dir_reward(x_velocity, action, self._task["direction"])
+
+
+class AntDirEnv(_Direction, AntEnv):
+    """Ant running forward (d = +1) or backward (d = −1) along x."""
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        return ant_dir_reward(x_velocity, action, self.data.cfrc_ext, self._task["direction"])
+
+
+class AntVelEnv(_Velocity, AntEnv):
+    """Ant running along x at a target velocity v* ~ U[0, 3]."""
+
+    MAX_VELOCITY = ANT_MAX_VELOCITY
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        return ant_vel_reward(x_velocity, action, self.data.cfrc_ext, self._task["velocity"])
