@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
+import ray
 import torch
 
 from envs.navigation_2d import Navigation2DEnv
@@ -48,3 +55,24 @@ def tiny_discrete_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), seed=
         return Batch.from_rollouts(r, gamma=0.99, gae_lambda=1.0, normalize=True, dtype=torch.float64, device="cpu")
 
     return spec, theta, batch(100), batch(200)
+
+
+@contextlib.contextmanager
+def short_ray_tmpdir(prefix: str) -> Iterator[str]:
+    """A private, short RAY_TMPDIR for one test module's Ray (its unix sockets must fit in 107 bytes).
+
+    Restores the previous value and removes the directory afterwards, whatever happens.
+    """
+    if ray.is_initialized():
+        ray.shutdown()
+    tmp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    try:
+        yield tmp
+    finally:
+        if old is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -25,6 +23,8 @@ import ray
 import torch
 
 import metarl.trainer as trainer_mod
+
+from conftest import short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
 from metarl.checkpoint import list_checkpoints, load_checkpoint
 from metarl.config import Config
 from metarl.metrics import read_metrics
@@ -48,35 +48,26 @@ def cluster():
     """Head (1 CPU) + two worker nodes (1 CPU and a custom resource each), torn down whatever happens."""
     from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
-    tmp = tempfile.mkdtemp(prefix="mrl", dir="/tmp")  # short: Ray puts unix sockets under it
-    old_tmpdir = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
     c = None
     pids: list[int] = []
-    try:
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": NODE_CPUS[0], "include_dashboard": False})
-        c.add_node(num_cpus=NODE_CPUS[1], resources={"node_a": 1})
-        c.add_node(num_cpus=NODE_CPUS[2], resources={"node_b": 1})
-        c.wait_for_nodes()
-        for node in c.list_all_nodes():
-            pids += [p.process.pid for procs in node.all_processes.values() for p in procs]
-        ray.init(address=c.address, include_dashboard=False, logging_level="ERROR")
-        yield c
-    finally:
-        ray.shutdown()
-        if c is not None:
-            c.shutdown()
-        if old_tmpdir is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = old_tmpdir
-        shutil.rmtree(tmp, ignore_errors=True)
-        deadline = time.monotonic() + 10
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not [p for p in pids if _alive(p)], "cluster processes outlived Cluster.shutdown()"
+    with short_ray_tmpdir("mrl"):
+        try:
+            c = Cluster(initialize_head=True, head_node_args={"num_cpus": NODE_CPUS[0], "include_dashboard": False})
+            c.add_node(num_cpus=NODE_CPUS[1], resources={"node_a": 1})
+            c.add_node(num_cpus=NODE_CPUS[2], resources={"node_b": 1})
+            c.wait_for_nodes()
+            for node in c.list_all_nodes():
+                pids += [p.process.pid for procs in node.all_processes.values() for p in procs]
+            ray.init(address=c.address, include_dashboard=False, logging_level="ERROR")
+            yield c
+        finally:
+            ray.shutdown()
+            if c is not None:
+                c.shutdown()
+            deadline = time.monotonic() + 10
+            while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not [p for p in pids if _alive(p)], "cluster processes outlived Cluster.shutdown()"
 
 
 @pytest.fixture

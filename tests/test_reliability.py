@@ -28,6 +28,7 @@ import pytest
 import ray
 import torch
 
+from conftest import short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
 import metarl.cli as cli
 import metarl.trainer as trainer_mod
 from metarl import meta_update
@@ -137,21 +138,12 @@ def _wait_for(predicate, timeout: float, what: str, run: _Run | None = None) -> 
 @pytest.fixture(scope="module")
 def ray_address():
     """A private local Ray (2 CPUs) for this module; its processes end with it."""
-    if ray.is_initialized():
-        ray.shutdown()
-    tmp = tempfile.mkdtemp(prefix="mrr", dir="/tmp")  # short: Ray puts unix sockets under it
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    try:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        if old is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = old
-        shutil.rmtree(tmp, ignore_errors=True)
+    with short_ray_tmpdir("mrr"):
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
 
 
 def _cfg(**overrides) -> Config:
