@@ -8,10 +8,18 @@ command -v sshd >/dev/null && command -v rsync >/dev/null || {
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server rsync
 }
 id "$user" >/dev/null 2>&1 || { useradd -m -s /bin/bash "$user" && usermod -p '*' "$user"; }
-# the nodes install with the same pip settings (index, local wheels) as this machine
-if [ -f /etc/pip.conf ] || [ -f "$HOME/.config/pip/pip.conf" ]; then
+# the nodes install with the same pip settings (index, local wheels) as this machine: /etc/pip.conf
+# applies to every user already; the caller's per-user files are merged (later wins) into raylocal's
+user_confs=("$HOME/.pip/pip.conf" "$HOME/.config/pip/pip.conf")
+if [ -f "${user_confs[0]}" ] || [ -f "${user_confs[1]}" ]; then
   install -d -o "$user" "/home/$user/.config/pip"
-  cat /etc/pip.conf "$HOME/.config/pip/pip.conf" 2>/dev/null > "/home/$user/.config/pip/pip.conf" || true
+  python3 - "/home/$user/.config/pip/pip.conf" "${user_confs[@]}" <<'PY'
+import configparser, sys
+merged = configparser.ConfigParser(interpolation=None)
+merged.read(sys.argv[2:])  # missing files are skipped; a key in a later file overrides an earlier one
+with open(sys.argv[1], "w") as f:
+    merged.write(f)
+PY
   chown "$user" "/home/$user/.config/pip/pip.conf"
 fi
 echo "launcher prerequisites ready: sshd, rsync, user $user"
