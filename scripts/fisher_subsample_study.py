@@ -46,27 +46,15 @@ def train(run: Path, algo: str, fraction: float, seed: int) -> None:
 
 
 def one_step_return(run: Path, goals: list) -> float:
-    """Goal-averaged return after one inner step (cached next to the run)."""
-    from metarl.evaluation import evaluate, load_run
-
-    cache = run / f"eval-K{K}.json"
-    trained = load_run(run)
-    if cache.exists():
-        old = json.loads(cache.read_text())
-        if old.get("checkpoint") == str(trained.checkpoint) and old.get("goals") == goals:
-            return old["returns_by_step"][1]
-    result = evaluate(trained, goals=goals, steps=1, episodes=K, seed=repro.EVAL_SEED, local=True)
-    result["goals"] = goals
-    cache.write_text(json.dumps(result) + "\n")
-    return result["returns_by_step"][1]
+    """Goal-averaged return after one inner step (saved next to the run, reused while current)."""
+    return repro.evaluate_cached(run, run / f"eval-K{K}.json", goals, K, steps=1)["returns_by_step"][1]
 
 
 def summary(run: Path) -> dict:
     rows = repro.read_rows(run)
-    last = rows[-10:]
     return {
-        "post": statistics.fmean(r["return_post"] for r in last),
-        "s_it": statistics.median(r["seconds"] for r in rows) if rows else float("nan"),
+        "post": statistics.fmean(r["return_post"] for r in rows[-10:]),
+        "s_it": statistics.median(r["seconds"] for r in rows),
     }
 
 

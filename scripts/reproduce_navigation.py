@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -178,10 +177,33 @@ def eval_path(runs_dir: Path, algo: str, seed: int, K: int) -> Path:
     return runs_dir / "eval" / f"{algo}-seed{seed}-K{K}.json"
 
 
+def evaluate_cached(run: Path, out: Path, goals: list, episodes: int, steps: int = STEPS, force: bool = False) -> dict:
+    """``metarl evaluate RUN --goal ... --steps S --episodes K --seed EVAL_SEED``, in-process, saved to ``out``.
+
+    A saved result is reused while it belongs to the run's latest checkpoint and the same goals.
+    """
+    from metarl.evaluation import evaluate, load_run
+
+    trained = load_run(run)
+    if out.exists() and not force:
+        old = json.loads(out.read_text())
+        if old.get("checkpoint") == str(trained.checkpoint) and old.get("goals") == goals and len(old["returns_by_step"]) > steps:
+            log(f"{out}: exists, kept")
+            return old
+    t0 = time.time()
+    result = evaluate(trained, goals=goals, steps=steps, episodes=episodes, seed=EVAL_SEED, local=True)
+    result["goals"] = goals
+    result["seconds"] = time.time() - t0
+    result["command"] = shlex.join(["metarl", "evaluate", str(run), *goal_args(goals), "--steps", str(steps),
+                                    "--episodes", str(episodes), "--seed", str(EVAL_SEED), "--json"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result) + "\n")
+    log(f"{out}: {[round(x, 2) for x in result['returns_by_step']]} ({result['seconds']:.0f} s)")
+    return result
+
+
 def evaluate_runs(runs_dir: Path, seeds: list[int], figures: Path, force: bool) -> None:
     import torch
-
-    from metarl.evaluation import evaluate, load_run
 
     torch.set_num_threads(1)
     goals = heldout_goals(figures)["goals"]
@@ -191,23 +213,8 @@ def evaluate_runs(runs_dir: Path, seeds: list[int], figures: Path, force: bool) 
             if not run_complete(run, algo):
                 log(f"{run}: not complete, not evaluated")
                 continue
-            trained = load_run(run)
             for K in EPISODES:
-                out = eval_path(runs_dir, algo, seed, K)
-                if out.exists() and not force:
-                    old = json.loads(out.read_text())
-                    if old.get("checkpoint") == str(trained.checkpoint) and old.get("goals") == goals:
-                        log(f"{out}: exists, kept")
-                        continue
-                t0 = time.time()
-                result = evaluate(trained, goals=goals, steps=STEPS, episodes=K, seed=EVAL_SEED, local=True)
-                result["goals"] = goals
-                result["seconds"] = time.time() - t0
-                result["command"] = shlex.join(["metarl", "evaluate", str(run), *goal_args(goals), "--steps", str(STEPS),
-                                                "--episodes", str(K), "--seed", str(EVAL_SEED), "--json"])
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(result) + "\n")
-                log(f"{out}: {[round(x, 2) for x in result['returns_by_step']]} ({result['seconds']:.0f} s)")
+                evaluate_cached(run, eval_path(runs_dir, algo, seed, K), goals, K, force=force)
 
 
 # -- statistics ----------------------------------------------------------------------------------------
