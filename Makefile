@@ -11,7 +11,7 @@ OUT ?= runs/navigation2d-metasgd
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,tensorboard]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -87,9 +87,11 @@ class _LocomotionTasks:
     KEY: str
     DEFAULT: float
 
-    def __init__(self, task: Task | None = None, reset_noise_scale: float = 0.1):
-        super().__init__(reset_noise_scale=reset_noise_scale)  # type: ignore[call-arg]
+    def __init__(self, task: Task | None = None, reset_noise_scale: float = 0.1, **render: Any):
+        # ``render``: MuJoCo's render_mode / width / height / camera keywords (``metarl render``)
+        super().__init__(reset_noise_scale=reset_noise_scale, **render)  # type: ignore[call-arg]
         self._reset_noise = reset_noise_scale
+        self._render_kwargs = render
         self._task: Task = {}
         self.set_task(task if task is not None else {self.KEY: self.DEFAULT})
 
@@ -109,7 +111,8 @@ class _LocomotionTasks:
 
     def set_task(self, task: Task) -> None:
         self._task = self.validate_task(task)
-        EzPickle.__init__(self, self._task, self._reset_noise)  # the MuJoCo base would rebuild with its own args
+        # the MuJoCo base would rebuild with its own args
+        EzPickle.__init__(self, self._task, self._reset_noise, **self._render_kwargs)
 
     def get_task(self) -> Task:
         return dict(self._task)

@@ -9,6 +9,8 @@ meta-gradient and TRPO's curvature products need.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from metarl.batch import Batch
@@ -24,31 +26,47 @@ def log_probs(spec: PolicySpec, params: Params, batch: Batch) -> torch.Tensor:
     return log_prob(spec, forward(spec, params, batch.flat("obs")), batch.flat("actions"))
 
 
-def inner_losses(spec: PolicySpec, params: Params, batch: Batch) -> torch.Tensor:
-    """REINFORCE loss per task, ``(T,)``: −Σ log π · A over valid steps / number of valid steps."""
-    mask = batch.flat("mask")
-    weighted = log_probs(spec, params, batch) * batch.flat("advantages") * mask
-    return -weighted.sum(-1) / mask.sum(-1).clamp_min(1)
+META_GRADIENTS = ("maml", "lvc")
+
+
+def inner_losses(spec: PolicySpec, params: Params, batch: Batch, meta_gradient: str = "maml") -> torch.Tensor:
+    """Inner policy-gradient loss per task, ``(T,)``, averaged over valid steps with the batch's weights.
+
+    ``maml``: −log π · A (REINFORCE). ``lvc``: −(π / ⊥π) · A, ProMP's low-variance curvature
+    surrogate (Rothfuss et al. 2018), where ⊥ stops gradients. Both have the same value and
+    gradient at the parameters that sampled the batch, so θ' is the same; they differ in the
+    second derivative, which the meta-gradient differentiates: LVC's adds Σ ∇log π ∇log πᵀ · A,
+    the part of the sampling distribution's effect on the inner step that MAML's estimator drops.
+    """
+    lp = log_probs(spec, params, batch)
+    if meta_gradient == "lvc":
+        return -batch.task_mean(torch.exp(lp - lp.detach()) * batch.flat("advantages"))
+    return -batch.task_mean(lp * batch.flat("advantages"))
 
 
 def adapt(
     spec: PolicySpec,
     theta: Params,
     alpha: Params,
-    batch: Batch,
-    steps: int = 1,
+    batches: Batch | Sequence[Batch],
+    steps: int | None = None,
     create_graph: bool = True,
+    meta_gradient: str = "maml",
 ) -> Params:
-    """Per-task adapted parameters ``(T, ...)`` after ``steps`` inner policy-gradient steps.
+    """Per-task adapted parameters ``(T, ...)`` after one inner policy-gradient step per batch.
 
-    ``alpha`` holds one tensor per parameter name that broadcasts against it (a scalar for
-    MAML, a full-size tensor for Meta-SGD). With ``create_graph=False`` the inner gradients
-    are treated as constants (first-order), but α still receives the gradient −g·∂L/∂θ'.
-    All steps reuse the same pre-adaptation batch.
+    Step j adapts on ``batches[j]``, sampled with the parameters after j steps (the trainer
+    samples each with the rollout workers). A single batch with ``steps=k`` reuses that batch
+    for k steps. ``alpha`` holds one tensor per parameter name that broadcasts against it (a
+    scalar for MAML, a full-size tensor for Meta-SGD). With ``create_graph=False`` the inner
+    gradients are treated as constants (first-order), but α still receives the gradient
+    −g·∂L/∂θ'. ``meta_gradient`` picks the inner surrogate (:func:`inner_losses`).
     """
-    params = expand_to_tasks(theta, batch.num_tasks)
-    for _ in range(steps):
-        loss = inner_losses(spec, params, batch).sum()
+    if isinstance(batches, Batch):
+        batches = [batches] * (1 if steps is None else steps)
+    params = expand_to_tasks(theta, batches[0].num_tasks)
+    for batch in batches:
+        loss = inner_losses(spec, params, batch, meta_gradient).sum()
         names = list(params)
         grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph)
         params = {k: params[k] - alpha[k] * g for k, g in zip(names, grads)}

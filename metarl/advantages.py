@@ -50,6 +50,27 @@ def fit_linear_baseline(
     return torch.zeros(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
 
 
+LOSS_AVERAGES = ("steps", "episodes")
+
+
+def step_weights(mask: torch.Tensor, average: str = "steps") -> torch.Tensor:
+    """Per-step weights ``(T, E, H)`` that sum to 1 over each task's valid steps.
+
+    ``steps`` pools every valid step of a task (each weighs 1 / its number of steps);
+    ``episodes`` averages within each episode, then over episodes (a step of an episode of
+    length L weighs 1 / (E·L)), as pytorch-maml-rl and rllab-era code do. The two agree when
+    no episode ends early; when some do (a goal reached), ``episodes`` gives the steps of short
+    episodes more weight. Losses, KL and advantage normalisation all use the same weights.
+    """
+    if average not in LOSS_AVERAGES:
+        raise ValueError(f"loss average {average!r} is not one of {LOSS_AVERAGES}")
+    if average == "steps":
+        return mask / mask.sum(dim=(1, 2), keepdim=True).clamp_min(1)
+    lengths = mask.sum(-1, keepdim=True)
+    live = (lengths > 0).to(mask.dtype).sum(1, keepdim=True).clamp_min(1)  # episodes with any step
+    return mask / (lengths.clamp_min(1) * live)
+
+
 def gae_advantages(
     obs: torch.Tensor,
     rewards: torch.Tensor,
@@ -57,22 +78,24 @@ def gae_advantages(
     gamma: float,
     gae_lambda: float,
     normalize: bool = True,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GAE(γ, λ) with the per-task linear baseline as the value estimate; ``(T, E, H)``.
 
     The baseline is fitted to the discounted returns of the same batch. Normalisation is per
-    task, over that task's valid steps.
+    task: mean and standard deviation under ``weights`` (:func:`step_weights`; pooled over the
+    task's valid steps when None).
     """
     rewards = rewards * mask
     returns = discounted_cumsum(rewards, gamma)
-    weights = fit_linear_baseline(obs, returns, mask)
-    values = (baseline_features(obs, mask) @ weights[:, None, :, None]).squeeze(-1) * mask
+    coeffs = fit_linear_baseline(obs, returns, mask)
+    values = (baseline_features(obs, mask) @ coeffs[:, None, :, None]).squeeze(-1) * mask
     next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
     deltas = (rewards + gamma * next_values - values) * mask
     advantages = discounted_cumsum(deltas, gamma * gae_lambda) * mask
     if normalize:
-        count = mask.sum(dim=(1, 2), keepdim=True).clamp_min(1)
-        mean = advantages.sum(dim=(1, 2), keepdim=True) / count
-        var = ((advantages - mean).square() * mask).sum(dim=(1, 2), keepdim=True) / count
+        w = step_weights(mask) if weights is None else weights
+        mean = (advantages * w).sum(dim=(1, 2), keepdim=True)
+        var = ((advantages - mean).square() * w).sum(dim=(1, 2), keepdim=True)
         advantages = (advantages - mean) / (var.sqrt() + 1e-8) * mask
     return advantages

@@ -32,7 +32,6 @@ Setters mutate and return the builder (RLlib's convention); ``copy()`` branches 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 import uuid
@@ -188,19 +187,20 @@ class MetaAlgorithm:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, out_dir: str | Path | None = None,
-                        address: str | None = None) -> "MetaAlgorithm":
+                        address: str | None = None, trust_env_module: bool = False) -> "MetaAlgorithm":
         """Rebuild an algorithm from a checkpoint's own config and state.
 
         ``path`` is a checkpoint file, a directory of checkpoints, or a run directory (its
         latest checkpoint). Training continues in ``out_dir`` (default: a new run directory;
         pass the original run directory to continue that run in place, which drops its rows
-        past the checkpoint).
+        past the checkpoint). ``trust_env_module``: allow a config whose ``env`` is ``module:id`` to
+        import that module (a checkpoint alone never makes metarl import code).
         """
-        from metarl.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+        from metarl.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, run_config
 
         file = resolve_checkpoint(path)
-        state = load_checkpoint(file)
-        cfg = Config.from_dict(json.loads(state["config"]), source=f"{file} (config)")
+        state = load_checkpoint(file, trust_env_module=trust_env_module)
+        cfg = run_config(file, state, trust_env_module=trust_env_module)
         run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg)
         algo = cls(cfg, out_dir=run_dir, address=address, resume=bool(list_checkpoints(run_dir / "checkpoints")))
         try:
@@ -216,6 +216,34 @@ class MetaAlgorithm:
 
         state = ray.get(self.trainer.learner.state_dict.remote())
         return {group: {k: v.numpy().copy() for k, v in state[group].items()} for group in ("theta", "alpha")}
+
+    def compute_single_action(self, observation, explore: bool = False, params: dict | None = None,
+                              rng: np.random.Generator | None = None):
+        """The action for one observation under the current θ (RLlib's method name).
+
+        ``explore=False`` (the default here) is deterministic: the Gaussian's mean or the
+        categorical's arg-max, the same action for the same observation. ``explore=True``
+        samples from the policy with ``rng``. ``params`` replaces θ, e.g. adapted parameters from
+        :func:`metarl.export.adapted_params`. Returns what the env's ``step`` takes.
+        """
+        import torch
+
+        from metarl.export import deterministic_action
+        from metarl.policies import env_actions, forward, sample
+
+        spec = self.trainer.spec
+        if params is None:
+            params = {k: torch.from_numpy(v) for k, v in self.get_weights()["theta"].items()}
+        if not explore:
+            return deterministic_action(spec, params, observation)
+        rng = np.random.default_rng() if rng is None else rng
+        dtype = next(iter(params.values())).dtype
+        obs = torch.as_tensor(np.asarray(observation), dtype=dtype).reshape(1, spec.obs_dim)
+        with torch.no_grad():
+            dist = forward(spec, params, obs)
+            noise = rng.standard_normal(dist[0].shape) if spec.kind == "gaussian" else rng.gumbel(size=dist[0].shape)
+            action = sample(spec, dist, torch.as_tensor(noise, dtype=dtype)).numpy()
+        return env_actions(spec, action)[0]
 
     def evaluate(self, goals=None, num_tasks: int | None = None, steps: int = 3, episodes: int | None = None,
                  seed: int = 0, local: bool = False, num_workers: int | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metarl.advantages import gae_advantages
+from metarl.advantages import gae_advantages, step_weights
 
 ROLLOUT_KEYS = ("obs", "actions", "rewards", "mask")
 
@@ -21,26 +21,40 @@ def merge_rollouts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 @dataclass
 class Batch:
-    """Arrays are ``(T tasks, E episodes, H steps, ...)``; ``mask`` is 1 while an episode is alive."""
+    """Arrays are ``(T tasks, E episodes, H steps, ...)``; ``mask`` is 1 while an episode is alive.
+
+    ``weights`` (each task's valid steps sum to 1) says how per-step quantities are averaged
+    into a task's loss or KL: pooled over steps or per episode (:func:`~metarl.advantages.step_weights`).
+    """
 
     obs: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     mask: torch.Tensor
     advantages: torch.Tensor
+    weights: torch.Tensor
 
     @classmethod
     def from_rollouts(
         cls, rollouts: dict[str, np.ndarray], gamma: float, gae_lambda: float, normalize: bool,
-        dtype: torch.dtype, device: torch.device | str,
+        dtype: torch.dtype, device: torch.device | str, loss_average: str = "steps",
     ) -> "Batch":
         t = {k: torch.as_tensor(rollouts[k]).to(device=device, dtype=dtype) for k in ROLLOUT_KEYS}
-        adv = gae_advantages(t["obs"], t["rewards"], t["mask"], gamma, gae_lambda, normalize)
-        return cls(t["obs"], t["actions"], t["rewards"], t["mask"], adv)
+        weights = step_weights(t["mask"], loss_average)
+        adv = gae_advantages(t["obs"], t["rewards"], t["mask"], gamma, gae_lambda, normalize, weights)
+        return cls(t["obs"], t["actions"], t["rewards"], t["mask"], adv, weights)
 
     def select(self, num_tasks: int) -> "Batch":
         """The first ``num_tasks`` tasks (views, no copy)."""
-        return Batch(*(getattr(self, f)[:num_tasks] for f in ("obs", "actions", "rewards", "mask", "advantages")))
+        return Batch(*(getattr(self, f)[:num_tasks] for f in ("obs", "actions", "rewards", "mask", "advantages", "weights")))
+
+    def tasks(self, start: int, stop: int) -> "Batch":
+        """Tasks ``start:stop`` (views, no copy)."""
+        return Batch(*(getattr(self, f)[start:stop] for f in ("obs", "actions", "rewards", "mask", "advantages", "weights")))
+
+    def task_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T,)``: each task's weighted mean of a per-step quantity ``(T, E*H)``."""
+        return (x * self.flat("weights")).sum(-1)
 
     @property
     def num_tasks(self) -> int:

@@ -7,12 +7,14 @@ The papers' test protocol (MAML appendix table; Meta-SGD §4.3), for a trained (
         for j = 0 .. K:
             Dʲᵢ   ← E episodes of π_φʲᵢ on Tᵢ              rollout workers (Ray actors)
             Rʲᵢ   = mean undiscounted episode return of Dʲᵢ
-            φʲ⁺¹ᵢ = φʲᵢ − α ∘ ∇φ L(Dʲᵢ; φʲᵢ)               if j < K; the checkpoint's own α
+            φʲ⁺¹ᵢ = φʲᵢ − sⱼ · α ∘ ∇φ L(Dʲᵢ; φʲᵢ)          if j < K; the checkpoint's own α, scale sⱼ
     report  meanᵢ Rʲᵢ  and a 95 % confidence interval over tasks (Student t), for j = 0 .. K
 
 Every inner step adapts on *fresh* trajectories sampled with the previous step's
-parameters (unlike training's ``inner_steps``, which all reuse the pre-adaptation batch), so
-step 1 here is exactly training's post-adaptation phase when ``inner_steps: 1``. Advantages
+parameters, as training does with ``inner_steps: k``, so step 1 here is exactly training's
+post-adaptation phase when ``inner_steps: 1``. Step j's size is ``scale_j · α`` (``--alpha-scales``;
+the MAML paper's test script took the first step at the training step size and later ones at
+half of it: ``--alpha-scales 1,0.5``). Advantages
 use the run's own γ, GAE λ, baseline and normalisation (``Batch.from_rollouts``).
 
 Determinism: tasks and action noise come from ``seed`` only, through a random stream
@@ -24,8 +26,10 @@ are the same for every K ≥ j), or on whether sampling ran on Ray actors or in-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,10 +37,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from envs.task_env import Task
+from envs.task_env import Task, task_to_json
 from metarl.adaptation import expand_to_tasks, inner_losses
 from metarl.batch import Batch, merge_rollouts
-from metarl.checkpoint import load_checkpoint, resolve_checkpoint
+from metarl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from metarl.config import Config
 from metarl.policies import Params, PolicySpec, env_actions, forward, from_numpy, mode, to_numpy
 from metarl.rollouts import VectorEnvs
@@ -79,7 +83,7 @@ def load_run(run_or_checkpoint: str | Path) -> TrainedRun:
 
     path = resolve_checkpoint(run_or_checkpoint)
     state = load_checkpoint(path)
-    cfg = Config.from_dict(json.loads(state["config"]), source=f"{path} (config)")
+    cfg = run_config(path, state)  # a forged config, or θ/α that do not fit it: CheckpointError, one line
     env = make_env(cfg.env, cfg.env_kwargs)
     return TrainedRun(
         checkpoint=path,
@@ -94,26 +98,55 @@ def load_run(run_or_checkpoint: str | Path) -> TrainedRun:
 
 
 # -- tasks and seeds ------------------------------------------------------------------------------
-def parse_goal(text: str) -> list[float]:
-    """``"0.3,-0.2"`` → ``[0.3, -0.2]``; raises ``ValueError`` with a one-line message."""
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--goal {text!r}: expected comma-separated numbers, e.g. --goal 0.3,-0.2") from None
+def parse_goal(text: str) -> list[int | float]:
+    """``"0.3,-0.2"`` → ``[0.3, -0.2]``, ``"2,3"`` → ``[2, 3]``: numbers typed as written, so the
+    family's ``set_task`` decides (GridNavigation wants integer cells, Navigation2D takes either).
+    Raises ``ValueError`` with a one-line message."""
+    values: list[int | float] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            values.append(int(part) if re.fullmatch(r"[-+]?\d+", part) else float(part))
+        except ValueError:
+            raise ValueError(f"--goal {text!r}: expected comma-separated numbers, e.g. --goal 0.3,-0.2") from None
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"--goal {text!r}: coordinates must be finite numbers")
     return values
 
 
-def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float]] | None, num_tasks: int | None, seed: int) -> list[Task]:
-    """The given goals (validated by the family's ``set_task``), or ``num_tasks`` fresh draws."""
+def parse_task(text: str) -> Task:
+    """``--task '{"velocity": 1.5}'`` → a task dict (any family; its ``set_task`` validates it)."""
+    try:
+        task = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--task {text[:80]!r}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(task, dict):
+        raise ValueError(f"--task {text[:80]!r}: a task is a JSON object, e.g. --task '{{\"goal\": [0.3, -0.2]}}'")
+    return task
+
+
+def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float] | Task] | None, num_tasks: int | None,
+                  seed: int) -> list[Task]:
+    """The given tasks, or ``num_tasks`` fresh draws.
+
+    A given task is a dict of the family (``{"velocity": 1.5}``) or a goal's coordinates
+    (``[0.3, -0.2]`` → ``{"goal": [0.3, -0.2]}``); each is validated and normalised by the
+    family's own ``set_task`` / ``get_task``.
+    """
     if goals:
         if num_tasks is not None:
-            raise ValueError("give either --goal (explicit tasks) or --tasks N (sampled tasks), not both")
+            raise ValueError("give either --goal/--task (explicit tasks) or --tasks N (sampled tasks), not both")
         unwrapped = run.env.unwrapped
         tasks = []
         for goal in goals:
-            unwrapped.set_task({"goal": [float(g) for g in goal]})  # ValueError names the task and the rule
+            if isinstance(goal, dict):
+                task = goal
+            elif "goal" in unwrapped.get_task():
+                task = {"goal": list(goal)}
+            else:
+                raise ValueError(f"--goal {','.join(map(str, goal))}: {run.cfg.env} tasks have no goal; give the task "
+                                 f"as JSON, e.g. --task '{json.dumps(unwrapped.get_task())}'")
+            unwrapped.set_task(task)  # ValueError names the task and the rule
             tasks.append(unwrapped.get_task())
         return tasks
     n = DEFAULT_TASKS if num_tasks is None else num_tasks
@@ -123,10 +156,19 @@ def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float]] | None, num_
     return sample_tasks(run.env, n, rng)
 
 
-def noise_seed(seed: int, step: int, task: int) -> int:
-    """Action-noise seed for (inner step, task index): independent of K, T and the worker split."""
-    state = np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM, 1, step, task)).generate_state(1)[0]
-    return int(state >> 1)
+def noise_seed(seed: int, step: int, task: Task | int) -> int:
+    """Action-noise seed for (inner step, task): independent of K, T and the worker split.
+
+    Given the task itself, the seed depends on what the task is, not where it is listed: the
+    same goal twice gets the same noise, hence the same adapted policy and path. (An ``int``
+    is the older per-position key, kept for callers that pass an index.)
+    """
+    if isinstance(task, dict):
+        digest = hashlib.sha256(task_to_json(task).encode()).digest()
+        key = (EVAL_STREAM, 2, step, *np.frombuffer(digest[:16], dtype=np.uint32).tolist())
+    else:
+        key = (EVAL_STREAM, 1, step, int(task))
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0] >> 1)
 
 
 # -- samplers: the same RolloutWorker, on Ray actors or in-process ----------------------------
@@ -183,16 +225,49 @@ class LocalSampler:
 
 
 # -- adaptation, step by step -----------------------------------------------------------------------
-def inner_step(spec: PolicySpec, params: Params, alpha: Params, batch: Batch) -> Params:
-    """One inner step from a per-task stack ``(T, …)``: φ − α ∘ ∇φ L(D; φ), without a graph.
+def inner_step(spec: PolicySpec, params: Params, alpha: Params, batch: Batch, scale: float = 1.0) -> Params:
+    """One inner step from a per-task stack ``(T, …)``: φ − scale · α ∘ ∇φ L(D; φ), without a graph.
 
-    For ``params = expand_to_tasks(θ)`` this equals ``adaptation.adapt(…, steps=1)``.
+    For ``params = expand_to_tasks(θ)`` and ``scale = 1`` this equals ``adaptation.adapt(…, steps=1)``.
     """
     with torch.enable_grad():
         leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
         loss = inner_losses(spec, leaves, batch).sum()
         grads = torch.autograd.grad(loss, list(leaves.values()))
-    return {k: (leaves[k] - alpha[k] * g).detach() for k, g in zip(leaves, grads)}
+    return {k: (leaves[k] - scale * alpha[k] * g).detach() for k, g in zip(leaves, grads)}
+
+
+def parse_step_sizes(text: str) -> list[float]:
+    """``"0.5,0.25"`` → ``[0.5, 0.25]``: positive finite numbers, one per inner step (the last repeats)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{text!r}: expected comma-separated positive numbers, e.g. 1,0.5,0.5") from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{text!r}: step sizes must be positive finite numbers, e.g. 1,0.5,0.5")
+    return values
+
+
+def step_scales(run: "TrainedRun", steps: int, alpha_scales: Sequence[float] | None = None,
+                step_sizes: Sequence[float] | None = None) -> list[float]:
+    """The multiplier on the run's α for inner steps 1..K (the last given value repeats).
+
+    ``alpha_scales`` multiply the run's own α (fixed or learned); ``step_sizes`` are absolute
+    step sizes, which only a run with one fixed scalar α (MAML, Reptile) can take. The MAML
+    paper's test protocol (cbfinn/maml_rl ``test_maml_point.py``: the first VPG step at the
+    training step size 0.5, later ones at 0.25) is ``alpha_scales = 1, 0.5``.
+    """
+    if alpha_scales is not None and step_sizes is not None:
+        raise ValueError("give either --step-sizes (absolute, fixed-α runs) or --alpha-scales (multipliers), not both")
+    if step_sizes is not None:
+        if run.cfg.learns_alpha:
+            raise ValueError(f"--step-sizes: this {run.cfg.algorithm} run learned α per parameter; scale it with "
+                             "--alpha-scales instead (e.g. --alpha-scales 1,0.5)")
+        alpha_scales = [s / run.cfg.inner_lr for s in step_sizes]
+    scales = list(alpha_scales) if alpha_scales else [1.0]
+    if not all(math.isfinite(v) and v > 0 for v in scales):
+        raise ValueError(f"step-size scales must be positive finite numbers, got {scales}")
+    return [scales[min(j, len(scales) - 1)] for j in range(steps)]
 
 
 def check_counts(steps: int, episodes: int | None) -> None:
@@ -209,25 +284,38 @@ class Sweep:
     tasks: list[Task]
     returns: np.ndarray  # (K+1, T): mean episode return of task i with the parameters after j steps
     params: list[dict[str, np.ndarray]]  # K+1 per-task stacks (T, …); params[0] is θ repeated
+    scales: list[float]  # multiplier on α for steps 1..K
+    mean_action_returns: np.ndarray | None = None  # (K+1, T): return of the noiseless (mean/arg-max) policy
 
 
-def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: int, seed: int, sampler) -> Sweep:
-    """Sample with θ, adapt one step, sample with φ¹, adapt from φ¹ on that batch, … (K steps)."""
+def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: int, seed: int, sampler,
+                     scales: Sequence[float] | None = None, deterministic: bool = False) -> Sweep:
+    """Sample with θ, adapt one step, sample with φ¹, adapt from φ¹ on that batch, … (K steps).
+
+    Step j uses ``scales[j-1] · α`` (all 1 by default). With ``deterministic`` the return of
+    the mean action (no exploration noise) is measured too, after every step.
+    """
     check_counts(steps, episodes)
+    scales = [1.0] * steps if scales is None else list(scales)
+    if len(scales) != steps:
+        raise ValueError(f"{len(scales)} step-size scales for {steps} inner steps")
     cfg, T = run.cfg, len(tasks)
     dtype = next(iter(run.theta.values())).dtype
     params = {k: v.contiguous() for k, v in expand_to_tasks(run.theta, T).items()}
-    returns, stacks = [], []
+    returns, stacks, mean_returns = [], [], []
     for j in range(steps + 1):
         stack = to_numpy(params)
         stacks.append(stack)
-        seeds = [noise_seed(seed, j, i) for i in range(T)]
+        if deterministic:
+            mean_returns.append(mean_action_returns(run, tasks, stack))
+        seeds = [noise_seed(seed, j, task) for task in tasks]  # by content: the same task twice, the same noise
         rollouts = sampler.sample(tasks, stack, True, episodes, seeds)
-        batch = Batch.from_rollouts(rollouts, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, dtype, "cpu")
+        batch = Batch.from_rollouts(rollouts, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, dtype, "cpu",
+                                    cfg.loss_average)
         returns.append(batch.episode_returns().mean(-1).double().numpy())
         if j < steps:
-            params = inner_step(run.spec, params, run.alpha, batch)
-    return Sweep(tasks, np.stack(returns), stacks)
+            params = inner_step(run.spec, params, run.alpha, batch, scales[j])
+    return Sweep(tasks, np.stack(returns), stacks, scales, np.stack(mean_returns) if deterministic else None)
 
 
 def ci95(values: np.ndarray) -> float | None:
@@ -250,16 +338,22 @@ def evaluate(
     address: str | None = None,
     local: bool = False,
     num_workers: int | None = None,
+    alpha_scales: Sequence[float] | None = None,
+    step_sizes: Sequence[float] | None = None,
+    deterministic: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint; returns the JSON-ready report (see the module docstring).
 
     Sampling runs on RolloutWorker Ray actors: on the Ray already initialised in this
     process, else on ``address`` (None = a new local Ray). ``local=True`` samples in-process
     instead (same numbers). ``episodes`` defaults to the run's ``episodes_per_task``.
+    ``alpha_scales`` / ``step_sizes`` set the inner step size per step (:func:`step_scales`);
+    ``deterministic`` adds the mean-action return after each step.
     """
     run = run_or_checkpoint if isinstance(run_or_checkpoint, TrainedRun) else load_run(run_or_checkpoint)
     episodes = run.cfg.episodes_per_task if episodes is None else episodes
     check_counts(steps, episodes)
+    scales = step_scales(run, steps, alpha_scales, step_sizes)
     tasks = resolve_tasks(run, goals, num_tasks, seed)
     if local:
         sampler = LocalSampler(run)
@@ -269,7 +363,7 @@ def evaluate(
         init_ray(address)
         sampler = RaySampler(run, len(tasks), num_workers)
     try:
-        sweep = adaptation_sweep(run, tasks, steps, episodes, seed, sampler)
+        sweep = adaptation_sweep(run, tasks, steps, episodes, seed, sampler, scales, deterministic)
     finally:
         sampler.close()
     return report(run, sweep, episodes, seed)
@@ -277,7 +371,14 @@ def evaluate(
 
 def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str, Any]:
     returns = sweep.returns
-    return {
+    alpha_mean = float(np.mean([float(a.float().mean()) for a in run.alpha.values()]))
+    extra: dict[str, Any] = {}
+    if sweep.mean_action_returns is not None:
+        extra = {
+            "mean_action_returns_by_step": [float(x) for x in sweep.mean_action_returns.mean(axis=1)],
+            "mean_action_ci95_by_step": [ci95(r) for r in sweep.mean_action_returns],
+        }
+    out = {
         "checkpoint": str(run.checkpoint),
         "iteration": run.iteration,
         "algorithm": run.cfg.algorithm,
@@ -286,12 +387,24 @@ def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str,
         "episodes": episodes,
         "steps": returns.shape[0] - 1,
         "seed": seed,
+        # the protocol: α multiplier per step, and the resulting mean step size
+        "protocol": {
+            "alpha_scales": sweep.scales,
+            "mean_step_size_by_step": [alpha_mean * s for s in sweep.scales],
+            "fresh_rollouts_per_step": True,
+            "loss_average": run.cfg.loss_average,
+        },
         "returns_by_step": [float(x) for x in returns.mean(axis=1)],
         "ci95_by_step": [ci95(r) for r in returns],
+        **extra,
         "per_task": [
-            {"task": task, "returns_by_step": [float(x) for x in returns[:, i]]} for i, task in enumerate(sweep.tasks)
+            {"task": task, "returns_by_step": [float(x) for x in returns[:, i]],
+             **({"mean_action_returns_by_step": [float(x) for x in sweep.mean_action_returns[:, i]]}
+                if sweep.mean_action_returns is not None else {})}
+            for i, task in enumerate(sweep.tasks)
         ],
     }
+    return out
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -299,14 +412,36 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [
         f"{result['checkpoint']} ({result['algorithm']}, iteration {result['iteration']}): "
         f"{result['num_tasks']} tasks x {result['episodes']} episodes, seed {result['seed']}",
-        f"{'inner steps':>11}  {'mean return':>12}  {'95% CI':>10}",
+        f"α scale per step: {', '.join(f'{x:g}' for x in result['protocol']['alpha_scales']) or 'n/a'}",
+        f"{'inner steps':>11}  {'mean return':>12}  {'95% CI':>10}" + (f"  {'mean action':>12}" if "mean_action_returns_by_step" in result else ""),
     ]
     for j, (mean, ci) in enumerate(zip(result["returns_by_step"], result["ci95_by_step"])):
-        lines.append(f"{j:>11}  {mean:>12.2f}  {'n/a' if ci is None else f'± {ci:.2f}':>10}")
+        line = f"{j:>11}  {mean:>12.2f}  {'n/a' if ci is None else f'± {ci:.2f}':>10}"
+        if "mean_action_returns_by_step" in result:
+            line += f"  {result['mean_action_returns_by_step'][j]:>12.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
 # -- deterministic trajectories for plots ------------------------------------------------------------
+@torch.no_grad()
+def mean_action_returns(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> np.ndarray:
+    """``(T,)``: undiscounted return of one noiseless episode per task (mean / arg-max action)."""
+    T = len(tasks)
+    vec = VectorEnvs(run.cfg.env, run.cfg.env_kwargs).make(tasks, 1, list(range(T)))
+    policy = from_numpy(params)
+    obs = vec.reset()
+    total, alive = np.zeros(T), np.ones(T, dtype=bool)
+    for _ in range(run.horizon):
+        action = mode(run.spec, forward(run.spec, policy, torch.from_numpy(obs.reshape(T, 1, -1))))
+        obs, reward, terminated = vec.step(env_actions(run.spec, action.numpy()))
+        total += np.asarray(reward)[:, 0] * alive
+        alive &= ~np.asarray(terminated)[:, 0]
+        if not alive.any():
+            break
+    return total
+
+
 @torch.no_grad()
 def mean_action_paths(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> list[np.ndarray]:
     """One rollout per task taking the policy's most likely action (no noise): observations ``(n+1, obs)``.

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from metarl.adaptation import adapt, expand_to_tasks
+from metarl.alpha import Alpha
 from metarl.batch import Batch, merge_rollouts
 from metarl.config import Config
 from metarl.meta_update import TRPO, Adam, Reptile, MetaObjective, MetaParameters, UpdateResult
@@ -37,22 +38,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def init_alpha(theta: dict[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-    """α keyed like θ, each entry broadcastable against its parameter.
-
-    Meta-SGD learns α at ``alpha_granularity``: per element (a full-size tensor per parameter),
-    per layer (one scalar per parameter tensor) or one scalar shared by every entry (the same
-    leaf tensor under every key). MAML and Reptile keep a fixed scalar.
-    """
-    if not cfg.learns_alpha:
-        return {k: torch.tensor(cfg.inner_lr, dtype=v.dtype, device=v.device) for k, v in theta.items()}
-    if cfg.alpha_granularity == "per_parameter":
-        return {k: torch.full_like(v, cfg.inner_lr).requires_grad_() for k, v in theta.items()}
-    if cfg.alpha_granularity == "per_layer":
-        return {k: torch.tensor(cfg.inner_lr, dtype=v.dtype, device=v.device, requires_grad=True) for k, v in theta.items()}
-    any_param = next(iter(theta.values()))
-    shared = torch.tensor(cfg.inner_lr, dtype=any_param.dtype, device=any_param.device, requires_grad=True)
-    return {k: shared for k in theta}
+def init_alpha(theta: dict[str, torch.Tensor], cfg: Config) -> Alpha:
+    """α beside θ as the config asks (see :mod:`metarl.alpha`): learned by Meta-SGD, fixed otherwise."""
+    return Alpha.create(theta, cfg.inner_lr, cfg.learns_alpha, cfg.alpha_granularity, cfg.alpha_parametrization)
 
 
 class Learner:
@@ -64,14 +52,18 @@ class Learner:
         self.dtype = DTYPES[cfg.dtype]
         gen = torch.Generator().manual_seed(cfg.seed)
         theta = {k: v.to(self.device).requires_grad_() for k, v in init_params(spec, gen, self.dtype).items()}
-        self.meta = MetaParameters(theta, init_alpha(theta, cfg), cfg.learns_alpha)
+        self.meta = MetaParameters(theta, init_alpha(theta, cfg))
         if cfg.algorithm == "reptile":
             self.optimizer = Reptile(cfg.reptile_step_size, cfg.iterations if cfg.reptile_anneal else None)
         elif cfg.meta_optimizer == "trpo":
-            self.optimizer = TRPO(cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.ls_ratio, cfg.ls_max_steps, cfg.fisher_subsample)
+            self.optimizer = TRPO(
+                max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping, ls_ratio=cfg.ls_ratio,
+                ls_max_steps=cfg.ls_max_steps, fisher_subsample=cfg.fisher_subsample, alpha_update=cfg.alpha_update,
+                alpha_max_kl=cfg.alpha_max_kl, alpha_lr=cfg.alpha_lr,
+            )
         else:
             self.optimizer = Adam(cfg.meta_lr).bind(self.meta)
-        self._pre: Batch | None = None
+        self._pre: list[Batch] = []  # one batch per inner step of this iteration
         self._skip_reason = ""  # set by adapt when this iteration's meta-update must be skipped
 
     # -- phases -------------------------------------------------------------------------
@@ -84,25 +76,36 @@ class Learner:
 
             parts = ray.get(list(parts))
         c = self.cfg
-        return Batch.from_rollouts(merge_rollouts(parts), c.gamma, c.gae_lambda, c.normalize_advantages, self.dtype, self.device)
+        return Batch.from_rollouts(merge_rollouts(parts), c.gamma, c.gae_lambda, c.normalize_advantages, self.dtype,
+                                  self.device, c.loss_average)
 
-    def adapt(self, pre_parts: list) -> dict[str, np.ndarray]:
-        """Fit baselines on the pre-adaptation rollouts and return every task's θ'ᵢ ``(T, ...)``."""
-        self._cpu_start = time.process_time()  # the learner idles between phases, so CPU time adds up its work
-        self._pre = self._batch(pre_parts)
-        self._skip_reason = _non_finite_batch(self._pre, "pre-adaptation")
+    def adapt(self, pre_parts: list, step: int = 0) -> dict[str, np.ndarray]:
+        """Take the rollouts sampled with θ'ⱼ (θ'₀ = θ) and return every task's θ'ⱼ₊₁ ``(T, ...)``.
+
+        Called once per inner step: with ``inner_steps: k`` the trainer samples k times before
+        the post-adaptation phase, each time with the parameters this call returned.
+        """
+        if step == 0:  # a new iteration (an abandoned one's batches are dropped)
+            self._pre, self._skip_reason = [], ""
+            self._cpu_start = time.process_time()  # the learner idles between phases, so CPU time adds up its work
+        elif step != len(self._pre):
+            raise RuntimeError(f"adapt called for inner step {step + 1} after {len(self._pre)} steps")
+        batch = self._batch(pre_parts)
+        self._pre.append(batch)
+        phase = "pre-adaptation" if step == 0 else f"inner step {step + 1}"
+        self._skip_reason = self._skip_reason or _non_finite_batch(batch, phase)
         if not self._skip_reason:
-            adapted = adapt(self.spec, self.meta.theta, self.meta.alpha, self._pre, self.cfg.inner_steps, create_graph=False)
+            adapted = adapt(self.spec, self.meta.theta, self.meta.alpha_values(), self._pre, create_graph=False)
             if not all(bool(torch.isfinite(v).all()) for v in adapted.values()):
                 self._skip_reason = "non-finite adapted parameters θ' (inner step)"
-        if self._skip_reason:  # the post phase samples with θ itself; meta_update skips the step
+        if self._skip_reason:  # later phases sample with θ itself; meta_update skips the step
             theta = {k: v.detach() for k, v in self.meta.theta.items()}
-            adapted = {k: v.contiguous() for k, v in expand_to_tasks(theta, self._pre.num_tasks).items()}
+            adapted = {k: v.contiguous() for k, v in expand_to_tasks(theta, batch.num_tasks).items()}
         return to_numpy(adapted)
 
     def meta_update(self, post_parts: list) -> dict[str, float]:
         """One meta-optimizer step on the post-adaptation rollouts; returns metrics."""
-        if self._pre is None:
+        if not self._pre:
             raise RuntimeError("meta_update called before adapt in this iteration")
         post = self._batch(post_parts)
         reason = self._skip_reason or _non_finite_batch(post, "post-adaptation")
@@ -110,7 +113,7 @@ class Learner:
             nan = float("nan")
             result = UpdateResult(nan, nan, nan, nan, False, 0, reason)
         else:
-            objective = MetaObjective(self.spec, self._pre, post, self.cfg.inner_steps, self.cfg.first_order)
+            objective = MetaObjective(self.spec, self._pre, post, self.cfg.first_order, self.cfg.meta_gradient)
             before = self.meta.get_flat()
             result = self.optimizer.step(self.meta, objective)
             if not bool(torch.isfinite(self.meta.get_flat()).all()):
@@ -119,12 +122,14 @@ class Learner:
                     self.optimizer.bind(self.meta)
                 result = UpdateResult(result.loss_before, result.loss_before, float("nan"), result.grad_norm, False,
                                       result.line_search_steps, "non-finite parameters after the update (reverted)")
+        first = self._pre[0]
         metrics = {
-            "return_pre": self._pre.episode_returns().mean().item(),
+            "return_pre": first.episode_returns().mean().item(),
             "return_post": post.episode_returns().mean().item(),
-            "env_steps_iteration": (self._pre.mask.sum() + post.mask.sum()).item(),
+            **{f"return_step{j}": b.episode_returns().mean().item() for j, b in enumerate(self._pre[1:], start=1)},
+            "env_steps_iteration": (sum(b.mask.sum() for b in self._pre) + post.mask.sum()).item(),
             # episodes the update saw (tasks x episodes per task): a lost or doubled slice shows here
-            "episodes_pre": self._pre.mask.shape[0] * self._pre.mask.shape[1],
+            "episodes_pre": first.mask.shape[0] * first.mask.shape[1],
             "episodes_post": post.mask.shape[0] * post.mask.shape[1],
             **result.as_metrics(),
             **self.alpha_stats(),
@@ -133,22 +138,11 @@ class Learner:
         metrics["time/learner_cpu"] = time.process_time() - self._cpu_start
         if result.reason:
             metrics["outer/skip_reason"] = result.reason
-        self._pre, self._skip_reason = None, ""
+        self._pre, self._skip_reason = [], ""
         return metrics
 
     def alpha_stats(self) -> dict[str, float]:
-        if not self.cfg.learns_alpha:
-            return {"alpha/mean": self.cfg.inner_lr}
-        flat = torch.cat([a.detach().reshape(-1) for a in self.meta.alpha.values()])
-        stats = {
-            "alpha/mean": flat.mean().item(),
-            "alpha/min": flat.min().item(),
-            "alpha/max": flat.max().item(),
-            "alpha/frac_negative": (flat < 0).double().mean().item(),
-        }
-        for name, a in self.meta.alpha.items():
-            stats[f"alpha/{name}/mean"] = a.detach().mean().item()
-        return stats
+        return self.meta.alpha.stats()
 
     def peak_rss_mb(self) -> float:
         import resource
@@ -162,23 +156,25 @@ class Learner:
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "theta": {k: v.detach().cpu() for k, v in self.meta.theta.items()},
-            "alpha": {k: v.detach().cpu() for k, v in self.meta.alpha.items()},
+            "alpha": self.meta.alpha.state_dict(),
         }
-        if isinstance(self.optimizer, (Adam, Reptile)):
+        if isinstance(self.optimizer, (Adam, Reptile)) or (isinstance(self.optimizer, TRPO) and self.optimizer.state_dict()):
             state["optimizer"] = _to_cpu(self.optimizer.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
-            for group in ("theta", "alpha"):
-                target = getattr(self.meta, group)
-                for k, v in state[group].items():
-                    if k not in target or target[k].shape != v.shape:
-                        raise ValueError(f"checkpoint {group}.{k} has shape {tuple(v.shape)}, the policy expects "
-                                         f"{tuple(target[k].shape) if k in target else 'no such parameter'}")
-                    target[k].copy_(v.to(target[k].device, target[k].dtype))
+            target = self.meta.theta
+            for k, v in state["theta"].items():
+                if k not in target or target[k].shape != v.shape:
+                    raise ValueError(f"checkpoint theta.{k} has shape {tuple(v.shape)}, the policy expects "
+                                     f"{tuple(target[k].shape) if k in target else 'no such parameter'}")
+                target[k].copy_(v.to(target[k].device, target[k].dtype))
+        self.meta.alpha.load_state_dict(state["alpha"])
         if isinstance(self.optimizer, (Adam, Reptile)) and "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        elif isinstance(self.optimizer, TRPO) and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"], self.meta)
 
 
 def _non_finite_batch(batch: Batch, phase: str) -> str:

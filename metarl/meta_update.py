@@ -15,30 +15,44 @@ from typing import Callable
 import torch
 
 from metarl.adaptation import adapt
+from metarl.alpha import Alpha
 from metarl.batch import Batch
 from metarl.policies import Dist, Params, PolicySpec, forward, kl, log_prob
 
 
 @dataclass
 class MetaObjective:
-    """Post-adaptation surrogate loss and KL for one meta-batch."""
+    """Post-adaptation surrogate loss and KL for one meta-batch.
+
+    ``pre`` holds one batch per inner step: step j adapts on ``pre[j]``, which the rollout
+    workers sampled with θ'ⱼ (θ'₀ = θ). The batches are constants of the objective: the
+    meta-gradient differentiates through every inner step (second order unless
+    ``first_order``). With ``meta_gradient: maml`` it ignores that θ also shaped the
+    distributions the pre-adaptation batches were sampled from; ``lvc`` (ProMP) adds the
+    low-variance part of that term through the inner surrogate's curvature (docs/architecture.md).
+    """
 
     spec: PolicySpec
-    pre: Batch
+    pre: list[Batch]
     post: Batch
-    inner_steps: int
     first_order: bool
+    meta_gradient: str = "maml"
     old_dist: Dist = field(init=False)
     old_log_prob: torch.Tensor = field(init=False)
 
+    @property
+    def inner_steps(self) -> int:
+        return len(self.pre)
+
     def distribution(self, theta: Params, alpha: Params, create_graph: bool) -> Dist:
         """Post-adaptation distribution on the post observations, ``(T, E*H, act_dim)`` each."""
-        adapted = adapt(self.spec, theta, alpha, self.pre, self.inner_steps, create_graph=create_graph)
+        adapted = adapt(self.spec, theta, alpha, self.pre, create_graph=create_graph, meta_gradient=self.meta_gradient)
         return forward(self.spec, adapted, self.post.flat("obs"))
 
     def subset(self, num_tasks: int) -> "MetaObjective":
         """The same objective on the first ``num_tasks`` tasks (tasks are drawn i.i.d.)."""
-        return MetaObjective(self.spec, self.pre.select(num_tasks), self.post.select(num_tasks), self.inner_steps, self.first_order)
+        return MetaObjective(self.spec, [b.select(num_tasks) for b in self.pre], self.post.select(num_tasks),
+                             self.first_order, self.meta_gradient)
 
     def set_old(self, dist: Dist) -> None:
         """Freeze the sampling distribution (the current one) for ratios and KL."""
@@ -46,8 +60,7 @@ class MetaObjective:
         self.old_log_prob = log_prob(self.spec, self.old_dist, self.post.flat("actions"))
 
     def _masked_task_mean(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.post.flat("mask")
-        return ((x * mask).sum(-1) / mask.sum(-1).clamp_min(1)).mean()
+        return self.post.task_mean(x).mean()
 
     def loss(self, dist: Dist) -> torch.Tensor:
         """Negative importance-weighted surrogate, averaged over steps then tasks."""
@@ -119,18 +132,22 @@ def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
 
 
 class MetaParameters:
-    """The learned leaves: θ always, α too when it is learned; keyed and flattened views."""
+    """The learned leaves: θ always, then α's leaves when α is learned; keyed and flattened views."""
 
-    def __init__(self, theta: Params, alpha: Params, learn_alpha: bool):
-        self.theta, self.alpha, self.learn_alpha = theta, alpha, learn_alpha
+    def __init__(self, theta: Params, alpha: Alpha):
+        self.theta, self.alpha = theta, alpha
 
     @property
     def leaves(self) -> list[torch.Tensor]:
-        leaves = list(self.theta.values())
-        if self.learn_alpha:  # a scalar α is one leaf shared by every key: count it once
-            seen: set[int] = set()
-            leaves += [a for a in self.alpha.values() if not (id(a) in seen or seen.add(id(a)))]
-        return leaves
+        return list(self.theta.values()) + self.alpha.leaves()
+
+    @property
+    def num_theta(self) -> int:
+        """Entries of θ: the flat vector is θ's entries, then α's."""
+        return sum(v.numel() for v in self.theta.values())
+
+    def alpha_values(self) -> Params:
+        return self.alpha.values()
 
     def get_flat(self) -> torch.Tensor:
         return _flat(self.leaves).detach().clone()
@@ -141,10 +158,25 @@ class MetaParameters:
             leaf.copy_(value)
 
 
+ALPHA_UPDATES = ("joint", "natural", "adam")
+
+
 @dataclass
 class TRPO:
     """TRPO on (θ, α): CG on the Fisher of the post-adaptation policies, KL-constrained
-    step, backtracking line search that reverts a rejected step."""
+    step, backtracking line search that reverts a rejected step.
+
+    How α (when learned) takes part, ``alpha_update``:
+
+    * ``joint``: α is just more coordinates of one natural-gradient step in one trust region
+      (``max_kl``), as in the Meta-SGD paper. α's coordinates are nearly collinear with θ's
+      (∂θ'/∂α = −∇L_train), and α barely moves.
+    * ``natural``: a block-diagonal natural step: θ's block solved by CG in its own trust
+      region (``max_kl``), α's block by CG in its own (``alpha_max_kl``); the line search
+      checks the KL of the combined step against ``max_kl + alpha_max_kl``. Twice the CG work.
+    * ``adam``: θ's natural step in ``max_kl``; α's step is Adam's (``alpha_lr``); the line search
+      scales both and checks their joint KL against ``max_kl``.
+    """
 
     max_kl: float = 0.01
     cg_iters: int = 10
@@ -152,10 +184,15 @@ class TRPO:
     ls_ratio: float = 0.8
     ls_max_steps: int = 15
     fisher_subsample: float = 1.0
+    alpha_update: str = "joint"
+    alpha_max_kl: float = 0.01
+    alpha_lr: float = 0.01
+    _alpha_adam: torch.optim.Adam | None = field(default=None, init=False, repr=False)
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
         create_graph = not objective.first_order
-        dist = objective.distribution(meta.theta, meta.alpha, create_graph=create_graph)
+        alpha = meta.alpha_values()
+        dist = objective.distribution(meta.theta, alpha, create_graph=create_graph)
         objective.set_old(dist)
         loss = objective.loss(dist)
         leaves = meta.leaves
@@ -167,19 +204,70 @@ class TRPO:
             return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
         if self.fisher_subsample < 1.0:
             # Fisher = mean of per-task Fishers; a subset of tasks estimates it without bias.
-            sub = objective.subset(max(1, round(self.fisher_subsample * objective.pre.num_tasks)))
-            sub_dist = sub.distribution(meta.theta, meta.alpha, create_graph=create_graph)
+            sub = objective.subset(max(1, round(self.fisher_subsample * objective.post.num_tasks)))
+            sub_dist = sub.distribution(meta.theta, alpha, create_graph=create_graph)
             sub.set_old(sub_dist)
             fvp = self._fisher_vector_product(sub, sub_dist, leaves)
         else:
             fvp = self._fisher_vector_product(objective, dist, leaves)
-        direction, shs = conjugate_gradient(fvp, g, self.cg_iters)
+        separate = self.alpha_update != "joint" and meta.alpha.learned
+        n = meta.num_theta if separate else g.numel()
+        theta_step = self._natural_step(fvp, g, 0, n, self.max_kl)
+        if isinstance(theta_step, str):
+            return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, theta_step)
+        if not separate:
+            return self._line_search(meta, objective, theta_step, loss.item(), g, self.max_kl)
+        if self.alpha_update == "natural":
+            alpha_step = self._natural_step(fvp, g, n, g.numel(), self.alpha_max_kl)
+            if isinstance(alpha_step, str):
+                return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, f"α block: {alpha_step}")
+            bound = self.max_kl + self.alpha_max_kl
+        else:
+            alpha_step = self._adam_alpha_step(meta, g[n:])
+            bound = self.max_kl
+        return self._line_search(meta, objective, torch.cat([theta_step, alpha_step]), loss.item(), g, bound)
+
+    def _natural_step(self, fvp, g: torch.Tensor, lo: int, hi: int, max_kl: float) -> torch.Tensor | str:
+        """The step F_bb⁻¹ g_b · sqrt(2·max_kl / gᵀF⁻¹g) on the block ``[lo, hi)`` of the flat (θ, α),
+        or why there is none. The whole vector is the plain TRPO step."""
+        if (lo, hi) == (0, g.numel()):
+            block_fvp = fvp
+        else:
+            def block_fvp(v: torch.Tensor) -> torch.Tensor:
+                full = torch.zeros_like(g)
+                full[lo:hi] = v
+                return fvp(full)[lo:hi]
+        direction, shs = conjugate_gradient(block_fvp, g[lo:hi], self.cg_iters)
         if not torch.isfinite(shs) or not torch.isfinite(direction).all():
-            return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, "non-finite curvature")
+            return "non-finite curvature"
         if shs.item() <= 0:
-            return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, "non-positive curvature")
-        full_step = direction * torch.sqrt(2 * self.max_kl / shs)
-        return self._line_search(meta, objective, full_step, loss.item(), g)
+            return "non-positive curvature"
+        return direction * torch.sqrt(2 * max_kl / shs)
+
+    def _adam_alpha_step(self, meta: MetaParameters, g_alpha: torch.Tensor) -> torch.Tensor:
+        """Adam's proposed decrease of α for gradient ``g_alpha`` (α itself is left unchanged here)."""
+        leaves = meta.alpha.leaves()
+        bound = self._alpha_adam.param_groups[0]["params"] if self._alpha_adam is not None else []
+        if len(bound) != len(leaves) or any(a is not b for a, b in zip(bound, leaves)):
+            self._alpha_adam = torch.optim.Adam(leaves, lr=self.alpha_lr)
+        before = _flat(leaves).detach().clone()
+        for leaf, grad in zip(leaves, _unflat(g_alpha, leaves)):
+            leaf.grad = grad.clone()
+        self._alpha_adam.step()
+        self._alpha_adam.zero_grad(set_to_none=True)
+        after = _flat(leaves).detach().clone()
+        with torch.no_grad():
+            for leaf, value in zip(leaves, _unflat(before, leaves)):
+                leaf.copy_(value)
+        return before - after  # the line search subtracts its steps
+
+    def state_dict(self) -> dict:
+        return {"alpha_adam": self._alpha_adam.state_dict()} if self._alpha_adam is not None else {}
+
+    def load_state_dict(self, state: dict, meta: MetaParameters) -> None:
+        if "alpha_adam" in state and meta.alpha.learned:
+            self._alpha_adam = torch.optim.Adam(meta.alpha.leaves(), lr=self.alpha_lr)
+            self._alpha_adam.load_state_dict(state["alpha_adam"])
 
     def _fisher_vector_product(self, objective: MetaObjective, dist: Dist, leaves: list[torch.Tensor]):
         # H_y: the KL's Hessian in distribution space, from a small elementwise graph.
@@ -197,18 +285,18 @@ class TRPO:
 
         return fvp
 
-    def _line_search(self, meta, objective, full_step, loss_before, g) -> UpdateResult:
+    def _line_search(self, meta, objective, full_step, loss_before, g, max_kl: float) -> UpdateResult:
         start = meta.get_flat()
         any_finite = False
         for j in range(self.ls_max_steps):
             meta.set_flat(start - (self.ls_ratio**j) * full_step)
             with torch.enable_grad():
-                dist = objective.distribution(meta.theta, meta.alpha, create_graph=False)
+                dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)
             with torch.no_grad():
                 new_loss, kl = objective.loss(dist).item(), objective.kl(dist).item()
             finite = all(map(lambda x: x == x and abs(x) != float("inf"), (new_loss, kl)))
             any_finite |= finite
-            if finite and new_loss < loss_before and kl <= self.max_kl:
+            if finite and new_loss < loss_before and kl <= max_kl:
                 return UpdateResult(loss_before, new_loss, kl, g.norm().item(), True, j + 1)
         meta.set_flat(start)
         reason = "line search failed" if any_finite else "non-finite loss or KL at every line-search step"
@@ -228,7 +316,7 @@ class Adam:
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
         create_graph = not objective.first_order
-        dist = objective.distribution(meta.theta, meta.alpha, create_graph=create_graph)
+        dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=create_graph)
         objective.set_old(dist)
         loss = objective.loss(dist)
         if not torch.isfinite(loss):
@@ -242,7 +330,7 @@ class Adam:
         self._opt.step()
         self._opt.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            new_dist = objective.distribution(meta.theta, meta.alpha, create_graph=False)
+            new_dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)
         with torch.no_grad():
             loss_after, kl = objective.loss(new_dist).item(), objective.kl(new_dist).item()
         return UpdateResult(loss.item(), loss_after, kl, g.norm().item(), True, 0)
@@ -258,7 +346,7 @@ class Adam:
 class Reptile:
     """Reptile for RL (Nichol et al. 2018): θ ← θ + β · mean_i(θ'ᵢ − θ), first order by construction.
 
-    θ'ᵢ are the same k inner policy-gradient steps as MAML's, from the pre-adaptation batch;
+    θ'ᵢ are the same k inner policy-gradient steps as MAML's, on the pre-adaptation batches;
     the post-adaptation rollouts only feed the metrics. With ``anneal_over`` set, β decays
     linearly to 0 over that many updates.
     """
@@ -273,7 +361,7 @@ class Reptile:
         return self.step_size * max(0.0, 1.0 - self.updates / self.anneal_over)
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
-        adapted = adapt(objective.spec, meta.theta, meta.alpha, objective.pre, objective.inner_steps, create_graph=False)
+        adapted = adapt(objective.spec, meta.theta, meta.alpha_values(), objective.pre, create_graph=False)
         beta = self.current_step_size()
         with torch.no_grad():
             deltas = {k: (adapted[k] - meta.theta[k]).mean(0) for k in meta.theta}

@@ -17,11 +17,13 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from scipy.stats import t as student_t
 
 from metarl.evaluation import (
     DEFAULT_STEPS,
     LocalSampler,
     adaptation_sweep,
+    step_scales,
     check_counts,
     load_run,
     mean_action_paths,
@@ -73,21 +75,23 @@ def _checkpoint_run_name(path: Path) -> str:
 # -- trajectories -----------------------------------------------------------------------------------
 def trajectories_figure(
     runs: Sequence[str | Path],
-    goals: Sequence[Sequence[float]],
+    goals: Sequence[Sequence[float] | dict],
     steps: int = DEFAULT_STEPS,
     episodes: int | None = None,
     seed: int = 0,
     dpi: int = 100,
+    alpha_scales: Sequence[float] | None = None,
 ) -> Figure:
     """One panel per goal; per run, the pre-update path and the path after each of 1..K steps.
 
     Adaptation is exactly ``metarl evaluate``'s (same seeds: E sampled episodes per step,
     in-process); each drawn path is then one deterministic rollout with the policy's *mean*
     action, so the figure is a function of (runs, goals, steps, episodes, seed). Drawn paths
-    carry gid ``"trajectory"``: runs × goals × (K+1) of them.
+    carry gid ``"trajectory"``: runs × goals × (K+1) of them. A goal is given as coordinates
+    or as a task dict (``{"goal": [x, y]}``).
     """
     if not goals:
-        raise ValueError("plot trajectories needs at least one --goal X,Y")
+        raise ValueError("plot trajectories needs at least one --goal X,Y or --task JSON")
     check_counts(steps, episodes)
     loaded = [load_run(r) for r in runs]
     labels = run_labels(runs)
@@ -102,7 +106,7 @@ def trajectories_figure(
         tasks = resolve_tasks(run, goals, None, seed)
         sampler = LocalSampler(run)
         sweep = adaptation_sweep(run, tasks, steps, run.cfg.episodes_per_task if episodes is None else episodes,
-                                 seed, sampler)
+                                 seed, sampler, step_scales(run, steps, alpha_scales))
         sampler.close()
         for j, params in enumerate(sweep.params):
             paths = mean_action_paths(run, tasks, params)
@@ -112,7 +116,8 @@ def trajectories_figure(
             for ax, path in zip(axes.flat, paths):
                 ax.plot(path[:, 0], path[:, 1], color=color, gid=TRAJECTORY_GID,
                         label=f"{label} ({run.cfg.algorithm}): {name}", **style)
-    for ax, goal in zip(axes.flat, goals):
+    for ax, task in zip(axes.flat, tasks):
+        goal = task["goal"]
         ax.scatter([goal[0]], [goal[1]], marker="*", s=220, color="gold", edgecolors="black", zorder=5,
                    gid=GOAL_GID, label="goal")
         ax.scatter([0.0], [0.0], marker="o", s=25, color="black", zorder=5, label="start")
@@ -130,101 +135,224 @@ def trajectories_figure(
 
 
 # -- learning curves --------------------------------------------------------------------------------
-def _run_config_key(run: Path) -> tuple[str, dict]:
+# Keys that change how a run was executed, not what it learned: runs differing only in these
+# (and ``seed``) are seeds of one configuration.
+EXECUTION_KEYS = frozenset({"seed", "num_workers", "worker_cpus", "learner_cpus", "learner_threads", "device",
+                            "checkpoint_every", "keep_checkpoints"})
+X_AXES = {"iteration": "meta-iteration", "env_steps": "environment steps"}
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories (those holding ``metrics.jsonl``) given or found below the given folders.
+
+    A sweep folder or a Tune experiment gives all of its trials, sorted by path; a run's own
+    subfolders are not searched.
+    """
+    found: list[Path] = []
+    for given in map(Path, paths):
+        if (given / "metrics.jsonl").is_file():
+            found.append(given)
+            continue
+        if not given.is_dir():
+            raise ValueError(f"{given}: not a run directory or a folder of runs")
+        runs = sorted({m.parent for m in given.rglob("metrics.jsonl")})
+        runs = [r for r in runs if not any(other in r.parents for other in runs)]
+        if not runs:
+            raise ValueError(f"{given}: no run directory (metrics.jsonl) in it or below it")
+        found += runs
+    return list(dict.fromkeys(found))
+
+
+def _read_config(run: Path) -> dict:
     path = run / "config.yaml"
     if not path.is_file():
         raise ValueError(f"{run}: not a run directory (no config.yaml)")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    from metarl.config import load_yaml_file  # size cap, no YAML aliases (a merge-key bomb would hang)
+
+    cfg = load_yaml_file(path) or {}
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: not a mapping")
-    return json.dumps({k: v for k, v in cfg.items() if k != "seed"}, sort_keys=True, default=str), cfg
+    return cfg
 
 
-def _read_curve(run: Path) -> dict[int, tuple[float, float]]:
+def _flat(cfg: dict, prefix: str = "") -> dict[str, object]:
+    """``{"env_kwargs": {"action_mode": "clip"}}`` → ``{"env_kwargs.action_mode": "clip"}`` (legend keys)."""
+    out: dict[str, object] = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _identity(cfg: dict) -> dict[str, object]:
+    return {k: v for k, v in _flat(cfg).items() if k not in EXECUTION_KEYS}
+
+
+def _read_curve(run: Path) -> dict[int, tuple[float, float, float]]:
+    """iteration → (return_pre, return_post, env_steps)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{run}: no metrics.jsonl")
     curve = {}
     for row in read_metrics(path):
         if "iteration" in row:
-            pre, post = row.get("return_pre"), row.get("return_post")
-            curve[int(row["iteration"])] = (np.nan if pre is None else pre, np.nan if post is None else post)
+            values = [row.get(k) for k in ("return_pre", "return_post", "env_steps")]
+            curve[int(row["iteration"])] = tuple(np.nan if v is None else float(v) for v in values)
     if not curve:
         raise ValueError(f"{path}: no iterations with return_pre / return_post")
     return curve
 
 
 def group_runs(runs: Sequence[str | Path]) -> list[list[Path]]:
-    """Runs whose config.yaml agree on everything but ``seed``, in order of first appearance."""
+    """Run directories (or folders of them) grouped as seeds of one configuration.
+
+    Runs whose ``config.yaml`` agree on everything except ``seed`` and the execution keys
+    (:data:`EXECUTION_KEYS`: workers, CPUs, threads, device, checkpointing) form a group, in
+    order of first appearance.
+    """
     groups: dict[str, list[Path]] = {}
-    for r in runs:
-        key, _ = _run_config_key(Path(r))
-        groups.setdefault(key, []).append(Path(r))
+    for run in find_runs(runs):
+        key = json.dumps(_identity(_read_config(run)), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
     return list(groups.values())
 
 
-def curves_figure(runs: Sequence[str | Path], dpi: int = 100) -> Figure:
-    """Return before (dashed) and after (solid) adaptation per meta-iteration.
+def group_labels(groups: Sequence[Sequence[Path]]) -> list[str]:
+    """Short legend names: only the keys whose values differ between groups, plus the seed count."""
+    identities = [_identity(_read_config(g[0])) for g in groups]
+    keys = sorted({k for ident in identities for k in ident}, key=lambda k: (k != "algorithm", k))
+    differing = [k for k in keys if len({json.dumps(i.get(k), default=str) for i in identities}) > 1]
+    labels = []
+    for ident, members in zip(identities, groups):
+        parts = [f"{k}={_short(ident.get(k))}" if k != "algorithm" else str(ident.get(k)) for k in differing]
+        name = ", ".join(parts) or str(ident.get("algorithm", "run"))
+        labels.append(f"{name} ({len(members)} seed{'s' if len(members) != 1 else ''})")
+    return labels
 
-    Runs with the same config apart from ``seed`` are one curve: the mean over seeds with a
-    ±1 standard-deviation band, over the iterations all of them have reached. Drawn curves
+
+def _short(value: object, width: int = 24) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = text.removeprefix("metarl/")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def mean_ci95(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over axis 0 and the half-width of its 95 % Student-t interval (NaN where fewer than 2 values)."""
+    n = np.sum(np.isfinite(values), axis=0)
+    mean = np.nanmean(values, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(n) if values.shape[0] > 1 else np.full_like(mean, np.nan)
+        half = student_t.ppf(0.975, np.maximum(n - 1, 1)) * sem
+    return mean, np.where(n >= 2, half, np.nan)
+
+
+def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 100) -> Figure:
+    """Return before (dashed) and after (solid) adaptation, one colour per configuration.
+
+    ``runs`` are run directories or folders holding them (a sweep, Tune trials). Seeds of one
+    configuration (:func:`group_runs`) are drawn as their mean with a 95 % Student-t confidence
+    band over seeds, over the iterations all of them have reached. ``x`` is ``iteration`` or
+    ``env_steps`` (the seeds' mean cumulative environment steps at each iteration). Drawn curves
     carry gid ``"curve"``: 2 per group.
     """
     if not runs:
         raise ValueError("plot curves needs at least one RUN")
-    fig, axes = new_figure(1, 1, 7.0, 4.5, dpi)
+    if x not in X_AXES:
+        raise ValueError(f"--x {x!r}: choose one of {', '.join(X_AXES)}")
+    groups = group_runs(runs)
+    labels = group_labels(groups)
+    legend_rows = -(-(len(groups) + 2) // 2)
+    fig, axes = new_figure(1, 1, 7.5, 4.5 + 0.22 * legend_rows, dpi)
     ax = axes[0, 0]
-    for g, members in enumerate(group_runs(runs)):
+    handles = []
+    for g, (members, label) in enumerate(zip(groups, labels)):
         color = f"C{g % 10}"
         curves = [_read_curve(r) for r in members]
         iterations = sorted(set.intersection(*(set(c) for c in curves)))
         if not iterations:
             raise ValueError(f"runs {', '.join(map(str, members))} share no iteration in metrics.jsonl")
-        values = np.array([[c[i] for i in iterations] for c in curves], dtype=float)  # (seeds, I, 2)
-        _, cfg = _run_config_key(members[0])
-        label = f"{cfg.get('algorithm', '?')} · {members[0].name}"
-        if len(members) > 1:
-            label += f" (+{len(members) - 1} seeds; mean ± std)"
-        for k, (phase, style) in enumerate((("before adaptation", "--"), ("after adaptation", "-"))):
-            series = values[:, :, k]
-            mean = np.nanmean(series, axis=0)
-            ax.plot(iterations, mean, linestyle=style, color=color, gid=CURVE_GID, label=f"{label}: {phase}")
+        values = np.array([[c[i] for i in iterations] for c in curves], dtype=float)  # (seeds, I, 3)
+        xs = np.asarray(iterations, dtype=float) if x == "iteration" else np.nanmean(values[:, :, 2], axis=0)
+        if x == "env_steps" and not np.all(np.isfinite(xs)):
+            raise ValueError(f"{members[0]}: metrics.jsonl lacks env_steps; use --x iteration")
+        for k, style in enumerate(("--", "-")):
+            mean, half = mean_ci95(values[:, :, k])
+            line, = ax.plot(xs, mean, linestyle=style, color=color, gid=CURVE_GID, label=label)
             if len(members) > 1:
-                std = np.nanstd(series, axis=0)
-                ax.fill_between(iterations, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("meta-iteration")
+                ax.fill_between(xs, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
+        handles.append(line)
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], color="gray", linestyle="--", label="before adaptation"),
+                Line2D([], [], color="gray", linestyle="-", label="after adaptation")]
+    if x == "iteration":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(X_AXES[x])
     ax.set_ylabel("average return")
-    ax.set_title("Return before and after adaptation")
+    bands = " (mean and 95% CI over seeds)" if any(len(g) > 1 for g in groups) else ""
+    ax.set_title(f"Return before and after adaptation{bands}", fontsize="medium")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small", frameon=False)
     return fig
 
 
 # -- learned α --------------------------------------------------------------------------------------
 def alpha_figure(run_or_checkpoint: str | Path, bins: int = 40, dpi: int = 100) -> Figure:
-    """Histogram of the learned α per layer (weights and bias together), with the share of negative entries."""
+    """Per-layer distribution of a Meta-SGD run's learned α (weights and bias together).
+
+    Refuses runs that learn no α (MAML's is the fixed ``inner_lr``): a histogram of a constant
+    says nothing. See :func:`alpha_layers_figure` for the scale.
+    """
     from metarl.checkpoint import load_checkpoint, resolve_checkpoint
 
     path = resolve_checkpoint(run_or_checkpoint)
     state = load_checkpoint(path)
-    algorithm = json.loads(state["config"]).get("algorithm", "?") if "config" in state else "?"
+    cfg = json.loads(state["config"]) if "config" in state else {}
+    algorithm = cfg.get("algorithm", "?")
+    if algorithm != "metasgd":
+        raise ValueError(f"plot alpha: {path} is a {algorithm} run, which learns no α (its inner step size is "
+                         f"the fixed inner_lr {cfg.get('inner_lr')}); plot a metasgd run")
     layers: dict[str, list[np.ndarray]] = {}
     for name, a in state["alpha"].items():
         layers.setdefault(name.split(".")[0], []).append(a.detach().double().reshape(-1).numpy())
+    title = f"Learned inner step sizes α per layer — iteration {int(state.get('iteration', 0))}"
+    return alpha_layers_figure({k: np.concatenate(v) for k, v in layers.items()}, title, cfg.get("inner_lr"),
+                               bins=bins, dpi=dpi)
+
+
+def alpha_layers_figure(layers: dict[str, np.ndarray], title: str, initial: float | None = None, bins: int = 40,
+                        dpi: int = 100, coverage: float = 0.99) -> Figure:
+    """One histogram per layer, each on its own robust range.
+
+    A layer's axis spans the central ``coverage`` of its α (quantiles) plus half that width on
+    each side, so a few far outliers cannot squeeze a 10,000-entry layer into one bar; entries
+    beyond are counted into the edge bins and reported in the panel title. 0 and ``initial``
+    (``inner_lr``, where every α started) are marked where they fall in range.
+    """
+    tail = (1.0 - coverage) / 2
     ncols = min(len(layers), 3)
     nrows = -(-len(layers) // ncols)
     fig, axes = new_figure(nrows, ncols, PANEL_INCHES * ncols, 3.2 * nrows + 0.5, dpi)
-    for ax, (layer, parts) in zip(axes.flat, layers.items()):
-        values = np.concatenate(parts)
-        negative = float((values < 0).mean())
-        ax.hist(values, bins=bins, color="C0", alpha=0.85)
-        ax.axvline(0.0, color="black", linewidth=0.8)
-        ax.set_title(f"{layer}: {values.size} α, {100 * negative:.1f}% negative", fontsize="medium")
-        ax.set_xlabel("α")
+    for ax, (layer, v) in zip(axes.flat, layers.items()):
+        q_lo, q_hi = np.quantile(v, [tail, 1.0 - tail])
+        lo, hi = max(v.min(), q_lo - (q_hi - q_lo) / 2), min(v.max(), q_hi + (q_hi - q_lo) / 2)
+        if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+            lo, hi = lo - max(abs(lo), 1e-6) * 0.05, hi + max(abs(hi), 1e-6) * 0.05
+        outside = int(np.sum((v < lo) | (v > hi)))
+        ax.hist(np.clip(v, lo, hi), bins=np.linspace(lo, hi, bins + 1), color="C0", alpha=0.85)
+        for mark, style in ((0.0, dict(color="black", linewidth=0.8)),
+                            (initial, dict(color="C3", linestyle="--", linewidth=1.0, label=f"initial α = {initial}"))):
+            if mark is not None and lo <= mark <= hi:
+                ax.axvline(mark, **style)
+        note = f"; {outside} outside, in the edge bins" if outside else ""
+        ax.set_title(f"{layer}: {v.size} α, {100 * float((v < 0).mean()):.1f}% negative{note}", fontsize="small")
+        ax.set_xlabel(f"α (all: {v.min():.3g} … {v.max():.3g})" if outside else "α", fontsize="small")
         ax.set_ylabel("count")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
     for ax in list(axes.flat)[len(layers):]:
         ax.set_visible(False)
-    fixed = "" if algorithm == "metasgd" else " (fixed, not learned)"
-    fig.suptitle(f"Learned inner step sizes α per layer — {algorithm}{fixed}, iteration {int(state.get('iteration', 0))}")
+    fig.suptitle(title)
     return fig

@@ -12,13 +12,21 @@ atomically). SIGKILL cannot be caught: it too leaves the last complete checkpoin
 
 ``ray.init`` installs its own SIGTERM handler (``sys.exit``), so call :meth:`StopSignals.install`
 again once Ray has started.
+
+Job runners (``timeout``, SLURM, Kubernetes, a terminal's Ctrl-C) signal the whole process
+group. A local Ray started by ``ray.init`` would be in that group, and SIGTERM would kill its
+GCS and raylet before the driver could checkpoint. :func:`ray_processes_in_own_session` starts
+them in a session of their own, so a group signal reaches only the driver; they still die with
+the driver (Ray's kernel fate-sharing, ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -71,3 +79,29 @@ class StopSignals:
     def exit_status(self) -> int:
         """128 + signal number (130 for SIGINT, 143 for SIGTERM); 0 when no signal came."""
         return 128 + self.signum if self.signum is not None else 0
+
+
+@contextlib.contextmanager
+def ray_processes_in_own_session() -> Iterator[None]:
+    """Processes Ray starts inside this block (a local ``ray.init``) get their own session.
+
+    Only where Ray has kernel fate-sharing (Linux): there its processes die with the driver
+    whatever group they are in; elsewhere Ray's reaper needs them in the driver's group.
+    """
+    from ray._private import services, utils
+
+    if not utils.detect_fate_sharing_support():
+        yield
+        return
+    original = services.ConsolePopen
+
+    class _OwnSessionPopen(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = _OwnSessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original

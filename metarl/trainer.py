@@ -3,10 +3,12 @@
 Per meta-iteration (MAML: Finn et al. 2017; Meta-SGD: Li et al. 2017)::
 
     tasks Tᵢ ~ p(T)                                   sample_tasks
-    Dᵢ   ← K episodes of π_θ on each Tᵢ                 workers, phase "pre"
-    θ'ᵢ  ← θ − α ∘ ∇θ L(Dᵢ; θ)   (all i at once)        learner.adapt
-    D'ᵢ  ← K episodes of π_θ'ᵢ on each Tᵢ               workers, phase "post"
-    (θ, α) ← TRPO/Adam step on Σᵢ L(D'ᵢ; θ'ᵢ(θ, α))    learner.meta_update
+    θ⁰ᵢ = θ
+    for j = 0 .. inner_steps−1:
+        Dʲᵢ   ← K episodes of π_θʲᵢ on each Tᵢ          workers, phase "pre" (then "inner step j+1")
+        θʲ⁺¹ᵢ ← θʲᵢ − α ∘ ∇ L(Dʲᵢ; θʲᵢ)  (all i at once)  learner.adapt
+    D'ᵢ  ← K episodes of π_θ'ᵢ on each Tᵢ  (θ'ᵢ = θᵏᵢ)  workers, phase "post"
+    (θ, α) ← TRPO/Adam step on Σᵢ L(D'ᵢ; θ'ᵢ(θ, α))    learner.meta_update (through all k steps)
     checkpoint every N iterations
 
 Rollouts go from the workers to the learner through the object store as contiguous numpy
@@ -45,8 +47,9 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from metarl.checkpoint import list_checkpoints, load_checkpoint, load_latest, resolve_checkpoint, save_checkpoint
-from metarl.config import Config, ConfigError
+from metarl import rundir
+from metarl.checkpoint import load_checkpoint, load_latest, resolve_checkpoint, save_checkpoint
+from metarl.config import Config
 from metarl.learner import Learner
 from metarl.metrics import MetricsWriter
 from metarl.policies import PolicySpec
@@ -103,8 +106,13 @@ def policy_spec(cfg: Config, env) -> PolicySpec:
 
 
 def init_ray(address: str | None) -> None:
+    """Join ``address`` or start a local Ray whose processes a process-group signal does not reach."""
+    from metarl.runtime import quiet_local_ray_auth_notice
+    from metarl.signals import ray_processes_in_own_session
+
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        with ray_processes_in_own_session(), quiet_local_ray_auth_notice(address):
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
 
 
 # -- placement ----------------------------------------------------------------------------------
@@ -191,17 +199,21 @@ class Trainer:
         config_path: str | Path | None = None,
         overrides: Sequence[str] = (),
         placement: ReservedBundles | None = None,
+        managed: bool = False,
     ):
+        """``managed``: ``out_dir`` belongs to a caller that restores state itself (a Ray Tune
+        trial restarted in its own directory), so a fresh start there is not refused."""
         self.cfg = cfg
         self.placement = placement
         self.out = Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        if list_checkpoints(self.ckpt_dir) and not resume:
-            raise ConfigError(f"--out {self.out}: already holds a run's checkpoints; pass --resume to continue it or choose another --out")
         self.address = address
         self.resume_command = self._resume_command(config_path, overrides)
-        self.out.mkdir(parents=True, exist_ok=True)
-        cfg.dump(self.out / "config.yaml")
+        if resume and not self.out.is_dir():
+            raise rundir.RunDirError(f"--resume: {self.out} does not exist or is not a directory; nothing to resume")
+        rundir.prepare(self.out)
+        self._lock: rundir.RunLock | None = None
+        self.resume_changes: dict[str, tuple[Any, Any]] = {}  # resumable keys that differ from the checkpoint's
         self.metrics = MetricsWriter(self.out / "metrics.jsonl")
 
         self.env = make_env(cfg.env, cfg.env_kwargs)
@@ -224,15 +236,26 @@ class Trainer:
         self._starting: dict[int, ray.ObjectRef] = {}  # replacement actors not yet ready: index -> node_info ref
         self._iteration_refs: list[ray.ObjectRef] = []  # every call of the current iteration
 
-        init_ray(address)
         try:
+            self._claim_run_dir(resume, managed)
+            init_ray(address)
             use_gpu = self._check_resources()
             self._start_actors(use_gpu)
             if resume:
                 self._restore()
+            cfg.dump(self.out / "config.yaml")  # only once the run is sure to go on: a refused one rewrites nothing
         except BaseException:
             self.close()
             raise
+
+    def _claim_run_dir(self, resume: bool, managed: bool) -> None:
+        """Lock the run directory, then check it may be written as asked (see :mod:`metarl.rundir`)."""
+        self._lock = rundir.RunLock(self.out)
+        if resume:
+            self.resume_changes = rundir.resume_changes(self.out, self.cfg)
+        elif not managed:
+            rundir.check_fresh(self.out)
+        self._lock.announce()
 
     def _resume_command(self, config_path: str | Path | None, overrides: Sequence[str]) -> str:
         # Without the original file, the run directory's resolved config resumes the same run.
@@ -453,17 +476,25 @@ class Trainer:
         start = t = time.perf_counter()
         tasks = sample_tasks(self.env, cfg.meta_batch_size, self.rng)
         seeds = self.rng.integers(0, 2**31 - 1, size=(2, cfg.meta_batch_size))
+        # inner steps after the first sample with seeds of their own (a stream apart, so one-step runs are unchanged)
+        extra_seeds = [np.random.default_rng([cfg.seed, self.iteration, j]).integers(0, 2**31 - 1, cfg.meta_batch_size)
+                       for j in range(1, cfg.inner_steps)]
         self.last_nodes = set()
+        timers["time/sample_pre"] = timers["time/adapt"] = 0.0
 
-        theta_ref = self.learner.get_theta.remote()
-        self._iteration_refs.append(theta_ref)
-        pre_refs = self._sample(tasks, theta_ref, False, seeds[0], "pre")
-        timers["time/sample_pre"], t = time.perf_counter() - t, time.perf_counter()
-
-        adapted_ref = self.learner.adapt.remote(pre_refs)
-        self._iteration_refs.append(adapted_ref)
-        ray.wait([adapted_ref], fetch_local=False)
-        timers["time/adapt"], t = time.perf_counter() - t, time.perf_counter()
+        params_ref, per_task = self.learner.get_theta.remote(), False
+        self._iteration_refs.append(params_ref)
+        for step in range(cfg.inner_steps):  # sample with θ'ⱼ, adapt to θ'ⱼ₊₁ (θ'₀ = θ)
+            step_seeds = seeds[0] if step == 0 else extra_seeds[step - 1]
+            pre_refs = self._sample(tasks, params_ref, per_task, step_seeds, "pre" if step == 0 else f"inner step {step + 1}")
+            timers["time/sample_pre"] += time.perf_counter() - t
+            t = time.perf_counter()
+            params_ref, per_task = self.learner.adapt.remote(pre_refs, step), True
+            self._iteration_refs.append(params_ref)
+            ray.wait([params_ref], fetch_local=False)
+            timers["time/adapt"] += time.perf_counter() - t
+            t = time.perf_counter()
+        adapted_ref = params_ref
 
         post_refs = self._sample(tasks, adapted_ref, True, seeds[1], "post")
         timers["time/sample_post"], t = time.perf_counter() - t, time.perf_counter()
@@ -595,6 +626,9 @@ class Trainer:
                     pass
         self._rollout_pg = self._learner_pg = None
         self.metrics.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def _swallow(ref: ray.ObjectRef) -> None:

@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import ray
-import yaml
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
-from metarl.config import Config, ConfigError
+from metarl.config import Config, ConfigError, get_dotted, parse_value, set_dotted
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +113,14 @@ class MetaRLTrainable(tune.Trainable):
                         "groups (they need CPUs outside the trial's)", self.trial_resources, bundles)
         self.run_dir = Path(self.logdir)
         # A restarted trial finds its earlier attempt's run directory: continue it (Tune's
-        # load_checkpoint, when it follows, pins the state to Tune's checkpoint).
+        # load_checkpoint, when it follows, pins the state to Tune's checkpoint). The directory is
+        # Tune's (managed): its earlier attempt's metrics are cut back by that restore, or by step().
         resume = bool(list_checkpoints(self.run_dir / "checkpoints"))
-        self.trainer = Trainer(cfg, self.run_dir, resume=resume, placement=placement)
+        self.trainer = Trainer(cfg, self.run_dir, resume=resume, placement=placement, managed=True)
 
     def step(self) -> dict[str, Any]:
+        if self.trainer.iteration == 0 and self.trainer.metrics.path.exists():
+            self.trainer.metrics.truncate_after(0)  # a restarted trial that Tune did not restore starts over
         metrics = dict(self.trainer.train_iteration())
         if self.trainer.iteration >= self.trainer.cfg.iterations:
             metrics["done"] = True
@@ -155,7 +157,11 @@ def split_values(text: str) -> list[str]:
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
-    """``["inner_lr=0.05,0.1", "seed=0,1"]`` → ``{"inner_lr": [0.05, 0.1], "seed": [0, 1]}`` (values as YAML)."""
+    """``["inner_lr=1e-2,0.1", "env_kwargs.action_mode=clip,scale"]`` → ``{"inner_lr": [0.01, 0.1], …}``.
+
+    Each value is read by ``--set``'s parser (:func:`metarl.config.parse_value`), so ``1e-2`` is a
+    float in both; keys may be dotted like ``--set``'s.
+    """
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
@@ -164,10 +170,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid inner_lr=0.05,0.1")
         if key in grid:
             raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid")
-        try:
-            grid[key] = [yaml.safe_load(v) for v in split_values(values)]
-        except yaml.YAMLError:
-            raise ConfigError(f"--grid {item!r}: a value is not valid YAML") from None
+        grid[key] = [parse_value(v, f"--grid {item!r}") for v in split_values(values)]
         if any(v is None for v in grid[key]):
             raise ConfigError(f"--grid {item!r}: empty value")
     return grid
@@ -179,7 +182,10 @@ def grid_configs(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[Confi
     configs = []
     for values in itertools.product(*(grid[k] for k in keys)):
         point = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values))
-        configs.append(Config.from_dict({**base, **dict(zip(keys, values))}, source=f"sweep point {point}"))
+        raw = dict(base)
+        for k, v in zip(keys, values):
+            set_dotted(raw, k, v)
+        configs.append(Config.from_dict(raw, source=f"sweep point {point}"))
     return configs
 
 
@@ -208,7 +214,9 @@ def run_sweep(
     configs = grid_configs(base, grid)
     cfg = configs[0]
     out = Path(out).resolve()
-    space = {**base, **{k: tune.grid_search(v) for k, v in grid.items()}}
+    space = dict(base)
+    for k, v in grid.items():
+        set_dotted(space, k, tune.grid_search(v))
     init_ray(address)
     tuner = tune.Tuner(
         trainable,
@@ -233,7 +241,7 @@ def summarize(results, grid_keys: Sequence[str]) -> list[dict[str, Any]]:
     for result in results:
         metrics = result.metrics or {}
         rows.append({
-            **{k: result.config.get(k) for k in grid_keys},
+            **{k: get_dotted(result.config, k) for k in grid_keys},
             "iteration": metrics.get("iteration"),
             "return_pre": metrics.get("return_pre"),
             "return_post": metrics.get("return_post"),

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BASE_CONFIG = "configs/navigation2d-metasgd.yaml"
+BASE_CONFIG = "configs/navigation2d-metasgd-clip.yaml"  # the config its recorded numbers used
 SMALL = ["meta_batch_size=10", "episodes_per_task=10", "hidden_sizes=[32,32]"]
 
 

@@ -63,7 +63,7 @@ def main() -> None:
         for seed in seeds:
             run = Path(args.out) / f"{sets[0].split('=')[1]}-{'-'.join(s.replace('=', '_') for s in sets[1:]) or 'default'}-seed{seed}"
             if not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < args.iterations:
-                metarl("train", "configs/navigation2d-metasgd.yaml", "--out", str(run), "--quiet", "--resume",
+                metarl("train", "configs/navigation2d-metasgd-clip.yaml", "--out", str(run), "--quiet", "--resume",
                        "--set", *BUDGET, *sets, f"iterations={args.iterations}", f"seed={seed}", "checkpoint_every=10")
             report = json.loads(metarl("evaluate", str(run), "--tasks", "20", "--steps", "1", "--episodes", "10",
                                        "--seed", str(args.eval_seed), "--json"))

@@ -6,7 +6,7 @@
 TRPO's Fisher-vector products are ≈ 80 % of an iteration on 2 cores (BENCHMARKS.md). Computing the
 curvature on a share of the meta-batch's tasks makes them cheaper; the gradient and the line search
 (loss and KL) still use every task, so the trust region is enforced exactly. This script trains
-`configs/navigation2d-{algo}.yaml` with `--set fisher_subsample=F` for each seed (complete runs are
+`configs/navigation2d-{algo}-clip.yaml` with `--set fisher_subsample=F` for each seed (complete runs are
 skipped), evaluates every run like `scripts/reproduce_navigation.py` does (the same 40 held-out goals,
 K = 20 trajectories, one inner step, action-noise seed 1000), and prints a markdown table next to the
 exact-Fisher runs of that reproduction (`--reference runs/reproduce`, evaluated with K = 20 there).

@@ -6,9 +6,9 @@ One command, three stages (each can be redone alone)::
     python scripts/reproduce_navigation.py --seeds 0,1,2          # train + evaluate + report
     python scripts/reproduce_navigation.py --train-only --seeds 1,2
     python scripts/reproduce_navigation.py --evaluate-only        # redo evaluation + report
-    python scripts/reproduce_navigation.py --report-only          # redo docs/results.md + figures
+    python scripts/reproduce_navigation.py --report-only          # redo docs/results-clip.md + figures
 
-1. **train** — ``metarl train configs/navigation2d-{metasgd,maml}.yaml --set seed=N --out
+1. **train** — ``metarl train configs/navigation2d-{metasgd,maml}-clip.yaml --set seed=N --out
    RUNS/{algo}-seedN --quiet`` as subprocesses, one after the other (seed-major, Meta-SGD first).
    A run whose ``metrics.jsonl`` already has every iteration and whose final checkpoint exists
    is skipped; a partial run is continued with ``--resume``.
@@ -18,7 +18,7 @@ One command, three stages (each can be redone alone)::
    action noise seeded by ``EVAL_SEED``: exactly ``metarl evaluate RUN --goal ... --steps 3
    --episodes K --seed EVAL_SEED --json``, run in-process through ``metarl.evaluation.evaluate``
    (``local=True``: same numbers, no Ray start per call). Raw JSON per run and K in RUNS/eval/.
-3. **report** — docs/results.md (tables with 95 % t-intervals over seeds, Welch t-test and a
+3. **report** — docs/results-clip.md (tables with 95 % t-intervals over seeds, Welch t-test and a
    paired test over goals, α statistics, wall-clock) and docs/figures/{curves,trajectories,alpha}.png.
 """
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = ("metasgd", "maml")  # training order within a seed
-CONFIGS = {a: f"configs/navigation2d-{a}.yaml" for a in ALGOS}
+CONFIGS = {a: f"configs/navigation2d-{a}-clip.yaml" for a in ALGOS}  # the PyTorch-convention configs this report measured
 LABEL = {"metasgd": "Meta-SGD", "maml": "MAML"}
 GOAL_SEED = 20171707  # held-out goals (Meta-SGD arXiv id 1707.09835); training seeds are 0, 1, 2
 KEEP_MARKER = "<!-- end of the generated reproduction report; sections below are kept when it is regenerated -->"
@@ -344,7 +344,7 @@ def report(runs_dir: Path, seeds: list[int], figures: Path, docs: Path, skip_fig
     # -- what ran
     w("## Protocol")
     w("")
-    w("- Training: `configs/navigation2d-metasgd.yaml` and `configs/navigation2d-maml.yaml` unchanged except `seed` — "
+    w("- Training: `configs/navigation2d-metasgd-clip.yaml` and `configs/navigation2d-maml-clip.yaml` unchanged except `seed` — "
       "the papers' protocol: 20 tasks × 20 trajectories × 100 steps per meta-iteration (pre- and post-adaptation), one "
       "inner policy-gradient step with α = 0.1 (MAML fixed; Meta-SGD's per-parameter α initialised at 0.1 and learned), "
       "second-order TRPO (max KL 0.01, 10 CG iterations), 100 meta-iterations, 2×100 ReLU Gaussian policy, "
@@ -590,7 +590,7 @@ def report(runs_dir: Path, seeds: list[int], figures: Path, docs: Path, skip_fig
     w("What the script runs, per seed N and algorithm A (Meta-SGD first, then MAML; sequentially):")
     w("")
     w("```bash")
-    w("metarl train configs/navigation2d-A.yaml --set seed=N learner_threads=1 --out runs/reproduce/A-seedN --quiet   # + --resume if partial")
+    w("metarl train configs/navigation2d-A-clip.yaml --set seed=N learner_threads=1 --out runs/reproduce/A-seedN --quiet   # + --resume if partial")
     g = goals["goals"]
     w(f"metarl evaluate runs/reproduce/A-seedN {' '.join(goal_args(g[:2]))} ... (all 40 goals of heldout_goals.json) "
       f"--steps {STEPS} --episodes K --seed {EVAL_SEED} --json   # K = {', '.join(map(str, EPISODES))}")
@@ -603,7 +603,7 @@ def report(runs_dir: Path, seeds: list[int], figures: Path, docs: Path, skip_fig
       "(runs/ is not committed). Evaluation runs `metarl.evaluation.evaluate(..., local=True)` in-process, which gives "
       "the same numbers as the `metarl evaluate` command above (each file records its command).")
     w("")
-    out = docs / "results.md"
+    out = docs / "results-clip.md"  # the clip-convention report; docs/results.md is the current study (metarl.study)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Sections below the marker come from other experiments (scripts/compare_meta_learners.py); keep them.
     kept = ""

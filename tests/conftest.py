@@ -19,8 +19,9 @@ from metarl.policies import PolicySpec, init_params
 from metarl.rollouts import sample_rollouts
 
 
-def tiny_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), activation="tanh", seed=0):
-    """Pre/post batches from real rollouts of a tiny tanh policy (smooth, for finite differences)."""
+def tiny_batches(num_batches=2, num_tasks=3, episodes=3, horizon=6, hidden=(5,), activation="tanh", seed=0):
+    """``num_batches`` batches of the same tasks from real rollouts of a tiny tanh policy (smooth, for finite
+    differences); batch b uses noise seeds ``100 (b + 1) + i``."""
     spec = PolicySpec(2, 2, hidden, activation, init_std=0.5)
     theta = init_params(spec, torch.Generator().manual_seed(seed), torch.float64)
     tasks = Navigation2DEnv().sample_tasks(num_tasks, np.random.default_rng(seed))
@@ -31,7 +32,13 @@ def tiny_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), activation="ta
         r = sample_rollouts(vec, spec, params32, horizon, [seed_offset + i for i in range(num_tasks)])
         return Batch.from_rollouts(r, gamma=0.99, gae_lambda=1.0, normalize=True, dtype=torch.float64, device="cpu")
 
-    return spec, theta, batch(100), batch(200)
+    return spec, theta, [batch(100 * (b + 1)) for b in range(num_batches)]
+
+
+def tiny_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), activation="tanh", seed=0):
+    """Pre/post batches from real rollouts of a tiny tanh policy (smooth, for finite differences)."""
+    spec, theta, (pre, post) = tiny_batches(2, num_tasks, episodes, horizon, hidden, activation, seed)
+    return spec, theta, pre, post
 
 
 @pytest.fixture

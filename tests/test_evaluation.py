@@ -107,7 +107,8 @@ def test_table_and_checkpoint_file(run_dir):
     result = evaluate(ckpt, goals=[[-0.3, 0.2]], steps=1, episodes=2, local=True)
     assert result["iteration"] == 1 and result["ci95_by_step"] == [None, None], "no interval from one task"
     lines = format_report(result).splitlines()
-    assert "iteration 1" in lines[0] and len(lines) == 2 + 2 and lines[-1].strip().endswith("n/a")
+    assert "iteration 1" in lines[0] and "α scale per step: 1" in lines[1]
+    assert len(lines) == 3 + 2 and lines[-1].strip().endswith("n/a")
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from metarl.adaptation import adapt, inner_losses
+from metarl.alpha import Alpha
 from metarl.meta_update import TRPO, MetaObjective, MetaParameters, _flat
-from tests.conftest import tiny_discrete_problem, tiny_problem
+from tests.conftest import tiny_batches, tiny_discrete_problem, tiny_problem
 
 PROBLEMS = {"gaussian": tiny_problem, "categorical": tiny_discrete_problem}
 
@@ -21,7 +22,7 @@ def _leaves(theta, alpha_value=0.3, learn_alpha=True, perturb=True):
         if perturb:  # distinct per-element step sizes, some negative, as Meta-SGD may learn
             a = a + 0.2 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
         alpha[k] = a.requires_grad_(learn_alpha)
-    return MetaParameters(theta, alpha, learn_alpha)
+    return MetaParameters(theta, Alpha(alpha, learned=learn_alpha))
 
 
 def _objective_value(objective, meta, flat):
@@ -29,19 +30,22 @@ def _objective_value(objective, meta, flat):
     saved = meta.get_flat()
     meta.set_flat(flat)
     with torch.enable_grad():
-        dist = objective.distribution(meta.theta, meta.alpha, create_graph=False)
+        dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)
     value = objective.loss(dist).item()
     meta.set_flat(saved)
     return value
 
 
-def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6, kind="gaussian"):
-    spec, theta, pre, post = PROBLEMS[kind]()
+def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6, kind="gaussian", fresh=False):
+    if fresh:  # step j adapts on its own batch, as training samples one per inner step
+        spec, theta, batches = tiny_batches(inner_steps + 1)
+        pre, post = batches[:-1], batches[-1]
+    else:
+        spec, theta, pre, post = PROBLEMS[kind]()
+        pre = [pre] * inner_steps
     meta = _leaves(theta)
-    objective = MetaObjective(spec, pre, post, inner_steps, first_order)
-    with torch.no_grad():
-        pass
-    dist = objective.distribution(meta.theta, meta.alpha, create_graph=not first_order)
+    objective = MetaObjective(spec, pre, post, first_order)
+    dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=not first_order)
     objective.set_old(tuple(d.detach() for d in dist))
     loss = objective.loss(dist)
     analytic = _flat(torch.autograd.grad(loss, meta.leaves))
@@ -54,9 +58,10 @@ def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6, kind="gaussian"):
     return analytic, fd, meta
 
 
-@pytest.mark.parametrize("inner_steps, kind", [(1, "gaussian"), (2, "gaussian"), (1, "categorical")])
-def test_second_order_meta_gradient_matches_finite_differences(inner_steps, kind):
-    analytic, fd, meta = _analytic_and_fd(inner_steps, kind=kind)
+@pytest.mark.parametrize("inner_steps, kind, fresh", [(1, "gaussian", False), (2, "gaussian", False),
+                                                      (2, "gaussian", True), (1, "categorical", False)])
+def test_second_order_meta_gradient_matches_finite_differences(inner_steps, kind, fresh):
+    analytic, fd, meta = _analytic_and_fd(inner_steps, kind=kind, fresh=fresh)
     rel = (analytic - fd).norm() / fd.norm()
     assert fd.norm() > 1e-4, "degenerate problem: the objective does not depend on (θ, α)"
     assert rel < 1e-3, f"relative error {rel:.2e}"
@@ -77,14 +82,14 @@ def test_first_order_differs_from_true_gradient_but_still_trains_alpha(inner_ste
 def test_batched_adaptation_equals_per_task_loop(tiny):
     spec, theta, pre, _ = tiny
     meta = _leaves(theta)
-    batched = adapt(spec, meta.theta, meta.alpha, pre, steps=2, create_graph=False)
+    batched = adapt(spec, meta.theta, meta.alpha_values(), pre, steps=2, create_graph=False)
     for i in range(pre.num_tasks):
         params = {k: v.detach().clone().requires_grad_() for k, v in theta.items()}
-        one = type(pre)(*(getattr(pre, f)[i : i + 1] for f in ("obs", "actions", "rewards", "mask", "advantages")))
+        one = pre.tasks(i, i + 1)
         for _ in range(2):
             loss = inner_losses(spec, {k: v.unsqueeze(0) for k, v in params.items()}, one).sum()
             grads = torch.autograd.grad(loss, list(params.values()))
-            params = {k: (v - meta.alpha[k].detach() * g).detach().requires_grad_() for (k, v), g in zip(params.items(), grads)}
+            params = {k: (v - meta.alpha_values()[k].detach() * g).detach().requires_grad_() for (k, v), g in zip(params.items(), grads)}
         for k in params:
             torch.testing.assert_close(batched[k][i].detach(), params[k].detach(), rtol=1e-10, atol=1e-12)
 
@@ -94,13 +99,13 @@ def test_fisher_vector_product_equals_kl_hessian(kind):
     """TRPO's Jᵀ H J v equals the full Hessian of the post-adaptation KL at the current point."""
     spec, theta, pre, post = PROBLEMS[kind]()
     meta = _leaves(theta)
-    objective = MetaObjective(spec, pre, post, 1, False)
-    dist = objective.distribution(meta.theta, meta.alpha, create_graph=True)
+    objective = MetaObjective(spec, [pre], post, False)
+    dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=True)
     objective.set_old(dist)
     fvp = TRPO(cg_damping=0.0)._fisher_vector_product(objective, dist, meta.leaves)
     v = torch.randn(meta.get_flat().numel(), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
 
-    dist2 = objective.distribution(meta.theta, meta.alpha, create_graph=True)
+    dist2 = objective.distribution(meta.theta, meta.alpha_values(), create_graph=True)
     kl_grad = _flat(torch.autograd.grad(objective.kl(dist2), meta.leaves, create_graph=True))
     hv = _flat(torch.autograd.grad(kl_grad @ v, meta.leaves))
     torch.testing.assert_close(fvp(v), hv, rtol=1e-6, atol=1e-10)
@@ -111,7 +116,7 @@ def test_trpo_step_improves_surrogate_within_trust_region(kind):
     spec, theta, pre, post = PROBLEMS[kind]()
     meta = _leaves(theta)
     before = meta.get_flat()
-    result = TRPO(max_kl=0.01).step(meta, MetaObjective(spec, pre, post, 1, False))
+    result = TRPO(max_kl=0.01).step(meta, MetaObjective(spec, [pre], post, False))
     assert result.accepted
     assert result.loss_after < result.loss_before
     assert 0 < result.kl <= 0.01
@@ -123,11 +128,11 @@ def test_trpo_step_improves_surrogate_within_trust_region(kind):
 def test_maml_keeps_alpha_fixed(tiny):
     spec, theta, pre, post = tiny
     meta = _leaves(theta, learn_alpha=False, perturb=False)
-    alpha_before = {k: v.clone() for k, v in meta.alpha.items()}
+    alpha_before = {k: v.clone() for k, v in meta.alpha_values().items()}
     assert len(meta.leaves) == len(meta.theta)
-    TRPO().step(meta, MetaObjective(spec, pre, post, 1, False))
+    TRPO().step(meta, MetaObjective(spec, [pre], post, False))
     for k in alpha_before:
-        assert torch.equal(meta.alpha[k], alpha_before[k])
+        assert torch.equal(meta.alpha_values()[k], alpha_before[k])
 
 
 def test_conjugate_gradient_solves_spd_system_and_reports_quadratic_form():
@@ -146,5 +151,5 @@ def test_trpo_with_subsampled_fisher_still_respects_trust_region():
     # Enough rows per task that half the tasks still pin down the 58 parameters' curvature.
     spec, theta, pre, post = tiny_problem(num_tasks=4, episodes=10, horizon=20)
     meta = _leaves(theta)
-    result = TRPO(max_kl=0.01, fisher_subsample=0.5).step(meta, MetaObjective(spec, pre, post, 1, False))
+    result = TRPO(max_kl=0.01, fisher_subsample=0.5).step(meta, MetaObjective(spec, [pre], post, False))
     assert result.accepted and result.loss_after < result.loss_before and result.kl <= 0.01

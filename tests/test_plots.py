@@ -16,6 +16,7 @@ from metarl.plots import (
     CURVE_GID,
     TRAJECTORY_GID,
     alpha_figure,
+    alpha_layers_figure,
     curves_figure,
     group_runs,
     save_figure,
@@ -73,11 +74,11 @@ def test_trajectories(runs, tmp_path):
         np.testing.assert_array_equal(a.get_xydata(), b.get_xydata())
 
 
-def _fake_seed(run, dest, seed, shift):
+def _fake_seed(run, dest, seed, shift, **changes):
     """A copy of ``run`` as if trained with another seed (config.yaml + metrics.jsonl only)."""
-    dest.mkdir()
+    dest.mkdir(parents=True)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    (dest / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": seed}, sort_keys=False))
+    (dest / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": seed, **changes}, sort_keys=False))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rows = [{**r, "return_pre": r["return_pre"] + shift, "return_post": r["return_post"] + shift} for r in rows]
     (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -94,8 +95,43 @@ def test_curves_aggregate_seeds(runs, tmp_path):
     rows = [json.loads(line) for line in (runs["metasgd"] / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(curves[1].get_ydata(), [r["return_post"] + 2.0 for r in rows], rtol=1e-6)
     assert len(fig.axes[0].collections) == 2, "a band for each phase of the two-seed group only"
-    assert "metasgd" in curves[0].get_label() and "+1 seeds" in curves[0].get_label()
+    assert curves[0].get_label() == "metasgd (2 seeds)" and curves[2].get_label() == "maml (1 seed)"
     _check_png(save_figure(fig, tmp_path / "curves.png"), fig)
+
+
+def test_curves_read_sweep_folders_group_execution_keys_and_draw_a_t_interval(runs, tmp_path):
+    """A Tune-like sweep folder: trials found recursively, seeds that differ only in learner_threads and
+    num_workers grouped, a legend naming only the key that differs, a 95 % Student-t band, env-steps axis."""
+    base, trial = runs["metasgd"], "MetaRLTrainable_1a2b3_{:05d}_{}_inner_lr={},seed={}_2025-01-01_00-00-00"
+    sweep = tmp_path / "sweep-lr"
+    s0 = _fake_seed(base, sweep / trial.format(0, 0, 0.1, 0), 0, 0.0, learner_threads=0)
+    s1 = _fake_seed(base, sweep / trial.format(1, 1, 0.1, 1), 1, 4.0, learner_threads=1, num_workers=2)
+    other = _fake_seed(base, sweep / trial.format(2, 2, 0.05, 0), 0, 1.0, inner_lr=0.05)
+    (s0 / "checkpoint_000001").mkdir()  # Tune's checkpoint folders hold no run
+    groups = group_runs([sweep])
+    assert groups == [[s0, s1], [other]]
+    fig = curves_figure([sweep], dpi=DPI)
+    curves = _lines(fig, CURVE_GID)
+    assert [c.get_label() for c in curves[::2]] == ["inner_lr=0.1 (2 seeds)", "inner_lr=0.05 (1 seed)"]
+    rows = [json.loads(line) for line in (base / "metrics.jsonl").read_text().splitlines()]
+    band = fig.axes[0].collections[1].get_paths()[0].vertices  # after adaptation, 2-seed group
+    # seeds v and v + 4: mean v + 2, sem 2, t(0.975, df=1) = 12.7062
+    np.testing.assert_allclose(band[:, 1].max(), max(r["return_post"] for r in rows) + 2.0 + 2 * 12.7062, rtol=1e-4)
+    steps = curves_figure([sweep], x="env_steps", dpi=DPI)
+    np.testing.assert_array_equal(_lines(steps, CURVE_GID)[0].get_xdata(), [r["env_steps"] for r in rows])
+    assert steps.axes[0].get_xlabel() == "environment steps"
+    _check_png(save_figure(fig, tmp_path / "sweep.png"), fig)
+
+
+def test_alpha_histograms_spread_a_layer_with_an_outlier():
+    """10,000 α near 0.1 and one at 50: on a full-range axis all but one land in one bin; here they spread."""
+    rng = np.random.default_rng(0)
+    layer = np.append(rng.normal(0.1, 0.005, 10_000), 50.0)
+    fig = alpha_layers_figure({"layer0": layer, "log_std": np.array([0.1, -0.02])}, "α", initial=0.1, dpi=DPI)
+    ax = fig.axes[0]
+    counts = [p.get_height() for p in ax.patches]
+    assert sum(c > 0 for c in counts) >= 8 and max(counts) < 0.5 * layer.size
+    assert "outside, in the edge bins" in ax.get_title() and ax.get_xlim()[1] < 1.0
 
 
 def test_alpha(runs, tmp_path):
@@ -108,17 +144,19 @@ def test_alpha(runs, tmp_path):
 
 
 def test_vector_formats_and_cli(runs, tmp_path, capsys):
-    fig = alpha_figure(runs["maml"], dpi=DPI)
+    fig = alpha_figure(runs["metasgd"], dpi=DPI)
     assert save_figure(fig, tmp_path / "a.svg").read_text().lstrip().startswith("<?xml")
     assert save_figure(fig, tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
     assert main(["plot", "curves", str(runs["maml"]), "--out", str(tmp_path / "c.png"), "--dpi", str(DPI)]) == 0
-    assert imread(tmp_path / "c.png").shape[:2] == (round(4.5 * DPI), round(7.0 * DPI))
+    assert imread(tmp_path / "c.png").shape[1] == round(7.5 * DPI)
     assert main(["plot", "trajectories", str(runs["maml"]), "--goal=-0.3,0.2", "--steps", "1", "--episodes", "2",
                  "--out", str(tmp_path / "t.png"), "--dpi", str(DPI)]) == 0
     capsys.readouterr()
     for argv, fragment in [
         (["plot", "alpha", str(runs["maml"]), "--out", str(tmp_path / "x.gif")], "unsupported format"),
-        (["plot", "curves", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")], "no config.yaml"),
+        (["plot", "curves", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")], "not a run directory"),
+        (["plot", "curves", str(tmp_path), "--out", str(tmp_path / "x.png")], "no run directory (metrics.jsonl)"),
+        (["plot", "alpha", str(runs["maml"]), "--out", str(tmp_path / "x.png")], "learns no α"),
         (["plot", "trajectories", str(runs["maml"]), "--goal", "0.1", "--out", str(tmp_path / "x.png")], "shape (2,)"),
         (["plot", "alpha", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")], "no checkpoint found"),
     ]:

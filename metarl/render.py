@@ -1,0 +1,164 @@
+"""Videos of a MuJoCo family's policy before and after adaptation, side by side: ``metarl render``.
+
+Each panel is one deterministic (mean-action) episode on the task, rendered offscreen by
+MuJoCo through Gymnasium (``render_mode="rgb_array"``): the left panel with θ, the right with θ'
+after K inner steps, adapted exactly as ``metarl evaluate --seed S`` adapts (in-process).
+Offscreen rendering needs an OpenGL backend without a display: ``MUJOCO_GL=egl`` (NVIDIA or
+Mesa EGL) or ``osmesa`` (Mesa's software renderer); without a display metarl chooses ``egl``
+unless ``MUJOCO_GL`` says otherwise. ``.gif`` is written with Pillow, ``.mp4`` needs
+imageio's FFmpeg plugin (``pip install imageio-ffmpeg``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.task_env import Task
+from metarl.policies import Params
+
+VIDEO_FORMATS = (".gif", ".mp4")
+
+
+class RenderUnavailable(RuntimeError):
+    """Offscreen MuJoCo rendering does not work on this machine (no usable OpenGL backend)."""
+
+
+def choose_gl_backend() -> str:
+    """``MUJOCO_GL`` as set, else ``egl`` when there is no display (MuJoCo's default, GLFW, needs one).
+
+    Call before anything imports ``mujoco``: it reads the variable once, at import.
+    """
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"
+    return os.environ.get("MUJOCO_GL", "glfw")
+
+
+def check_gl(width: int = 16, height: int = 16) -> None:
+    """Make and free one offscreen OpenGL context, so a machine that cannot render fails here in one
+    line (:class:`RenderUnavailable`) instead of deep inside env construction."""
+    try:
+        import mujoco
+
+        context = mujoco.GLContext(width, height)
+        context.make_current()
+        context.free()
+    except Exception as exc:  # RuntimeError for a bad MUJOCO_GL, the backend's own errors otherwise
+        raise _unavailable(exc) from None
+
+
+def _unavailable(exc: Exception) -> RenderUnavailable:
+    backend = os.environ.get("MUJOCO_GL", "glfw")
+    detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+    return RenderUnavailable(
+        f"offscreen MuJoCo rendering failed with MUJOCO_GL={backend} ({type(exc).__name__}"
+        f"{': ' + detail if detail else ''}); it needs EGL (MUJOCO_GL=egl, NVIDIA or Mesa libEGL) or OSMesa "
+        "(MUJOCO_GL=osmesa, libosmesa6)"
+    )
+
+
+def check_video_path(out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in VIDEO_FORMATS:
+        raise ValueError(f"--out {str(out)!r}: use .gif or .mp4")
+    if out.suffix.lower() == ".mp4":
+        import importlib.util
+
+        if importlib.util.find_spec("imageio_ffmpeg") is None and importlib.util.find_spec("av") is None:
+            raise ValueError(f"--out {str(out)!r}: .mp4 needs imageio's FFmpeg plugin (pip install imageio-ffmpeg); "
+                             "or write a .gif")
+    return out
+
+
+def make_render_env(run, width: int, height: int):
+    """The run's env with offscreen rendering; ``ValueError`` for a family MuJoCo does not draw."""
+    import gymnasium as gym
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+    if not issubclass(run.env_cls, MujocoEnv):
+        raise ValueError(f"render: {run.cfg.env} is not a MuJoCo family; videos are for the locomotion families "
+                         "(use `metarl plot trajectories` for 2D navigation)")
+    return gym.make(run.cfg.env, render_mode="rgb_array", width=width, height=height,
+                    max_episode_steps=run.horizon, **run.cfg.env_kwargs)
+
+
+@torch.no_grad()
+def episode_frames(run, env, task: Task, params: Params, seed: int) -> tuple[list[np.ndarray], float]:
+    """One mean-action episode of ``params`` on ``task``: its frames and undiscounted return."""
+    from metarl.export import deterministic_action
+
+    env.unwrapped.set_task(task)
+    obs, _ = env.reset(seed=seed)
+    frames, total = [_frame(env)], 0.0
+    for _ in range(run.horizon):
+        obs, reward, terminated, truncated, _ = env.step(deterministic_action(run.spec, params, obs))
+        total += float(reward)
+        frames.append(_frame(env))
+        if terminated or truncated:
+            break
+    return frames, total
+
+
+def _frame(env) -> np.ndarray:
+    try:
+        return np.asarray(env.render())
+    except Exception as exc:  # the GL backend's own error types (EGLError, GLFWError, ...)
+        raise _unavailable(exc) from None
+
+
+def side_by_side(left: list[np.ndarray], right: list[np.ndarray], labels: tuple[str, str]) -> list[np.ndarray]:
+    """Frames of two episodes next to each other, each captioned; the shorter one holds its last frame."""
+    from PIL import Image, ImageDraw
+
+    n = max(len(left), len(right))
+    out = []
+    for i in range(n):
+        a, b = left[min(i, len(left) - 1)], right[min(i, len(right) - 1)]
+        image = Image.fromarray(np.concatenate([a, b], axis=1))
+        draw = ImageDraw.Draw(image)
+        for x, label in zip((4, a.shape[1] + 4), labels):
+            draw.text((x, 4), label, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+        out.append(np.asarray(image))
+    return out
+
+
+def write_video(frames: list[np.ndarray], out: Path, fps: float) -> Path:
+    import imageio.v3 as iio
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".gif":
+        iio.imwrite(out, np.stack(frames), duration=1000.0 / fps, loop=0)
+    else:
+        iio.imwrite(out, np.stack(frames), fps=fps)
+    return out
+
+
+def render_adaptation(run, task: Task | list, out: str | Path, steps: int = 1, episodes: int | None = None,
+                      seed: int = 0, width: int = 320, height: int = 240) -> dict[str, Any]:
+    """Write ``out`` (GIF or MP4): θ's episode on ``task`` beside θ' after ``steps`` inner steps.
+
+    Returns the two episodes' returns and the frame count.
+    """
+    from metarl.export import adapted_params
+    from metarl.evaluation import resolve_tasks
+
+    out = check_video_path(out)
+    env = make_render_env(run, width, height)
+    try:
+        (task,) = resolve_tasks(run, [task], None, seed)
+        before, before_return = episode_frames(run, env, task, run.theta, seed)
+        after_params = adapted_params(run, task, steps, episodes, seed)
+        after, after_return = episode_frames(run, env, task, after_params, seed)
+        fps = float(env.metadata.get("render_fps") or 30)
+    finally:
+        env.close()
+    step_word = "step" if steps == 1 else "steps"
+    frames = side_by_side(before, after, (f"before adaptation: return {before_return:.1f}",
+                                          f"after {steps} {step_word}: return {after_return:.1f}"))
+    write_video(frames, out, fps)
+    return {"out": str(out), "task": task, "return_before": before_return, "return_after": after_return,
+            "frames": len(frames)}

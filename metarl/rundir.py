@@ -1,0 +1,136 @@
+"""A run directory's rules: one writer at a time, no mixing of two runs, resumes that match.
+
+* ``--out`` must be a directory metarl can write: an existing file, a read-only mount or a
+  missing permission is one line (:class:`RunDirError`, exit status 2) before anything starts.
+* A writer holds an exclusive ``flock`` on ``OUT/.lock`` for its lifetime; a second writer
+  (another ``metarl train``, a Tune trial, an API user) is refused. The kernel drops the lock
+  when the process dies, however it dies, so a killed run never leaves a stale lock. The lock
+  file is the only thing a refused command may create (it never rewrites anything); an accepted
+  writer names itself in it.
+* A fresh run (no ``--resume``) refuses a directory that already holds a run's metrics or
+  checkpoints, so ``metrics.jsonl`` never reads 1, 2, 3, 1, 2, 3.
+* A resume compares the config with the one in the newest verifying checkpoint: only
+  :data:`RESUMABLE_KEYS` (length, resources, checkpointing) may differ, and they are reported;
+  any other difference refuses the resume before ``config.yaml`` or anything else is written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from metarl.checkpoint import CheckpointError, config_dict, list_checkpoints, load_latest
+from metarl.config import Config, ConfigError
+
+LOCK_NAME = ".lock"
+RESUMABLE_KEYS = (
+    "iterations", "num_workers", "worker_cpus", "learner_cpus", "learner_threads", "device",
+    "checkpoint_every", "keep_checkpoints", "max_consecutive_skips",
+)
+
+
+class RunDirError(ConfigError):
+    """The run directory cannot be used as asked; one line, exit status 2."""
+
+    MAX_CHARS = 1000
+
+
+def _default_values() -> dict[str, Any]:
+    """Every key's default (an old checkpoint lacks keys added since: they had their defaults)."""
+    import dataclasses
+
+    return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(Config)}
+
+
+def prepare(out: Path) -> None:
+    """Create ``out`` (and parents) or fail in one line: a file in the way, no permission, read-only."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out}: is an existing file, not a directory; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"--out {out}: cannot create the run directory ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {out}: the run directory is not writable (permission denied or a read-only mount)")
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``OUT/.lock``, held until :meth:`release` or the process ends."""
+
+    def __init__(self, out: Path):
+        path = out / LOCK_NAME
+        try:
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirError(f"--out {out}: cannot create its lock file ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            self._fd = None
+            raise RunDirError(f"--out {out}: another metarl process ({holder}) is writing this run directory; "
+                              "wait for it to end or stop it, or choose another --out") from None
+
+    def announce(self) -> None:
+        """Name this process in the lock file (once the run is accepted: a refused one rewrites nothing)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+
+
+def check_fresh(out: Path) -> None:
+    """A run without ``--resume`` must not write into another run's metrics or checkpoints."""
+    metrics = out / "metrics.jsonl"
+    has_metrics = metrics.is_file() and metrics.stat().st_size > 0
+    if has_metrics or list_checkpoints(out / "checkpoints"):
+        what = "checkpoints" if list_checkpoints(out / "checkpoints") else "metrics (metrics.jsonl)"
+        raise RunDirError(f"--out {out}: already holds a run's {what}; pass --resume to continue it or choose "
+                          "another --out")
+
+
+def resume_changes(out: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """Keys whose value differs from the newest verifying checkpoint's config: ``{key: (old, new)}``.
+
+    Raises :class:`RunDirError` when a key outside :data:`RESUMABLE_KEYS` differs. Reads only:
+    a refused resume has written nothing. No checkpoint yet: nothing to compare (``{}``).
+    """
+    try:
+        found = load_latest(out / "checkpoints")
+    except CheckpointError as exc:
+        raise RunDirError(f"--resume: {exc}") from None
+    if found is None:
+        return {}
+    path, state = found
+    if "config" not in state:
+        raise RunDirError(f"--resume: {path} holds no config to compare with; it is not a metarl checkpoint")
+    try:
+        old = {**_default_values(), **config_dict(path, state)}
+    except CheckpointError as exc:
+        raise RunDirError(f"--resume: {exc}") from None
+    new = cfg.to_dict()
+    changes = {k: (old.get(k), v) for k, v in new.items() if k in old and old[k] != v}
+    refused = {k: ch for k, ch in changes.items() if k not in RESUMABLE_KEYS}
+    if refused:
+        raise RunDirError(
+            f"--resume: the config differs from the checkpoint's ({path.name}) in {format_changes(refused)}; "
+            f"only {', '.join(RESUMABLE_KEYS)} may change on resume. Resume with the run's own config: "
+            f"metarl train {out / 'config.yaml'} --out {out} --resume"
+        )
+    return changes
+
+
+def format_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """``inner_lr 0.1 -> 0.2, seed 0 -> 1`` (values shortened)."""
+    from metarl.config import _show
+
+    return ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())

@@ -1,0 +1,358 @@
+"""Learning studies: a matrix of (variant × seed) training runs, cached held-out evaluation, statistics.
+
+A *variant* is a config file plus ``--set`` overrides; a *protocol* is how a trained run is
+evaluated (goals, trajectories per step K, inner steps, step-size schedule). The three stages
+each redo only what is missing, so a study survives being stopped and started again:
+
+    train     ``metarl train CONFIG --set seed=N … --out RUNS/<variant>-seed<N> --quiet``
+              (``--resume`` when the run has a checkpoint), ``parallel`` runs at a time
+    evaluate  :func:`metarl.evaluation.evaluate` in-process on every complete run, one JSON
+              per (run, protocol) under ``RUNS/eval/``
+    report    markdown tables: mean ± 95 % t-interval over seeds per inner step, and tests
+              between variants (paired over goals, Welch over seeds), α statistics
+
+``scripts/study.py`` is the command line; docs/results.md quotes its tables with the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_SEED = 20171707  # held-out goals (docs/figures/heldout_goals.json); distinct from every training seed
+EVAL_SEED = 1000  # action noise of evaluation rollouts: the same for every run (common random numbers)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named training setup: a config file and overrides."""
+
+    name: str
+    config: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a trained run is evaluated on new goals."""
+
+    name: str
+    episodes: int  # trajectories per goal and step (K)
+    steps: int  # inner steps after the pre-adaptation sample
+    alpha_scales: tuple[float, ...] | None = None  # multiplier on α per step (last repeats)
+    num_goals: int = 40  # goals drawn once from GOAL_SEED (the first 40 are heldout_goals.json)
+    deterministic: bool = False
+
+
+PROTOCOLS = {
+    # MAML paper appendix table: 40 goals, 40 trajectories per step, 0..3 steps; the original test script
+    # (cbfinn/maml_rl test_maml_point.py) takes the first step at the training step size, later ones at half.
+    "maml-paper": Protocol("maml-paper", 40, 3, (1.0, 0.5), deterministic=True),
+    # Meta-SGD paper Table 4: 20 trajectories, one step; the paper used 600 test tasks.
+    "metasgd-paper": Protocol("metasgd-paper", 20, 1, None, num_goals=600),
+    # pytorch-maml-rl's own test protocol as run by the peer harness: 40 goals, 20 trajectories, 3 steps, one α.
+    "peer": Protocol("peer", 20, 3, None),
+    # two test steps at the training step size (the multi-step study)
+    "two-steps": Protocol("two-steps", 20, 2, None),
+}
+
+STUDIES: dict[str, list[Variant]] = {
+    # metarl under pytorch-maml-rl's config, with its loss averaging (episodes) and with metarl's old one (steps)
+    "peer": [
+        Variant("peer-config", "configs/navigation2d-maml-peer.yaml"),
+        Variant("peer-config-steps", "configs/navigation2d-maml-peer.yaml", ("loss_average=steps",)),
+    ],
+    # the papers' protocol with the original code's conventions (scaled actions, α = 0.5)
+    "paper": [
+        Variant("maml", "configs/navigation2d-maml.yaml"),
+        Variant("metasgd-joint", "configs/navigation2d-metasgd.yaml", ("alpha_update=joint",)),
+        Variant("metasgd-adam", "configs/navigation2d-metasgd.yaml", ("alpha_update=adam",)),
+        Variant("metasgd-natural", "configs/navigation2d-metasgd.yaml", ("alpha_update=natural",)),
+        Variant("metasgd-adam-log", "configs/navigation2d-metasgd.yaml",
+                ("alpha_update=adam", "alpha_parametrization=log", "alpha_lr=0.02")),
+    ],
+    # ProMP's low-variance curvature estimator against MAML's
+    "estimators": [
+        Variant("maml", "configs/navigation2d-maml.yaml"),
+        Variant("maml-lvc", "configs/navigation2d-maml.yaml", ("meta_gradient=lvc",)),
+    ],
+    # inner_steps: 2 (fresh rollouts per step) against 1, evaluated after 2 test steps
+    "multistep": [
+        Variant("maml", "configs/navigation2d-maml.yaml"),
+        Variant("maml-2step", "configs/navigation2d-maml.yaml", ("inner_steps=2",)),
+    ],
+}
+
+
+def heldout_goals(n: int = 40) -> list[list[float]]:
+    """``n`` goals from ``GOAL_SEED``; the first 40 are docs/figures/heldout_goals.json."""
+    return np.random.default_rng(GOAL_SEED).uniform(-0.5, 0.5, size=(n, 2)).tolist()
+
+
+# -- train ----------------------------------------------------------------------------------------
+def run_dir(runs: Path, variant: Variant, seed: int) -> Path:
+    return runs / f"{variant.name}-seed{seed}"
+
+
+def final_iteration(variant: Variant, overrides: Iterable[str] = ()) -> int:
+    from metarl.config import Config
+
+    return Config.load(ROOT / variant.config, [*variant.overrides, *overrides]).iterations
+
+
+def complete(run: Path, iterations: int) -> bool:
+    return (run / "checkpoints" / f"checkpoint-{iterations:06d}.pt").exists()
+
+
+def train_command(variant: Variant, seed: int, out: Path, extra: Iterable[str] = ()) -> list[str]:
+    sets = [f"seed={seed}", *variant.overrides, *extra]
+    cmd = [sys.executable, "-m", "metarl.cli", "train", variant.config, "--out", str(out), "--quiet"]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd + (["--resume"] if (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("*.pt")) else [])
+
+
+def train(runs: Path, variants: list[Variant], seeds: list[int], parallel: int = 1, extra: Iterable[str] = ()) -> None:
+    """Train every (variant, seed) that is not complete; a run with a checkpoint is resumed."""
+    extra = list(extra) + (["learner_threads=1"] if parallel > 1 else [])
+    jobs = []
+    for seed in seeds:
+        for v in variants:
+            out = run_dir(runs, v, seed)
+            if complete(out, final_iteration(v, extra)):
+                continue
+            if out.exists() and not any((out / "checkpoints").glob("*.pt")):
+                shutil.rmtree(out)  # started but never checkpointed: nothing to keep
+            jobs.append((v, seed, out))
+    runs.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a private local Ray
+
+    def one(job) -> int:
+        v, seed, out = job
+        cmd = train_command(v, seed, out, extra)
+        print("$", " ".join(cmd[2:]), file=sys.stderr, flush=True)
+        with open(runs / f"{v.name}-seed{seed}.log", "a") as log:
+            return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for (v, seed, out), rc in zip(jobs, pool.map(one, jobs)):
+            print(f"{out}: exit {rc}", file=sys.stderr, flush=True)
+
+
+# -- evaluate -------------------------------------------------------------------------------------
+def eval_path(runs: Path, variant: Variant, seed: int, protocol: Protocol) -> Path:
+    return runs / "eval" / f"{variant.name}-seed{seed}-{protocol.name}.json"
+
+
+def evaluate(runs: Path, variants: list[Variant], seeds: list[int], protocols: list[Protocol]) -> None:
+    """Evaluate every complete run under every protocol (cached: an existing JSON is kept)."""
+    from metarl.evaluation import evaluate as evaluate_run
+
+    for v in variants:
+        for seed in seeds:
+            out = run_dir(runs, v, seed)
+            if not complete(out, final_iteration(v)):
+                continue
+            for p in protocols:
+                path = eval_path(runs, v, seed, p)
+                if path.exists():
+                    continue
+                result = evaluate_run(out, goals=heldout_goals(p.num_goals), steps=p.steps, episodes=p.episodes,
+                                      seed=EVAL_SEED, local=True, alpha_scales=p.alpha_scales,
+                                      deterministic=p.deterministic)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(result))
+                tmp.replace(path)
+                print(f"{path}: {[round(x, 2) for x in result['returns_by_step']]}", file=sys.stderr, flush=True)
+
+
+# -- statistics -----------------------------------------------------------------------------------
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the 95 % Student-t interval of the mean (nan for fewer than 2 values)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+@dataclass
+class Results:
+    """Evaluations of one variant under one protocol: ``per_goal[seed] = (K+1, goals)``."""
+
+    variant: str
+    protocol: str
+    per_goal: dict[int, np.ndarray] = field(default_factory=dict)
+    mean_action: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.per_goal)
+
+    def seed_means(self, step: int) -> np.ndarray:
+        return np.array([self.per_goal[s][step].mean() for s in self.seeds])
+
+    def goal_means(self, step: int) -> np.ndarray:
+        return np.mean([self.per_goal[s][step] for s in self.seeds], axis=0)
+
+
+def load_results(runs: Path, variant: Variant, seeds: list[int], protocol: Protocol) -> Results:
+    res = Results(variant.name, protocol.name)
+    for seed in seeds:
+        path = eval_path(runs, variant, seed, protocol)
+        if path.exists():
+            data = json.loads(path.read_text())
+            res.per_goal[seed] = np.array([t["returns_by_step"] for t in data["per_task"]]).T
+            if "mean_action_returns_by_step" in data:
+                res.mean_action[seed] = np.array([t["mean_action_returns_by_step"] for t in data["per_task"]]).T
+    return res
+
+
+def load_peer(peer_runs: Path, seeds: list[int], eval_seed: int = 1) -> tuple[Results, dict[int, tuple[float, float]]]:
+    """pytorch-maml-rl runs of the peer harness (shared/peers/pytorch-maml-rl: run_learning.sh, eval.sh):
+    ``peer_runs/seed<N>/eval_seed<E>/results.npz`` (step_returns: steps × goals × trajectories) and
+    ``progress.csv`` (its training window of iterations 91–100)."""
+    import csv
+
+    res, windows = Results("pytorch-maml-rl", "peer"), {}
+    for seed in seeds:
+        npz = peer_runs / f"seed{seed}" / f"eval_seed{eval_seed}" / "results.npz"
+        if npz.exists():
+            res.per_goal[seed] = np.load(npz, allow_pickle=True)["step_returns"].mean(axis=-1)
+        progress = peer_runs / f"seed{seed}" / "progress.csv"
+        if progress.exists():
+            rows = [r for r in csv.DictReader(progress.open()) if 91 <= int(r["iteration"]) <= 100]
+            if len(rows) == 10:
+                windows[seed] = (float(np.mean([float(r["return_pre"]) for r in rows])),
+                                 float(np.mean([float(r["return_post"]) for r in rows])))
+    return res, windows
+
+
+def compare(a: Results, b: Results, step: int) -> dict[str, float]:
+    """a − b after ``step`` steps: difference, paired t-test over goals (seed-averaged), Welch over seeds."""
+    from scipy import stats
+
+    diff = float(a.seed_means(step).mean() - b.seed_means(step).mean())
+    paired = stats.ttest_rel(a.goal_means(step), b.goal_means(step))
+    welch = stats.ttest_ind(a.seed_means(step), b.seed_means(step), equal_var=False)
+    return {"diff": diff, "p_goals": float(paired.pvalue), "p_seeds": float(welch.pvalue)}
+
+
+def alpha_summary(run: Path) -> dict[str, Any]:
+    """α of a run's newest checkpoint: overall and per-layer mean/std/min/max, share negative."""
+    from metarl.evaluation import load_run
+
+    trained = load_run(run)
+    out: dict[str, Any] = {}
+    flat = []
+    for name, a in trained.alpha.items():
+        v = a.detach().double().numpy().ravel()
+        flat.append(v)
+        out[name] = {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
+    allv = np.concatenate(flat)
+    out["all"] = {"mean": float(allv.mean()), "std": float(allv.std()), "min": float(allv.min()),
+                  "max": float(allv.max()), "frac_negative": float((allv < 0).mean())}
+    return out
+
+
+def training_window(run: Path, first: int = 91, last: int = 100) -> tuple[float, float]:
+    """Mean training ``return_pre`` and ``return_post`` over iterations ``first..last``."""
+    rows: dict[int, dict] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rows[int(r["iteration"])] = r  # a resumed run may repeat iterations: keep the last
+    sel = [rows[i] for i in range(first, last + 1) if i in rows]
+    return float(np.mean([r["return_pre"] for r in sel])), float(np.mean([r["return_post"] for r in sel]))
+
+
+def fmt(mean: float, half: float) -> str:
+    return f"{mean:.2f} ± {half:.2f}" if math.isfinite(half) else f"{mean:.2f}"
+
+
+def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: list[Protocol],
+           peer_runs: Path | None = None) -> str:
+    """Markdown tables: returns by step (mean ± 95 % CI over seeds), training window, tests vs the first
+    variant (the peer's runs first, when ``peer_runs`` is given, under the ``peer`` protocol)."""
+    lines: list[str] = []
+    peer, peer_windows = load_peer(peer_runs, seeds) if peer_runs else (None, {})
+    for p in protocols:
+        results = [load_results(runs, v, seeds, p) for v in variants]
+        if peer is not None and p.name == "peer" and peer.seeds:
+            results = [peer, *results]
+        results = [r for r in results if r.seeds]
+        if not results:
+            continue
+        scales = ", ".join(f"{x:g}" for x in (p.alpha_scales or (1.0,)))
+        lines += [f"#### Protocol `{p.name}`: {p.num_goals} goals, K = {p.episodes}, {p.steps} step(s), α scale per "
+                  f"step {scales}", "", "| variant | seeds | " + " | ".join(f"step {j}" for j in range(p.steps + 1))
+                  + " |", "| --- | --- |" + " --- |" * (p.steps + 1)]
+        for r in results:
+            cells = [fmt(r.seed_means(j).mean(), ci95(r.seed_means(j))) for j in range(p.steps + 1)]
+            lines.append(f"| {r.variant} | {len(r.seeds)} | " + " | ".join(cells) + " |")
+            if r.mean_action:
+                ma = [np.array([r.mean_action[s][j].mean() for s in r.seeds]) for j in range(p.steps + 1)]
+                lines.append(f"| {r.variant} (mean action) | {len(r.seeds)} | "
+                             + " | ".join(fmt(m.mean(), ci95(m)) for m in ma) + " |")
+        base = results[0]
+        tests = []
+        for r in results[1:]:
+            for j in range(1, p.steps + 1):
+                c = compare(r, base, j)
+                tests.append(f"| {r.variant} − {base.variant} | {j} | {c['diff']:+.2f} | {c['p_goals']:.2g} | "
+                             f"{c['p_seeds']:.2g} |")
+        if tests:
+            lines += ["", "| comparison | step | difference | p (paired over goals) | p (Welch over seeds) |",
+                      "| --- | --- | --- | --- | --- |", *tests]
+        lines.append("")
+    lines += ["#### Training: mean return of iterations 91–100 (training batches)", "",
+              "| variant | seeds | pre-adaptation | post-adaptation | per seed (post) |", "| --- | --- | --- | --- | --- |"]
+    if peer_windows:
+        w = np.array([peer_windows[s] for s in sorted(peer_windows)])
+        lines.append(f"| pytorch-maml-rl | {len(w)} | {fmt(w[:, 0].mean(), ci95(w[:, 0]))} | "
+                     f"{fmt(w[:, 1].mean(), ci95(w[:, 1]))} | " + ", ".join(f"{x:.1f}" for x in w[:, 1]) + " |")
+    for v in variants:
+        done = [s for s in seeds if complete(run_dir(runs, v, s), final_iteration(v))]
+        if not done:
+            continue
+        windows = np.array([training_window(run_dir(runs, v, s)) for s in done])
+        lines.append(f"| {v.name} | {len(done)} | {fmt(windows[:, 0].mean(), ci95(windows[:, 0]))} | "
+                     f"{fmt(windows[:, 1].mean(), ci95(windows[:, 1]))} | "
+                     + ", ".join(f"{x:.1f}" for x in windows[:, 1]) + " |")
+    alpha_rows = []
+    for v in variants:
+        for s in seeds:
+            run = run_dir(runs, v, s)
+            if complete(run, final_iteration(v)):
+                a = alpha_summary(run)["all"]
+                if a["std"] > 0:
+                    alpha_rows.append(f"| {v.name} | {s} | {a['mean']:.4f} | {a['std']:.4f} | {a['min']:.3f} | "
+                                      f"{a['max']:.3f} | {a['frac_negative']:.3f} |")
+    if alpha_rows:
+        lines += ["", "#### Learned α after training (all entries)", "",
+                  "| variant | seed | mean | std | min | max | share negative |", "| --- | --- | --- | --- | --- | --- | --- |",
+                  *alpha_rows]
+        lines += ["", "#### Learned α per layer (mean over seeds of each layer's mean / std)", ""]
+        for v in variants:
+            done = [s for s in seeds if complete(run_dir(runs, v, s), final_iteration(v))]
+            summaries = [alpha_summary(run_dir(runs, v, s)) for s in done]
+            if not summaries or summaries[0]["all"]["std"] == 0:
+                continue
+            layers = [k for k in summaries[0] if k != "all"]
+            lines += [f"| {v.name} ({len(done)} seeds) | " + " | ".join(layers) + " |", "| --- |" + " --- |" * len(layers),
+                      "| mean | " + " | ".join(f"{np.mean([x[k]['mean'] for x in summaries]):.4f}" for k in layers) + " |",
+                      "| std | " + " | ".join(f"{np.mean([x[k]['std'] for x in summaries]):.4f}" for k in layers) + " |", ""]
+    return "\n".join(lines) + "\n"

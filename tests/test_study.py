@@ -1,0 +1,58 @@
+"""The study tables: statistics over seeds and goals from cached evaluation files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from metarl import study
+
+
+def _write_eval(runs, variant, seed, protocol, per_goal):
+    path = study.eval_path(runs, variant, seed, protocol)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"per_task": [{"returns_by_step": list(map(float, col))} for col in per_goal.T]}))
+
+
+def test_results_and_comparisons_match_scipy(tmp_path):
+    protocol = study.Protocol("p", episodes=2, steps=1, num_goals=5)
+    a, b = study.Variant("a", "x.yaml"), study.Variant("b", "x.yaml")
+    rng = np.random.default_rng(0)
+    data = {}
+    for v, shift in ((a, 0.0), (b, 2.0)):
+        for seed in range(3):
+            per_goal = rng.normal(-20 + shift, 1.0, size=(2, 5))
+            data[v.name, seed] = per_goal
+            _write_eval(tmp_path, v, seed, protocol, per_goal)
+    ra, rb = (study.load_results(tmp_path, v, [0, 1, 2], protocol) for v in (a, b))
+    assert ra.seeds == [0, 1, 2]
+    seed_means_b = np.array([data["b", s][1].mean() for s in range(3)])
+    np.testing.assert_allclose(rb.seed_means(1), seed_means_b)
+    half = stats.t.ppf(0.975, 2) * seed_means_b.std(ddof=1) / np.sqrt(3)
+    assert study.ci95(seed_means_b) == pytest.approx(half)
+    c = study.compare(rb, ra, 1)
+    goal_b = np.mean([data["b", s][1] for s in range(3)], axis=0)
+    goal_a = np.mean([data["a", s][1] for s in range(3)], axis=0)
+    assert c["diff"] == pytest.approx(goal_b.mean() - goal_a.mean())
+    assert c["p_goals"] == pytest.approx(stats.ttest_rel(goal_b, goal_a).pvalue)
+    assert c["p_seeds"] == pytest.approx(stats.ttest_ind(seed_means_b, ra.seed_means(1), equal_var=False).pvalue)
+
+
+def test_missing_evaluations_are_left_out_not_invented(tmp_path):
+    protocol = study.Protocol("p", episodes=2, steps=1, num_goals=3)
+    v = study.Variant("a", "x.yaml")
+    _write_eval(tmp_path, v, 1, protocol, np.zeros((2, 3)))
+    assert study.load_results(tmp_path, v, [0, 1, 2], protocol).seeds == [1]
+    assert np.isnan(study.ci95(np.array([1.0])))
+
+
+def test_heldout_goals_are_the_documented_ones():
+    from pathlib import Path
+
+    doc = json.loads((Path(study.ROOT) / "docs" / "figures" / "heldout_goals.json").read_text())
+    goals = doc["goals"] if isinstance(doc, dict) else doc
+    np.testing.assert_allclose(study.heldout_goals(40), goals, atol=5e-5)  # the file rounds to 4 decimals
+    assert study.heldout_goals(600)[:40] == study.heldout_goals(40)
