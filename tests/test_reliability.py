@@ -28,7 +28,7 @@ import pytest
 import ray
 import torch
 
-from conftest import short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
+from conftest import proc_stats, short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
 import metarl.cli as cli
 import metarl.trainer as trainer_mod
 from metarl import meta_update
@@ -54,13 +54,8 @@ TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], learner_cp
 # -- processes: started here, ended here by PID ------------------------------------------------
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    for pid, fields in proc_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
     return children
 
 

@@ -522,16 +522,9 @@ def _wait_rows(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) 
 
 
 def _group_members(pgid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[3]) == pgid:
-                found.append(int(entry))
-    return found
+    from conftest import proc_stats
+
+    return [pid for pid, fields in proc_stats() if int(fields[3]) == pgid]  # session id (start_new_session)
 
 
 @pytest.mark.slow
