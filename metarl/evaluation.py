@@ -425,44 +425,37 @@ def format_report(result: dict[str, Any]) -> str:
 
 # -- deterministic trajectories for plots ------------------------------------------------------------
 @torch.no_grad()
-def mean_action_returns(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> np.ndarray:
-    """``(T,)``: undiscounted return of one noiseless episode per task (mean / arg-max action)."""
-    T = len(tasks)
-    vec = VectorEnvs(run.cfg.env, run.cfg.env_kwargs).make(tasks, 1, list(range(T)))
-    policy = from_numpy(params)
-    obs = vec.reset()
-    total, alive = np.zeros(T), np.ones(T, dtype=bool)
-    for _ in range(run.horizon):
-        action = mode(run.spec, forward(run.spec, policy, torch.from_numpy(obs.reshape(T, 1, -1))))
-        obs, reward, terminated = vec.step(env_actions(run.spec, action.numpy()))
-        total += np.asarray(reward)[:, 0] * alive
-        alive &= ~np.asarray(terminated)[:, 0]
-        if not alive.any():
-            break
-    return total
+def mean_action_rollout(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]):
+    """One noiseless episode per task (mean / arg-max action) with the per-task stack ``params`` ``(T, …)``.
 
-
-@torch.no_grad()
-def mean_action_paths(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """One rollout per task taking the policy's most likely action (no noise): observations ``(n+1, obs)``.
-
-    ``params`` is a per-task stack ``(T, …)``. Each path starts with the reset observation and
-    ends at termination or the horizon.
+    Returns ``(paths, returns)``: each task's observations ``(n+1, obs)`` from the reset to termination
+    or the horizon, and its undiscounted return ``(T,)``.
     """
     T = len(tasks)
     vec = VectorEnvs(run.cfg.env, run.cfg.env_kwargs).make(tasks, 1, list(range(T)))
     policy = from_numpy(params)
     obs = vec.reset()
     path = [obs[:, 0].copy()]
-    alive, lengths = np.ones(T, dtype=bool), np.full(T, run.horizon)
+    alive, lengths, total = np.ones(T, dtype=bool), np.full(T, run.horizon), np.zeros(T)
     for t in range(run.horizon):
         action = mode(run.spec, forward(run.spec, policy, torch.from_numpy(obs.reshape(T, 1, -1))))
-        obs, _, terminated = vec.step(env_actions(run.spec, action.numpy()))
+        obs, reward, terminated = vec.step(env_actions(run.spec, action.numpy()))
         path.append(obs[:, 0].copy())
+        total += np.asarray(reward)[:, 0] * alive
         done = alive & np.asarray(terminated)[:, 0]
         lengths[done] = t + 1
         alive &= ~done
         if not alive.any():
             break
     paths = np.stack(path, axis=1)
-    return [paths[i, : lengths[i] + 1] for i in range(T)]
+    return [paths[i, : lengths[i] + 1] for i in range(T)], total
+
+
+def mean_action_returns(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> np.ndarray:
+    """``(T,)``: undiscounted return of one noiseless episode per task."""
+    return mean_action_rollout(run, tasks, params)[1]
+
+
+def mean_action_paths(run: TrainedRun, tasks: list[Task], params: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """One noiseless rollout per task: observations ``(n+1, obs)`` from the reset to termination or the horizon."""
+    return mean_action_rollout(run, tasks, params)[0]

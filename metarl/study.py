@@ -181,12 +181,10 @@ def evaluate(runs: Path, variants: list[Variant], seeds: list[int], protocols: l
 # -- statistics -----------------------------------------------------------------------------------
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95 % Student-t interval of the mean (nan for fewer than 2 values)."""
-    from scipy import stats
+    from metarl.evaluation import ci95 as half_width
 
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+    half = half_width(np.asarray(values, dtype=float))
+    return float("nan") if half is None else half
 
 
 @dataclass

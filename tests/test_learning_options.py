@@ -242,3 +242,21 @@ def test_step_scales_from_sizes_and_refusals():
     for bad in ("0.5,x", "0.5,-1", "nan"):
         with pytest.raises(ValueError):
             parse_step_sizes(bad)
+
+
+def test_mean_action_return_is_the_reward_along_the_mean_action_path(tmp_path):
+    """`evaluate --deterministic`'s return: −Σ distance to the goal along the noiseless path (Navigation2D)."""
+    from test_export import fake_run
+
+    from metarl.adaptation import expand_to_tasks
+    from metarl.evaluation import load_run, mean_action_rollout
+    from metarl.policies import to_numpy
+
+    run = load_run(fake_run(tmp_path / "run", algorithm="maml"))
+    tasks = [{"goal": [0.3, -0.2]}, {"goal": [-0.1, 0.4]}]
+    params = to_numpy({k: v.contiguous() for k, v in expand_to_tasks(run.theta, len(tasks)).items()})
+    paths, returns = mean_action_rollout(run, tasks, params)
+    for path, task, ret in zip(paths, tasks, returns):
+        expected = -np.linalg.norm(path[1:].astype(np.float64) - np.array(task["goal"]), axis=-1).sum()
+        assert ret == pytest.approx(expected, rel=1e-4)
+        assert len(path) >= 2
