@@ -20,13 +20,17 @@ def discounted_cumsum(x: torch.Tensor, discount: float) -> torch.Tensor:
     return out
 
 
+def _features(obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(obs, obs², t, t², t³, 1) with ``t`` = step/100 broadcast to ``obs.shape[:-1] + (1,)``."""
+    clipped = obs.clamp(-10, 10)
+    return torch.cat([clipped, clipped.square(), t, t**2, t**3, torch.ones_like(t)], dim=-1)
+
+
 def baseline_features(obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Features (obs, obs², t, t², t³, 1) with t = step/100, as in the MAML reference code."""
     horizon = obs.shape[-2]
     t = (torch.arange(horizon, dtype=obs.dtype, device=obs.device) / 100.0).expand(obs.shape[:-1]).unsqueeze(-1)
-    clipped = obs.clamp(-10, 10)
-    feats = torch.cat([clipped, clipped.square(), t, t**2, t**3, torch.ones_like(t)], dim=-1)
-    return feats * mask.unsqueeze(-1)
+    return _features(obs, t) * mask.unsqueeze(-1)
 
 
 def fit_linear_baseline(
@@ -79,18 +83,40 @@ def gae_advantages(
     gae_lambda: float,
     normalize: bool = True,
     weights: torch.Tensor | None = None,
+    last_obs: torch.Tensor | None = None,
+    truncated: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GAE(γ, λ) with the per-task linear baseline as the value estimate; ``(T, E, H)``.
 
     The baseline is fitted to the discounted returns of the same batch. Normalisation is per
     task: mean and standard deviation under ``weights`` (:func:`step_weights`; pooled over the
     task's valid steps when None).
+
+    After an episode's last step the value is 0 (the reference code's rule: the horizon counts
+    as termination) unless ``last_obs`` ``(T, E, obs)`` and ``truncated`` ``(T, E)`` are given:
+    then an episode that the horizon cut (not one that terminated) bootstraps from the
+    baseline's value of the state it was cut in, and the baseline is refitted once to the
+    returns with that tail added (partial-episode bootstrapping, Pardo et al. 2018). The cut
+    state is valued as if an episode started there (time feature 0): the time features fit the
+    finite-horizon value, which is ≈ 0 at step H by construction, so valuing it at step H would
+    bootstrap nothing.
     """
     rewards = rewards * mask
     returns = discounted_cumsum(rewards, gamma)
     coeffs = fit_linear_baseline(obs, returns, mask)
+    tail = None
+    if truncated is not None and last_obs is not None and bool(truncated.any()):
+        horizon = obs.shape[-2]
+        steps_left = torch.arange(horizon, 0, -1, dtype=obs.dtype, device=obs.device)  # H - t
+        end_feats = _features(last_obs, torch.zeros((*last_obs.shape[:-1], 1), dtype=obs.dtype, device=obs.device))
+        cut = truncated.to(obs.dtype)
+        tail = (end_feats @ coeffs[:, :, None]).squeeze(-1) * cut  # (T, E): value at the cut, first fit
+        coeffs = fit_linear_baseline(obs, returns + tail[..., None] * gamma**steps_left * mask, mask)
+        tail = (end_feats @ coeffs[:, :, None]).squeeze(-1) * cut
     values = (baseline_features(obs, mask) @ coeffs[:, None, :, None]).squeeze(-1) * mask
     next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    if tail is not None:  # only where the horizon cut the episode: its last step is step H-1
+        next_values[..., -1] = tail
     deltas = (rewards + gamma * next_values - values) * mask
     advantages = discounted_cumsum(deltas, gamma * gae_lambda) * mask
     if normalize:

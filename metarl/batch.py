@@ -10,11 +10,13 @@ import torch
 from metarl.advantages import gae_advantages, step_weights
 
 ROLLOUT_KEYS = ("obs", "actions", "rewards", "mask")
+CUT_KEYS = ("last_obs", "truncated")  # where the horizon cut episodes (see ``sample_rollouts``)
 
 
 def merge_rollouts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Concatenate per-worker slices along the task axis, ordered by ``task_index``."""
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in (*ROLLOUT_KEYS, "task_index")}
+    keys = [*ROLLOUT_KEYS, "task_index", *(k for k in CUT_KEYS if all(k in p for p in parts))]
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     order = np.argsort(merged["task_index"], kind="stable")
     return {k: v[order] for k, v in merged.items()}
 
@@ -38,10 +40,17 @@ class Batch:
     def from_rollouts(
         cls, rollouts: dict[str, np.ndarray], gamma: float, gae_lambda: float, normalize: bool,
         dtype: torch.dtype, device: torch.device | str, loss_average: str = "steps",
+        bootstrap_truncated: bool = False,
     ) -> "Batch":
+        """``bootstrap_truncated``: GAE bootstraps where the horizon cut an episode (needs the rollouts' cut keys)."""
         t = {k: torch.as_tensor(rollouts[k]).to(device=device, dtype=dtype) for k in ROLLOUT_KEYS}
         weights = step_weights(t["mask"], loss_average)
-        adv = gae_advantages(t["obs"], t["rewards"], t["mask"], gamma, gae_lambda, normalize, weights)
+        cut = {}
+        if bootstrap_truncated:
+            if not all(k in rollouts for k in CUT_KEYS):
+                raise ValueError("bootstrap_truncated needs rollouts with 'last_obs' and 'truncated'")
+            cut = {k: torch.as_tensor(rollouts[k]).to(device=device, dtype=dtype) for k in CUT_KEYS}
+        adv = gae_advantages(t["obs"], t["rewards"], t["mask"], gamma, gae_lambda, normalize, weights, **cut)
         return cls(t["obs"], t["actions"], t["rewards"], t["mask"], adv, weights)
 
     def select(self, num_tasks: int) -> "Batch":

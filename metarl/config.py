@@ -281,6 +281,10 @@ class Config:
         "steps) or episodes (per episode, then over episodes: pytorch-maml-rl / rllab); they differ when episodes end early",
         choices=("steps", "episodes"),
     )
+    bootstrap_truncated: bool = _f(
+        False, "GAE: where the horizon (not termination) ends an episode, bootstrap from the baseline's value of the "
+        "state it was cut in; off = the horizon counts as termination, as the MAML reference code does",
+    )
     hidden_sizes: list = _f([100, 100], "policy MLP hidden layer sizes")
     activation: str = _f("relu", "relu or tanh", choices=("relu", "tanh"))
     init_std: float = _f(1.0, "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",

@@ -311,7 +311,7 @@ def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: i
         seeds = [noise_seed(seed, j, task) for task in tasks]  # by content: the same task twice, the same noise
         rollouts = sampler.sample(tasks, stack, True, episodes, seeds)
         batch = Batch.from_rollouts(rollouts, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, dtype, "cpu",
-                                    cfg.loss_average)
+                                    cfg.loss_average, cfg.bootstrap_truncated)
         returns.append(batch.episode_returns().mean(-1).double().numpy())
         if j < steps:
             params = inner_step(run.spec, params, run.alpha, batch, scales[j])

@@ -77,7 +77,7 @@ class Learner:
             parts = ray.get(list(parts))
         c = self.cfg
         return Batch.from_rollouts(merge_rollouts(parts), c.gamma, c.gae_lambda, c.normalize_advantages, self.dtype,
-                                  self.device, c.loss_average)
+                                  self.device, c.loss_average, c.bootstrap_truncated)
 
     def adapt(self, pre_parts: list, step: int = 0) -> dict[str, np.ndarray]:
         """Take the rollouts sampled with θ'ⱼ (θ'₀ = θ) and return every task's θ'ⱼ₊₁ ``(T, ...)``.

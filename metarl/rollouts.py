@@ -54,7 +54,10 @@ def sample_rollouts(
 
     ``params`` are either shared (θ) or stacked per task of this env ``(T, ...)``. Returns
     contiguous arrays ``obs (T,E,H,obs)``, ``actions (T,E,H,act)``, ``rewards (T,E,H)`` and
-    ``mask (T,E,H)`` (1 while alive; a terminated episode's later steps are 0).
+    ``mask (T,E,H)`` (1 while alive; a terminated episode's later steps are 0), plus
+    ``last_obs (T,E,obs)`` (the observation the horizon cut an episode in) and ``truncated
+    (T,E)`` (1 where the horizon, not termination, ended the episode), which GAE needs to
+    bootstrap at the cut when asked to.
     """
     T, E = vec_env.num_tasks, vec_env.episodes_per_task
     obs_shape, act_dim = vec_env.observation_shape, spec.action_width
@@ -77,7 +80,9 @@ def sample_rollouts(
         if not alive.any():
             break
         obs = next_obs
-    return {"obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "mask": mask_buf}
+    last_obs = np.asarray(obs, dtype=np.float32).reshape(T, E, *obs_shape)  # after the last step (= next_obs)
+    return {"obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "mask": mask_buf,
+            "last_obs": last_obs, "truncated": alive.astype(np.float32)}
 
 
 def episode_seed(task_seed: int, episode: int) -> int:

@@ -232,6 +232,7 @@ class Trainer:
         self.worker_pids: list[int | None] = []  # last seen process id of each rollout actor
         self.worker_nodes: list[str | None] = []  # ... and the node it ran on
         self.worker_restarts = 0  # restarted or replaced rollout processes, over the whole run
+        self.resumes = 0  # times this run was stopped and continued with --resume, over the whole run
         self.last_nodes: set[str] = set()  # nodes that sampled in the last iteration
         self._starting: dict[int, ray.ObjectRef] = {}  # replacement actors not yet ready: index -> node_info ref
         self._iteration_refs: list[ray.ObjectRef] = []  # every call of the current iteration
@@ -506,6 +507,7 @@ class Trainer:
         self.env_steps += int(stats.pop("env_steps_iteration"))
         metrics = {"iteration": self.iteration, **stats, "env_steps": self.env_steps,
                    "workers/restarts": self.worker_restarts, "workers/nodes": len(self.last_nodes),
+                   "run/resumes": self.resumes,
                    "seconds": time.perf_counter() - start, **timers}
         metrics["outer/consecutive_non_finite"] = self._note_skip(metrics)
         self.metrics.write(metrics)
@@ -576,6 +578,7 @@ class Trainer:
             iteration=self.iteration,
             env_steps=self.env_steps,
             worker_restarts=self.worker_restarts,
+            resumes=self.resumes,
             config=self.cfg.to_dict_json(),
             rng_state=_rng_state_json(self.rng),
         )
@@ -593,6 +596,7 @@ class Trainer:
             return
         path, state = found
         self._load_state(state)
+        self.resumes += 1
         self.checkpointed_iteration, self.last_checkpoint = self.iteration, path
 
     def restore(self, checkpoint: str | Path) -> Path:
@@ -606,6 +610,7 @@ class Trainer:
         ray.get(self.learner.load_state_dict.remote(state))
         self.iteration, self.env_steps = int(state["iteration"]), int(state["env_steps"])
         self.worker_restarts = int(state.get("worker_restarts", 0))
+        self.resumes = int(state.get("resumes", 0))
         self.rng.bit_generator.state = _rng_state_from_json(state["rng_state"])
         self.metrics.truncate_after(self.iteration)
 

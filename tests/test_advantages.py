@@ -330,3 +330,69 @@ def test_gae_degenerate_tasks_stay_finite():
     a = gae_advantages(*t64(obs, rewards, mask), gamma=0.99, gae_lambda=1.0, normalize=True)
     assert torch.isfinite(a).all()
     assert (a[1] == 0).all()
+
+
+# -- bootstrapping where the horizon cut an episode (config ``bootstrap_truncated``) -----------
+
+
+def _cut_case(horizon=30, gamma=0.95):
+    """One task, two identical episodes of reward 1 per step on a fixed obs; A is cut by the horizon, B terminated."""
+    obs = torch.full((1, 2, horizon, 2), 0.5, dtype=torch.float64)  # a stationary state: only time varies
+    rewards = torch.ones(1, 2, horizon, dtype=torch.float64)
+    mask = torch.ones(1, 2, horizon, dtype=torch.float64)
+    last_obs = torch.full((1, 2, 2), 0.5, dtype=torch.float64)
+    truncated = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    return obs, rewards, mask, last_obs, truncated, gamma
+
+
+def test_gae_without_cut_information_treats_the_horizon_as_termination():
+    obs, rewards, mask, last_obs, truncated, gamma = _cut_case()
+    plain = gae_advantages(obs, rewards, mask, gamma, 1.0, normalize=False)
+    assert torch.equal(plain[0, 0], plain[0, 1])  # a cut episode and a terminated one are valued alike
+    none_cut = gae_advantages(obs, rewards, mask, gamma, 1.0, normalize=False, last_obs=last_obs,
+                              truncated=torch.zeros_like(truncated))
+    assert torch.equal(none_cut, plain)
+
+
+def test_gae_bootstraps_only_the_cut_episode_by_the_value_of_its_last_state():
+    obs, rewards, mask, last_obs, truncated, gamma = _cut_case()
+    horizon = obs.shape[-2]
+    boot = gae_advantages(obs, rewards, mask, gamma, 1.0, normalize=False, last_obs=last_obs, truncated=truncated)
+    # λ = 1, no normalisation: A - B = γ^(H - t) · V(cut state) at every t (same baseline values for both)
+    diff = (boot[0, 0] - boot[0, 1]) / gamma ** torch.arange(horizon, 0, -1, dtype=torch.float64)
+    assert torch.allclose(diff, diff[0].expand_as(diff), rtol=1e-6)
+    # the cut state is valued as an episode starting there: about the horizon's discounted return
+    # of reward 1 per step (the baseline, refitted with the tail, sees returns between that and 1/(1-γ))
+    start_value = (1 - gamma**horizon) / (1 - gamma)
+    assert start_value * 0.9 < float(diff[0]) < 1 / (1 - gamma) * 1.1
+    # and the terminated episode's last step keeps its own reward minus the baseline, with no tail
+    plain = gae_advantages(obs, rewards, mask, gamma, 1.0, normalize=False)
+    assert float(boot[0, 0, -1]) > float(plain[0, 0, -1]) + 5
+
+
+class _CountingEnv:
+    """Two tasks x two episodes; obs = step count; episode (0, 0) terminates on its 3rd step."""
+
+    num_tasks, episodes_per_task, observation_shape = 2, 2, (1,)
+
+    def reset(self):
+        self.t = 0
+        return np.zeros((2, 2, 1), dtype=np.float32)
+
+    def step(self, actions):
+        self.t += 1
+        terminated = np.zeros((2, 2), dtype=bool)
+        terminated[0, 0] = self.t == 3
+        return np.full((2, 2, 1), self.t, dtype=np.float32), np.ones((2, 2), dtype=np.float32), terminated
+
+
+def test_rollouts_say_which_episodes_the_horizon_cut():
+    from metarl.policies import PolicySpec, init_params
+    from metarl.rollouts import sample_rollouts
+
+    spec = PolicySpec(1, 1, (4,), "tanh")
+    theta = {k: v.float() for k, v in init_params(spec, torch.Generator().manual_seed(0), torch.float64).items()}
+    r = sample_rollouts(_CountingEnv(), spec, theta, 5, [1, 2])
+    assert r["truncated"].tolist() == [[0.0, 1.0], [1.0, 1.0]]  # only the episode that terminated is not cut
+    assert r["mask"][0, 0].tolist() == [1, 1, 1, 0, 0] and r["mask"][0, 1].tolist() == [1] * 5
+    assert r["obs"][1, 1, -1, 0] == 4 and r["last_obs"][1, 1, 0] == 5  # the state after the last step

@@ -303,6 +303,9 @@ def test_learner_death_then_resume_matches_uninterrupted(clean, tmp_path):
     finally:
         resumed.close()
     assert [m["iteration"] for m in history] == [3, 4]
+    assert [m["run/resumes"] for m in history] == [1, 1]  # counted, and kept in the checkpoint
+    assert {r["run/resumes"] for r in read_metrics(tmp_path / "straight" / "metrics.jsonl")} == {0}
+    assert _final_state(out)["resumes"] == 1
     _assert_same_run(tmp_path / "straight", out)
 
 
