@@ -32,7 +32,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import mujoco
 import numpy as np
+from gymnasium.utils.seeding import np_random
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
@@ -147,7 +149,21 @@ class _Direction(_LocomotionTasks):
         return [int(d) for d in 2 * rng.integers(0, 2, size=n) - 1]
 
 
-class HalfCheetahVelEnv(_Velocity, HalfCheetahEnv):
+class _CheetahVector:
+    """``make_vector``: the native vectorised form of the HalfCheetah families (:class:`CheetahVectorEnv`)."""
+
+    @classmethod
+    def make_vector(
+        cls, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None, **env_kwargs: Any
+    ) -> "CheetahVectorEnv":
+        return CheetahVectorEnv(cls, tasks, episodes_per_task, seeds, **env_kwargs)
+
+    @classmethod
+    def task_values(cls, tasks: list[Task]) -> np.ndarray:
+        return np.array([cls.validate_task(t)[cls.KEY] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
+
+
+class HalfCheetahVelEnv(_CheetahVector, _Velocity, HalfCheetahEnv):
     """HalfCheetah running at a target forward velocity v* ~ U[0, 2]."""
 
     MAX_VELOCITY = CHEETAH_MAX_VELOCITY
@@ -155,12 +171,77 @@ class HalfCheetahVelEnv(_Velocity, HalfCheetahEnv):
     def _reward(self, x_velocity: float, action: np.ndarray) -> float:
         return cheetah_vel_reward(x_velocity, action, self._task["velocity"])
 
+    @staticmethod
+    def vector_reward(x_velocity: np.ndarray, action: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        return -np.abs(x_velocity - velocity) - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
 
-class HalfCheetahDirEnv(_Direction, HalfCheetahEnv):
+
+class HalfCheetahDirEnv(_CheetahVector, _Direction, HalfCheetahEnv):
     """HalfCheetah running forward (d = +1) or backward (d = −1)."""
 
     def _reward(self, x_velocity: float, action: np.ndarray) -> float:
         return cheetah_dir_reward(x_velocity, action, self._task["direction"])
+
+    @staticmethod
+    def vector_reward(x_velocity: np.ndarray, action: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        return direction * x_velocity - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
+
+
+class CheetahVectorEnv:
+    """Many (task, episode) HalfCheetah copies as one array env, without Gymnasium's per-copy overhead.
+
+    Why: sampling is most of a HalfCheetah iteration, and about half of a ``SyncVectorEnv``
+    step is Python around MuJoCo (wrappers, observation and info building). Here each copy is a
+    bare ``MjData`` of the family's model, stepped with ``mj_step`` exactly as Gymnasium's env
+    steps it (controls clipped to [-1, 1], ``frame_skip`` substeps), reset with the same noise from
+    the same per-episode seeds, so observations and rewards equal the Gymnasium path's (tested).
+    Copies never terminate (HalfCheetah has no terminal state); the rollout's horizon cuts them.
+    """
+
+    def __init__(self, env_cls: type, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None,
+                 reset_noise_scale: float = 0.1, **_render: Any):
+        template = env_cls(reset_noise_scale=reset_noise_scale)
+        self.model, self.frame_skip, self.dt = template.model, template.frame_skip, template.dt
+        self.init_qpos, self.init_qvel = template.init_qpos.copy(), template.init_qvel.copy()
+        template.close()
+        self.noise = reset_noise_scale
+        self.reward = env_cls.vector_reward
+        self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
+        self.task_value = np.repeat(env_cls.task_values(tasks), episodes_per_task).reshape(len(tasks), episodes_per_task)
+        self.datas = [mujoco.MjData(self.model) for _ in range(len(tasks) * episodes_per_task)]
+        self.observation_shape = (self.model.nq - 1 + self.model.nv,)
+        self.action_shape = (self.model.nu,)
+        # per-episode reset seeds as the Gymnasium path derives them (``metarl.rollouts.episode_seed``)
+        from metarl.rollouts import episode_seed
+
+        task_seeds = seeds if seeds is not None else list(range(len(tasks)))
+        self._seeds = [episode_seed(s, e) for s in task_seeds for e in range(episodes_per_task)]
+
+    def _obs(self) -> np.ndarray:
+        qpos = np.stack([d.qpos for d in self.datas])
+        qvel = np.stack([d.qvel for d in self.datas])
+        obs = np.concatenate([qpos[:, 1:], qvel], axis=-1)
+        return obs.reshape(self.num_tasks, self.episodes_per_task, -1).astype(np.float32)
+
+    def reset(self) -> np.ndarray:
+        for data, seed in zip(self.datas, self._seeds):
+            rng, _ = np_random(seed)  # Gymnasium's env.reset(seed=...) generator
+            mujoco.mj_resetData(self.model, data)
+            data.qpos[:] = self.init_qpos + rng.uniform(low=-self.noise, high=self.noise, size=self.model.nq)
+            data.qvel[:] = self.init_qvel + self.noise * rng.standard_normal(self.model.nv)
+            mujoco.mj_forward(self.model, data)
+        return self._obs()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ctrl = np.clip(np.asarray(actions, dtype=np.float32).reshape(len(self.datas), -1), -1.0, 1.0).astype(np.float64)
+        x_before = np.array([d.qpos[0] for d in self.datas])
+        for data, c in zip(self.datas, ctrl):
+            data.ctrl[:] = c
+            mujoco.mj_step(self.model, data, nstep=self.frame_skip)
+        x_after = np.array([d.qpos[0] for d in self.datas])
+        shape = (self.num_tasks, self.episodes_per_task)
+        reward = self.reward(((x_after - x_before) / self.dt).reshape(shape), ctrl.reshape(*shape, -1), self.task_value)
+        return self._obs(), reward.astype(np.float32), np.zeros(shape, dtype=bool)
 
 
 class AntDirEnv(_Direction, AntEnv):

@@ -7,6 +7,7 @@ any other Gymnasium task env runs as one copy per (task, episode) pair in a
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -163,8 +164,10 @@ class VectorEnvs:
         return hasattr(self.env_cls, "make_vector")
 
     def make(self, tasks: list[Task], episodes: int, seeds: list[int]) -> Any:
-        if self.native:
-            return self.env_cls.make_vector(tasks, episodes, **self.env_kwargs)
+        if self.native:  # a native form whose resets are random takes the per-task seeds
+            seeded = "seeds" in inspect.signature(self.env_cls.make_vector).parameters
+            extra = {"seeds": seeds} if seeded else {}
+            return self.env_cls.make_vector(tasks, episodes, **extra, **self.env_kwargs)
         if self._gym is None or self._gym.num_envs != len(tasks) * episodes:
             if self._gym is not None:
                 self._gym.close()

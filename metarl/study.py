@@ -53,6 +53,7 @@ class Protocol:
     alpha_scales: tuple[float, ...] | None = None  # multiplier on α per step (last repeats)
     num_goals: int = 40  # goals drawn once from GOAL_SEED (the first 40 are heldout_goals.json)
     deterministic: bool = False
+    sampled_tasks: bool = False  # any family: num_goals tasks drawn by the run's env from EVAL_SEED, not 2D goals
 
 
 PROTOCOLS = {
@@ -65,7 +66,14 @@ PROTOCOLS = {
     "peer": Protocol("peer", 20, 3, None),
     # two test steps at the training step size (the multi-step study)
     "two-steps": Protocol("two-steps", 20, 2, None),
+    # locomotion (MAML paper §5.3: K = 20 after one step): 20 new tasks of the run's family, 0..3 steps
+    "locomotion": Protocol("locomotion", 20, 3, None, num_goals=20, sampled_tasks=True),
 }
+
+# The reduced locomotion protocol that fits a few hours of a 2-core machine (docs/results.md section 6):
+# 10 tasks x 10 trajectories x 200 steps per phase instead of the paper's 40 x 20 x 200, 200 iterations
+# instead of 500; MAML (the paper's numbers are MAML's), second-order TRPO, α = 0.1.
+LOCOMOTION_REDUCED = ("algorithm=maml", "iterations=200", "meta_batch_size=10", "episodes_per_task=10")
 
 STUDIES: dict[str, list[Variant]] = {
     # metarl under pytorch-maml-rl's config, with its loss averaging (episodes) and with metarl's old one (steps)
@@ -92,6 +100,14 @@ STUDIES: dict[str, list[Variant]] = {
         Variant("maml", "configs/navigation2d-maml.yaml"),
         Variant("maml-2step", "configs/navigation2d-maml.yaml", ("inner_steps=2",)),
     ],
+    # HalfCheetah direction and velocity on the reduced protocol; velocity again with GAE bootstrapping where
+    # the horizon cuts episodes (100 iterations: compared with the first 100 of the plain runs)
+    "locomotion": [
+        Variant("hc-dir", "configs/halfcheetah-dir.yaml", LOCOMOTION_REDUCED),
+        Variant("hc-vel", "configs/halfcheetah-vel.yaml", LOCOMOTION_REDUCED),
+        Variant("hc-vel-boot", "configs/halfcheetah-vel.yaml",
+                (*LOCOMOTION_REDUCED[:1], "iterations=100", *LOCOMOTION_REDUCED[2:], "bootstrap_truncated=true")),
+    ],
 }
 
 
@@ -109,6 +125,12 @@ def final_iteration(variant: Variant, overrides: Iterable[str] = ()) -> int:
     from metarl.config import Config
 
     return Config.load(ROOT / variant.config, [*variant.overrides, *overrides]).iterations
+
+
+def learns_alpha(variant: Variant) -> bool:
+    from metarl.config import Config
+
+    return Config.load(ROOT / variant.config, list(variant.overrides)).learns_alpha
 
 
 def complete(run: Path, iterations: int) -> bool:
@@ -168,9 +190,9 @@ def evaluate(runs: Path, variants: list[Variant], seeds: list[int], protocols: l
                 path = eval_path(runs, v, seed, p)
                 if path.exists():
                     continue
-                result = evaluate_run(out, goals=heldout_goals(p.num_goals), steps=p.steps, episodes=p.episodes,
-                                      seed=EVAL_SEED, local=True, alpha_scales=p.alpha_scales,
-                                      deterministic=p.deterministic)
+                where = {"num_tasks": p.num_goals} if p.sampled_tasks else {"goals": heldout_goals(p.num_goals)}
+                result = evaluate_run(out, **where, steps=p.steps, episodes=p.episodes, seed=EVAL_SEED, local=True,
+                                      alpha_scales=p.alpha_scales, deterministic=p.deterministic)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(result))
@@ -267,7 +289,8 @@ def alpha_summary(run: Path) -> dict[str, Any]:
 
 
 def training_window(run: Path, first: int = 91, last: int = 100) -> tuple[float, float]:
-    """Mean training ``return_pre`` and ``return_post`` over iterations ``first..last``."""
+    """Mean training ``return_pre`` and ``return_post`` over iterations ``first..last`` (a run's last ten by
+    default for the 100-iteration navigation runs; :func:`report` passes each variant's own last ten)."""
     rows: dict[int, dict] = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         if line.strip():
@@ -295,7 +318,7 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
         if not results:
             continue
         scales = ", ".join(f"{x:g}" for x in (p.alpha_scales or (1.0,)))
-        lines += [f"#### Protocol `{p.name}`: {p.num_goals} goals, K = {p.episodes}, {p.steps} step(s), α scale per "
+        lines += [f"#### Protocol `{p.name}`: {p.num_goals} {'new tasks' if p.sampled_tasks else 'goals'}, K = {p.episodes}, {p.steps} step(s), α scale per "
                   f"step {scales}", "", "| variant | seeds | " + " | ".join(f"step {j}" for j in range(p.steps + 1))
                   + " |", "| --- | --- |" + " --- |" * (p.steps + 1)]
         for r in results:
@@ -316,7 +339,7 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
             lines += ["", "| comparison | step | difference | p (paired over goals) | p (Welch over seeds) |",
                       "| --- | --- | --- | --- | --- |", *tests]
         lines.append("")
-    lines += ["#### Training: mean return of iterations 91–100 (training batches)", "",
+    lines += ["#### Training: mean return of each run's last 10 iterations (training batches)", "",
               "| variant | seeds | pre-adaptation | post-adaptation | per seed (post) |", "| --- | --- | --- | --- | --- |"]
     if peer_windows:
         w = np.array([peer_windows[s] for s in sorted(peer_windows)])
@@ -326,12 +349,14 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
         done = [s for s in seeds if complete(run_dir(runs, v, s), final_iteration(v))]
         if not done:
             continue
-        windows = np.array([training_window(run_dir(runs, v, s)) for s in done])
-        lines.append(f"| {v.name} | {len(done)} | {fmt(windows[:, 0].mean(), ci95(windows[:, 0]))} | "
+        last = final_iteration(v)
+        windows = np.array([training_window(run_dir(runs, v, s), last - 9, last) for s in done])
+        lines.append(f"| {v.name} (iterations {last - 9}–{last}) | {len(done)} | {fmt(windows[:, 0].mean(), ci95(windows[:, 0]))} | "
                      f"{fmt(windows[:, 1].mean(), ci95(windows[:, 1]))} | "
                      + ", ".join(f"{x:.1f}" for x in windows[:, 1]) + " |")
     alpha_rows = []
-    for v in variants:
+    alpha_variants = [v for v in variants if learns_alpha(v)]
+    for v in alpha_variants:
         for s in seeds:
             run = run_dir(runs, v, s)
             if complete(run, final_iteration(v)):
@@ -344,7 +369,7 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
                   "| variant | seed | mean | std | min | max | share negative |", "| --- | --- | --- | --- | --- | --- | --- |",
                   *alpha_rows]
         lines += ["", "#### Learned α per layer (mean over seeds of each layer's mean / std)", ""]
-        for v in variants:
+        for v in alpha_variants:
             done = [s for s in seeds if complete(run_dir(runs, v, s), final_iteration(v))]
             summaries = [alpha_summary(run_dir(runs, v, s)) for s in done]
             if not summaries or summaries[0]["all"]["std"] == 0:

@@ -1,7 +1,7 @@
 """Smoke runs of the real trainer (Ray actors) on the new task families: 2 Meta-SGD iterations each.
 
-HalfCheetahVel with a short horizon (the Gymnasium vector path, MuJoCo), grid navigation (a
-categorical policy through the same adaptation and TRPO code) and the bring-your-own example
+HalfCheetahVel with a short horizon (the native MuJoCo vector env), grid navigation (the Gymnasium
+vector path and a categorical policy, through the same adaptation and TRPO code) and the bring-your-own example
 (``examples/my_task_family.yaml``, a "module:id" env). Each checks finite losses and that α moved.
 """
 

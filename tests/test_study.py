@@ -56,3 +56,21 @@ def test_heldout_goals_are_the_documented_ones():
     goals = doc["goals"] if isinstance(doc, dict) else doc
     np.testing.assert_allclose(study.heldout_goals(40), goals, atol=5e-5)  # the file rounds to 4 decimals
     assert study.heldout_goals(600)[:40] == study.heldout_goals(40)
+
+
+def test_training_window_is_each_variants_last_ten_iterations(tmp_path):
+    v = study.Variant("short", "configs/navigation2d-maml.yaml", ("iterations=20",))
+    run = study.run_dir(tmp_path, v, 0)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-000020.pt").touch()  # marks the run complete
+    rows = [{"iteration": i, "return_pre": -float(i), "return_post": float(i)} for i in range(1, 21)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = study.report(tmp_path, [v], [0], [])
+    assert "| short (iterations 11–20) | 1 | -15.50 | 15.50 | 15.5 |" in text
+
+
+def test_the_locomotion_protocol_draws_tasks_of_the_runs_family():
+    p = study.PROTOCOLS["locomotion"]
+    assert p.sampled_tasks and p.num_goals == 20 and p.episodes == 20 and p.steps == 3
+    v = {x.name: x for x in study.STUDIES["locomotion"]}
+    assert study.final_iteration(v["hc-vel"]) == 200 and study.final_iteration(v["hc-vel-boot"]) == 100

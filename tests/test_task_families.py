@@ -231,7 +231,8 @@ def test_example_pendulum_reward_and_gravity_by_hand():
 # -- the rollout workers' Gymnasium vector path ------------------------------------------------------
 def test_native_vector_form_is_used_when_a_family_has_one():
     assert VectorEnvs("metarl/Navigation2D-v0", {}).native
-    assert not VectorEnvs("metarl/HalfCheetahVel-v0", {}).native
+    assert VectorEnvs("metarl/HalfCheetahVel-v0", {}).native  # tests/test_locomotion_vector.py
+    assert not VectorEnvs("metarl/AntVel-v0", {}).native
     vec = VectorEnvs("metarl/GridNavigation-v0", {}).make([{"goal": [0, 0]}, {"goal": [1, 1]}], 3, [5, 6])
     assert isinstance(vec, GymTaskVectorEnv) and vec.reset().shape == (2, 3, 2)
 
