@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import torch
 
+from metarl.config import AlphaConfig
+
 Params = dict[str, torch.Tensor]
 GRANULARITIES = ("scalar", "per_layer", "per_parameter")
+_DEFAULTS = AlphaConfig.model_construct()  # the config's alpha section holds the defaults
 PARAMETRIZATIONS = ("direct", "log")
 
 
@@ -44,8 +47,8 @@ class Alpha:
         self._raw = {k: v.requires_grad_(learned) for k, v in raw.items()}
 
     @classmethod
-    def create(cls, theta: Params, init: float, learned: bool, granularity: str = "per_parameter",
-               parametrization: str = "direct") -> "Alpha":
+    def create(cls, theta: Params, init: float, learned: bool, granularity: str = _DEFAULTS.granularity,
+               parametrization: str = _DEFAULTS.parametrization) -> "Alpha":
         """α = ``init`` everywhere, at ``granularity`` when learned (a fixed scalar otherwise)."""
         if granularity not in GRANULARITIES:
             raise ValueError(f"alpha granularity {granularity!r} is not one of {GRANULARITIES}")

@@ -328,7 +328,7 @@ def run_config(path: str | Path, state: dict[str, Any], trust_env_module: bool |
     raw = config_dict(path, state)
     _check_env_trust(path, raw, TRUST_ENV_MODULES if trust_env_module is None else trust_env_module)
     try:
-        cfg = Config.from_dict(raw, source="config")
+        cfg = Config.from_dict(raw, source="config", drop_inapplicable=True)  # older versions wrote ignored keys
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its config is not valid ({exc})") from None
     env = make_env(cfg.env, cfg.env_kwargs)

@@ -283,16 +283,19 @@ def _config(args: argparse.Namespace) -> int:
                                allow_unicode=True, width=1 << 20).splitlines()
         for row, line in zip(rows, lines, strict=True):
             allowed = f"; {row['allowed']}" if row["allowed"] else ""
-            print(f"# {row['help']} ({row['type']}{allowed})\n{line}")
+            section = f"; {row['path']} in sections" if row["path"] != row["key"] else ""
+            print(f"# {row['help']} ({row['type']}{allowed}{section})\n{line}")
         return 0
     if args.config is None:
         cfg = Config.from_dict(apply_overrides({}, args.set or []), source="defaults")
     else:
         cfg = Config.load(args.config, args.set or [])
+    resolved = cfg.to_nested() if args.nested else cfg.to_dict()
     if args.json:
-        print(cfg.to_dict_json())
+        print(json.dumps(resolved))
     else:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None, allow_unicode=True).rstrip())
+        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False if args.nested else None,
+                             allow_unicode=True).rstrip())
     return 0
 
 
@@ -397,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     conf.add_argument("--keys", action="store_true", help="list every key with its type, default, allowed values and help")
     conf.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    conf.add_argument("--nested", action="store_true",
+                      help="print the keys in their sections (trpo: {max_kl: ...}) instead of flat (the form runs write)")
     conf.set_defaults(func=_config)
 
     # "-0.3,0.2" is a goal, not an option (argparse < 3.13 only knows plain negative numbers)

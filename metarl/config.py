@@ -1,23 +1,37 @@
 """Typed training configuration: YAML presets + ``--set`` overrides, validated before Ray starts.
 
-Every field has a docstring-like ``help``; ``validate()`` explains what is wrong in one line
-naming the key and what is allowed.
+A pydantic model (:class:`Config`) with run-wide keys and one section per object that consumes
+its keys: ``trpo`` (exactly :class:`metarl.meta_update.TRPO`'s constructor arguments), ``adam``,
+``reptile``, ``alpha`` (Meta-SGD's α), ``advantages``, ``policy`` and ``resources``. The
+defaults live here and only here: the optimizer dataclasses and :class:`~metarl.policies.PolicySpec`
+take theirs from these sections.
+
+Every key also has a flat name (``max_kl``, ``meta_lr`` for ``adam.lr``, ``reptile_step_size``
+for ``reptile.step_size``): the presets, ``--set``, checkpoints and ``config.yaml`` use it, and
+:meth:`Config.to_dict` writes it. Input may be flat, nested or both; a key that does not apply to
+the chosen algorithm or optimizer must stay at its default. Every error is one line naming the
+key and what is allowed; constructing the env is one separate step (:meth:`Config.check_env`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import difflib
+import functools
 import importlib
 import math
 import os
 import re
 import reprlib
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 
 class ConfigError(ValueError):
@@ -120,33 +134,56 @@ def parse_override(item: str, flag: str = "--set") -> tuple[str, Any]:
 def set_dotted(raw: dict, key: str, value: Any) -> None:
     """``raw[a][b] = value`` for ``key = "a.b"``: Hydra/OmegaConf-style dotted keys into mappings.
 
-    The first part must be a config key holding a mapping (``env_kwargs``); missing inner
-    mappings are created. A key without dots is set as is (``from_dict`` checks it).
+    The first part must be a config key holding a mapping (``env_kwargs``) or a section
+    (``trpo.max_kl``); missing inner mappings are created. A key without dots is set as is
+    (``from_dict`` checks it). The value replaces the same key written in its other form
+    (``--set trpo.max_kl=0.02`` on a preset that says ``max_kl: 0.01``, and the reverse).
     """
     head, *rest = key.split(".")
+    keys = flat_keys()
+    if head not in keys and head not in SECTIONS:
+        if not rest:
+            raw[key] = value
+            return
+        close = difflib.get_close_matches(head[:100], [*keys, *SECTIONS], n=1)
+        hint = f"; did you mean {close[0] + '.' + '.'.join(rest)!r}?" if close else ""
+        raise ConfigError(f"unknown key {_show(key)}: {_show(head)} is not a config key{hint}")
+    if head in SECTIONS:  # drop the flat spelling of the fields set here
+        section = SECTIONS[head]
+        for name in rest[:1] if rest else (list(value) if isinstance(value, dict) else []):
+            if name in section.model_fields:
+                raw.pop(section.flat_name(name), None)
+    elif keys[head][0] is not None:  # drop the nested spelling of this flat key
+        sec, name = keys[head]
+        if isinstance(raw.get(sec), dict) and name in raw[sec]:
+            raw[sec] = {k: v for k, v in raw[sec].items() if k != name}
     if not rest:
         raw[key] = value
         return
-    names = Config.field_names()
-    if head not in names:
-        close = difflib.get_close_matches(head[:100], names, n=1)
-        hint = f"; did you mean {close[0] + '.' + '.'.join(rest)!r}?" if close else ""
-        raise ConfigError(f"unknown key {_show(key)}: {_show(head)} is not a config key{hint}")
-    parent, name, node = raw, head, raw.get(head, _defaults()[head])
+    parent, name, node = raw, head, raw.get(head, {} if head in SECTIONS else flat_defaults()[head])
     for depth, part in enumerate(rest):
         if not isinstance(node, dict):
             where = ".".join([head, *rest[:depth]])
             raise ConfigError(f"{_show(key)}: {where} is {type(node).__name__}, not a mapping; dotted keys reach "
-                              "into mappings such as env_kwargs")
+                              f"into mappings such as env_kwargs and the sections ({', '.join(SECTIONS)})")
         if not part:
             raise ConfigError(f"{_show(key)}: empty part in a dotted key")
         node = parent[name] = dict(node)  # copy along the path: the caller's mappings stay as they were
-        parent, name, node = node, part, node.get(part, {})
+        default: Any = {}
+        if depth == 0 and head in SECTIONS and part in SECTIONS[head].model_fields:
+            default = flat_defaults()[SECTIONS[head].flat_name(part)]
+        parent, name, node = node, part, node.get(part, default)
     parent[name] = value
 
 
 def get_dotted(raw: dict, key: str, default: Any = None) -> Any:
-    """The value at a dotted key (``env_kwargs.action_mode``), or ``default`` where a part is missing."""
+    """The value at a dotted key (``env_kwargs.action_mode``), or ``default`` where a part is missing.
+
+    A section's key (``trpo.max_kl``) is also found under its flat name in a flat config.
+    """
+    head, _, name = key.partition(".")
+    if head in SECTIONS and head not in raw and name in SECTIONS[head].model_fields:
+        key = SECTIONS[head].flat_name(name)
     node: Any = raw
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -163,26 +200,6 @@ def apply_overrides(raw: dict, overrides: Sequence[str], flag: str = "--set") ->
     return raw
 
 
-def _defaults() -> dict[str, Any]:
-    return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-            for f in dataclasses.fields(Config)}
-
-
-def describe_keys() -> list[dict[str, Any]]:
-    """Every config key with its type, default, allowed values or range, and help: ``metarl config --keys``."""
-    rows = []
-    for f, default in zip(dataclasses.fields(Config), _defaults().values()):
-        meta = f.metadata
-        allowed = ""
-        if "choices" in meta:
-            allowed = " | ".join(map(str, meta["choices"]))
-        elif meta.get("low") is not None or meta.get("high") is not None:
-            low = "" if meta.get("low") is None else f"{meta['low']:g} {'<' if meta.get('exclusive_low') else '<='} "
-            high = "" if meta.get("high") is None else f" {'<' if meta.get('exclusive_high') else '<='} {meta['high']:g}"
-            allowed = f"{low}x{high}"
-        rows.append({"key": f.name, "type": f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type)),
-                     "default": default, "allowed": allowed, "help": meta.get("help", "")})
-    return rows
 
 
 def read_config_bytes(path: Path) -> bytes:
@@ -221,106 +238,250 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
-def _f(default, help: str, **meta):
+
+
+# -- the typed model ---------------------------------------------------------------------------------
+def _bounded(value: Any) -> Any:
+    """Every number in a config is finite and of sane size (runs before the type and range checks)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        if abs(value) > MAX_NUMBER:  # ints beyond float range included
+            raise ValueError(f"{_show(value)} is unreasonably large (limit {MAX_NUMBER:.0e})")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_bounded)]
+Float = Annotated[float, BeforeValidator(_bounded)]  # strict: an int is accepted (as a float), a bool is not
+
+
+def _f(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+       exclusive_low: bool = False, exclusive_high: bool = False) -> Any:
+    """A config field: its default, its one-line help and its range (``low``/``high``, inclusive unless said)."""
+    bounds: dict[str, float] = {}
+    if low is not None:
+        bounds["gt" if exclusive_low else "ge"] = low
+    if high is not None:
+        bounds["lt" if exclusive_high else "le"] = high
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
+        return Field(default_factory=lambda: type(default)(default), description=help, **bounds)
+    return Field(default, description=help, **bounds)
 
 
-@dataclass
-class Config:
-    algorithm: str = _f(
-        "metasgd", "maml (fixed scalar α), metasgd (learned α) or reptile (first-order, θ moves toward the θ'ᵢ)",
-        choices=("maml", "metasgd", "reptile"),
-    )
-    alpha_granularity: str = _f(
+class Section(BaseModel):
+    """A group of keys that one object consumes (``TRPO(**cfg.trpo.model_dump())``).
+
+    Each field is also a flat key, ``FLAT_PREFIX + field`` unless ``FLAT_NAMES`` says otherwise:
+    the form of the presets, checkpoints, ``config.yaml`` and ``--set max_kl=0.02``.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    FLAT_PREFIX: ClassVar[str] = ""
+    FLAT_NAMES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def flat_name(cls, field_name: str) -> str:
+        return cls.FLAT_NAMES.get(field_name, cls.FLAT_PREFIX + field_name)
+
+
+class AlphaConfig(Section):
+    """Meta-SGD's learned α (``algorithm: metasgd``); :meth:`metarl.alpha.Alpha.create`'s options."""
+
+    FLAT_PREFIX: ClassVar[str] = "alpha_"
+    granularity: Literal["scalar", "per_layer", "per_parameter"] = _f(
         "per_parameter", "metasgd's learned α: one value (scalar), one per parameter tensor (per_layer) or one per "
-        "element (per_parameter, Meta-SGD proper)", choices=("scalar", "per_layer", "per_parameter"),
+        "element (per_parameter, Meta-SGD proper)",
     )
-    alpha_parametrization: str = _f(
+    parametrization: Literal["direct", "log"] = _f(
         "direct", "metasgd's α as learned: direct (α itself; may change sign) or log (α = sign·exp(ρ), ρ learned; "
-        "relative updates, sign fixed)", choices=("direct", "log"),
+        "relative updates, sign fixed)",
     )
-    alpha_update: str = _f(
+
+
+class TRPOConfig(Section):
+    """:class:`metarl.meta_update.TRPO`'s constructor arguments, field for field (its defaults are these)."""
+
+    max_kl: Float = _f(0.01, "TRPO trust-region size (mean KL of post-adaptation policies)", low=0.0, exclusive_low=True)
+    cg_iters: Int = _f(10, "TRPO conjugate-gradient iterations", low=1)
+    cg_damping: Float = _f(1e-5, "TRPO damping added to the Fisher", low=0.0)
+    ls_ratio: Float = _f(0.8, "TRPO backtracking ratio", low=0.0, high=1.0, exclusive_low=True, exclusive_high=True)
+    ls_max_steps: Int = _f(15, "TRPO backtracking steps", low=1)
+    fisher_subsample: Float = _f(
+        1.0, "share of the meta-batch's tasks used for TRPO's Fisher-vector products (1.0 = exact)", low=0.0,
+        high=1.0, exclusive_low=True,
+    )
+    alpha_update: Literal["joint", "natural", "adam"] = _f(
         "joint", "how TRPO moves metasgd's α: joint (one trust region with θ), natural (its own natural step and "
         "trust region alpha_max_kl) or adam (Adam on α with alpha_lr beside TRPO on θ; joint KL checked)",
-        choices=("joint", "natural", "adam"),
     )
-    alpha_max_kl: float = _f(0.01, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True)
-    alpha_lr: float = _f(0.01, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True)
-    reptile_step_size: float = _f(0.5, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True)
-    reptile_anneal: bool = _f(True, "reptile: anneal β linearly to 0 over the run's iterations")
-    env: str = _f("metarl/Navigation2D-v0", "registered Gymnasium id of a metarl task family; 'module:id' imports "
-                  "module (which registers id) first, in every process")
-    env_kwargs: dict = _f({}, "keyword arguments for the env (e.g. action_mode: clip | scale)")
-    horizon: int | None = _f(None, "steps per episode; null = the env's max_episode_steps", low=1)
-    iterations: int = _f(500, "meta-iterations to run", low=1)
-    meta_batch_size: int = _f(20, "tasks per meta-iteration", low=1)
-    episodes_per_task: int = _f(20, "trajectories per task per phase (K)", low=1)
-    inner_steps: int = _f(1, "inner policy-gradient steps per task", low=1)
-    inner_lr: float = _f(0.1, "α for maml, α's initial value for metasgd", finite=True)
-    first_order: bool = _f(False, "drop second-order terms of the meta-gradient")
-    meta_gradient: str = _f(
-        "maml", "the meta-gradient estimator: maml (differentiates through the inner step with the pre-adaptation "
-        "batches held fixed) or lvc (ProMP's low-variance curvature surrogate in the inner step, which adds the "
-        "sampling distribution's curvature term)", choices=("maml", "lvc"),
-    )
-    meta_optimizer: str = _f("trpo", "trpo or adam", choices=("trpo", "adam"))
-    meta_lr: float = _f(1e-3, "Adam learning rate (meta_optimizer: adam)", low=0.0, exclusive_low=True)
-    max_kl: float = _f(0.01, "TRPO trust-region size (mean KL of post-adaptation policies)", low=0.0, exclusive_low=True)
-    cg_iters: int = _f(10, "TRPO conjugate-gradient iterations", low=1)
-    cg_damping: float = _f(1e-5, "TRPO damping added to the Fisher", low=0.0)
-    ls_ratio: float = _f(0.8, "TRPO backtracking ratio", low=0.0, high=1.0, exclusive_low=True, exclusive_high=True)
-    ls_max_steps: int = _f(15, "TRPO backtracking steps", low=1)
-    fisher_subsample: float = _f(1.0, "share of the meta-batch's tasks used for TRPO's Fisher-vector products (1.0 = exact)", low=0.0, high=1.0, exclusive_low=True)
-    gamma: float = _f(0.99, "discount", low=0.0, high=1.0)
-    gae_lambda: float = _f(1.0, "GAE λ", low=0.0, high=1.0)
+    alpha_max_kl: Float = _f(0.01, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True)
+    alpha_lr: Float = _f(0.01, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True)
+
+
+class AdamConfig(Section):
+    """:class:`metarl.meta_update.Adam`'s constructor arguments (``meta_optimizer: adam``)."""
+
+    FLAT_NAMES: ClassVar[dict[str, str]] = {"lr": "meta_lr"}
+    lr: Float = _f(1e-3, "Adam learning rate (meta_optimizer: adam)", low=0.0, exclusive_low=True)
+
+
+class ReptileConfig(Section):
+    """``algorithm: reptile``: :class:`metarl.meta_update.Reptile`'s ``step_size``; ``anneal`` sets its
+    ``anneal_over`` to the run's iterations."""
+
+    FLAT_PREFIX: ClassVar[str] = "reptile_"
+    step_size: Float = _f(0.5, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True)
+    anneal: bool = _f(True, "reptile: anneal β linearly to 0 over the run's iterations")
+
+
+class AdvantagesConfig(Section):
+    """Returns, advantages and loss averaging (:meth:`metarl.batch.Batch.from_rollouts`)."""
+
+    gamma: Float = _f(0.99, "discount", low=0.0, high=1.0)
+    gae_lambda: Float = _f(1.0, "GAE λ", low=0.0, high=1.0)
     normalize_advantages: bool = _f(True, "normalise advantages per task")
-    loss_average: str = _f(
+    loss_average: Literal["steps", "episodes"] = _f(
         "steps", "how a task's per-step losses, KL and advantage statistics are averaged: steps (pooled over valid "
         "steps) or episodes (per episode, then over episodes: pytorch-maml-rl / rllab); they differ when episodes end early",
-        choices=("steps", "episodes"),
     )
     bootstrap_truncated: bool = _f(
         False, "GAE: where the horizon (not termination) ends an episode, bootstrap from the baseline's value of the "
         "state it was cut in; off = the horizon counts as termination, as the MAML reference code does",
     )
+
+
+class PolicyConfig(Section):
+    """The policy network (:class:`metarl.policies.PolicySpec`, whose defaults are these)."""
+
     hidden_sizes: list = _f([100, 100], "policy MLP hidden layer sizes")
-    activation: str = _f("relu", "relu or tanh", choices=("relu", "tanh"))
-    init_std: float = _f(1.0, "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",
+    activation: Literal["relu", "tanh"] = _f("relu", "relu or tanh")
+    init_std: Float = _f(1.0, "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",
                          low=0.0, exclusive_low=True)
-    seed: int = _f(0, "seed for initialisation, tasks and action noise", low=0)
-    num_workers: int = _f(1, "rollout actors", low=1)
-    worker_cpus: float = _f(1.0, "CPUs Ray reserves per rollout actor", low=0.0)
-    learner_cpus: float = _f(1.0, "CPUs Ray reserves for the learner actor", low=0.0)
-    learner_threads: int = _f(0, "torch threads in the learner; 0 = the node's CPU count", low=0, high=1024)
-    device: str = _f("auto", "learner device: auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
-    dtype: str = _f("float32", "learner precision", choices=("float32", "float64"))
-    checkpoint_every: int = _f(10, "iterations between checkpoints (and always at the end)", low=1)
-    keep_checkpoints: int = _f(3, "most recent checkpoints kept", low=1)
-    max_consecutive_skips: int = _f(
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _layers(cls, sizes: list) -> list:
+        if not sizes or len(sizes) > MAX_LAYERS or not all(_is_int(h) and 0 < h <= MAX_NUMBER for h in sizes):
+            raise ConfigError(
+                f"hidden_sizes: must be a non-empty list of at most {MAX_LAYERS} positive integers, got {_show(sizes)}"
+            )
+        return sizes
+
+
+class ResourcesConfig(Section):
+    """What Ray reserves and where the learner computes (the trainer's placement)."""
+
+    num_workers: Int = _f(1, "rollout actors", low=1)
+    worker_cpus: Float = _f(1.0, "CPUs Ray reserves per rollout actor", low=0.0)
+    learner_cpus: Float = _f(1.0, "CPUs Ray reserves for the learner actor", low=0.0)
+    learner_threads: Int = _f(0, "torch threads in the learner; 0 = the node's CPU count", low=0, high=1024)
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "learner device: auto, cpu or cuda")
+    dtype: Literal["float32", "float64"] = _f("float32", "learner precision")
+
+
+def _section(cls: type[Section], help: str) -> Any:
+    return Field(default_factory=cls, description=help)
+
+
+class Config(BaseModel):
+    """A training run's configuration: run-wide keys plus one section per object that consumes them.
+
+    Built from a mapping by :meth:`from_dict` (or a YAML file by :meth:`load`), which accepts every
+    key flat (``max_kl: 0.02``, the presets' and checkpoints' form) or in its section
+    (``trpo: {max_kl: 0.02}``), checks types, ranges and choices, refuses keys that do not apply to
+    the chosen algorithm and optimizer, and then, in one named step (:meth:`check_env`), constructs
+    the env. Flat reads (``cfg.max_kl``) reach into the sections; :meth:`to_dict` is the flat,
+    canonical form written to ``config.yaml`` and checkpoints.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    algorithm: Literal["maml", "metasgd", "reptile"] = _f(
+        "metasgd", "maml (fixed scalar α), metasgd (learned α) or reptile (first-order, θ moves toward the θ'ᵢ)",
+    )
+    alpha: AlphaConfig = _section(AlphaConfig, "metasgd's learned α")
+    env: str = _f("metarl/Navigation2D-v0", "registered Gymnasium id of a metarl task family; 'module:id' imports "
+                  "module (which registers id) first, in every process")
+    env_kwargs: dict = _f({}, "keyword arguments for the env (e.g. action_mode: clip | scale)")
+    horizon: Int | None = _f(None, "steps per episode; null = the env's max_episode_steps", low=1)
+    iterations: Int = _f(500, "meta-iterations to run", low=1)
+    meta_batch_size: Int = _f(20, "tasks per meta-iteration", low=1)
+    episodes_per_task: Int = _f(20, "trajectories per task per phase (K)", low=1)
+    inner_steps: Int = _f(1, "inner policy-gradient steps per task", low=1)
+    inner_lr: Float = _f(0.1, "α for maml, α's initial value for metasgd")
+    first_order: bool = _f(False, "drop second-order terms of the meta-gradient")
+    meta_gradient: Literal["maml", "lvc"] = _f(
+        "maml", "the meta-gradient estimator: maml (differentiates through the inner step with the pre-adaptation "
+        "batches held fixed) or lvc (ProMP's low-variance curvature surrogate in the inner step, which adds the "
+        "sampling distribution's curvature term)",
+    )
+    meta_optimizer: Literal["trpo", "adam"] = _f("trpo", "trpo or adam")
+    trpo: TRPOConfig = _section(TRPOConfig, "meta_optimizer trpo")
+    adam: AdamConfig = _section(AdamConfig, "meta_optimizer adam")
+    reptile: ReptileConfig = _section(ReptileConfig, "algorithm reptile's outer step")
+    advantages: AdvantagesConfig = _section(AdvantagesConfig, "returns, advantages and loss averaging")
+    policy: PolicyConfig = _section(PolicyConfig, "the policy network")
+    seed: Int = _f(0, "seed for initialisation, tasks and action noise", low=0)
+    resources: ResourcesConfig = _section(ResourcesConfig, "Ray resources and the learner's device")
+    checkpoint_every: Int = _f(10, "iterations between checkpoints (and always at the end)", low=1)
+    keep_checkpoints: Int = _f(3, "most recent checkpoints kept", low=1)
+    max_consecutive_skips: Int = _f(
         5, "stop with a diagnosis after this many meta-updates in a row skipped for non-finite values", low=1
     )
 
-    # ------------------------------------------------------------------------------------
+    # -- construction --------------------------------------------------------------------------
+    @model_validator(mode="before")
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
+    def _place_flat_keys(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return place_keys(data, (info.context or {}).get("source", "config"))
+
+    @field_validator("env_kwargs")
+    @classmethod
+    def _plain_env_kwargs(cls, value: dict) -> dict:
+        _check_plain_data("env_kwargs", value)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> "Config":
+        if self.num_workers > self.meta_batch_size:
+            raise ConfigError(
+                f"num_workers: {self.num_workers} rollout actors for meta_batch_size {self.meta_batch_size} "
+                "would leave some idle; use num_workers <= meta_batch_size"
+            )
+        if self.inner_steps > MAX_INNER_STEPS:
+            raise ConfigError(f"inner_steps: {self.inner_steps} is more than {MAX_INNER_STEPS} (each inner step is a "
+                              "pass over the whole pre-adaptation batch; papers use 1-5)")
+        drop = bool((info.context or {}).get("drop_inapplicable"))
+        defaults = flat_defaults()
+        for key, why in self.inapplicable().items():
+            if getattr(self, key) != defaults[key]:
+                if not drop:
+                    raise ConfigError(f"{key} {why}; remove it or set it to its default {_show(defaults[key])}")
+                setattr(self, key, defaults[key])
+        return self
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "config") -> "Config":
+    def from_dict(cls, raw: Any, source: str = "config", *, check_env: bool = True,
+                  drop_inapplicable: bool = False) -> "Config":
+        """The validated config of a flat, nested or mixed mapping; :class:`ConfigError` in one line.
+
+        ``check_env``: also run :meth:`check_env` (construct the env once). ``drop_inapplicable``:
+        reset keys that do not apply to their defaults instead of refusing them (for configs that
+        versions before the typed config wrote, which accepted such keys and ignored them).
+        """
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: must be a mapping of key: value, got {type(raw).__name__}")
-        names = cls.field_names()
-        for key in raw:
-            if not isinstance(key, str) or key not in names:
-                close = difflib.get_close_matches(str(key)[:100], names, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; allowed keys: {', '.join(names)}"
-                raise ConfigError(f"{source}: unknown key {_show(key)}{hint}")
-        cfg = cls(**raw)
-        cfg.validate()
+        nested = place_keys(raw, source)  # unknown keys first (and before pydantic, which wants str keys)
+        try:
+            cfg = cls.model_validate(nested, context={"source": source, "drop_inapplicable": drop_inapplicable})
+        except ValidationError as exc:
+            raise _one_line(exc, raw) from None
+        if check_env:
+            cfg.check_env()
         return cfg
 
     @classmethod
@@ -348,8 +509,71 @@ class Config:
             raise ConfigError(f"{path}: must be a mapping of key: value, got {type(raw).__name__}")
         return cls.from_dict(apply_overrides(raw, overrides), source=str(path))
 
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Every flat key, in the order of :meth:`to_dict`."""
+        return list(flat_keys())
+
+    # -- flat access (the presets' and checkpoints' names) -------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        where = flat_keys().get(name) if not name.startswith("_") else None
+        if where is not None and where[0] is not None:
+            return getattr(getattr(self, where[0]), where[1])
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        where = flat_keys().get(name)
+        if where is not None and where[0] is not None:
+            setattr(getattr(self, where[0]), where[1], value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def learns_alpha(self) -> bool:
+        return self.algorithm == "metasgd"
+
+    def inapplicable(self) -> dict[str, str]:
+        """Flat keys that this config's algorithm and optimizer never read, each with why (one phrase)."""
+        why: dict[str, str] = {}
+
+        def mark(keys, reason: str) -> None:
+            for key in keys:
+                why.setdefault(key, reason)
+
+        alg, opt = self.algorithm, self.meta_optimizer
+        trpo_keys = [TRPOConfig.flat_name(f) for f in TRPOConfig.model_fields]
+        if alg == "reptile":
+            mark(["meta_optimizer", "meta_lr", *trpo_keys],
+                 "does not apply to algorithm reptile (its outer step is reptile_step_size)")
+            mark(["first_order", "meta_gradient"], "does not apply to algorithm reptile (first order by construction)")
+        else:
+            mark([ReptileConfig.flat_name(f) for f in ReptileConfig.model_fields],
+                 f"applies only to algorithm reptile (this config: {alg})")
+            if opt == "trpo":
+                mark(["meta_lr"], "applies only to meta_optimizer adam (this config: trpo)")
+            else:
+                mark(trpo_keys, f"applies only to meta_optimizer trpo (this config: {opt})")
+        if alg != "metasgd":
+            mark([AlphaConfig.flat_name(f) for f in AlphaConfig.model_fields] + ["alpha_update", "alpha_max_kl", "alpha_lr"],
+                 f"applies only to algorithm metasgd (this config: {alg})")
+        update = self.trpo.alpha_update
+        if update != "natural":
+            mark(["alpha_max_kl"], f"applies only to alpha_update natural (this config: {update})")
+        if update != "adam":
+            mark(["alpha_lr"], f"applies only to alpha_update adam (this config: {update})")
+        return {key: why[key] for key in flat_keys() if key in why}
+
+    # -- the canonical form ----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every key flat (keys that do not apply at their defaults): the form of ``config.yaml`` and checkpoints.
+
+        ``Config.from_dict(cfg.to_dict()) == cfg``; :meth:`to_nested` is the same with sections.
+        """
+        dumped = self.model_dump()
+        return {key: dumped[f] if sec is None else dumped[sec][f] for key, (sec, f) in flat_keys().items()}
+
+    def to_nested(self) -> dict:
+        return self.model_dump()
 
     def to_dict_json(self) -> str:
         import json
@@ -363,21 +587,10 @@ class Config:
         tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         os.replace(tmp, path)
 
-    # ------------------------------------------------------------------------------------
-    def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            _check_field(f, getattr(self, f.name))
-        sizes = self.hidden_sizes
-        if not sizes or len(sizes) > MAX_LAYERS or not all(_is_int(h) and 0 < h <= MAX_NUMBER for h in sizes):
-            raise ConfigError(
-                f"hidden_sizes: must be a non-empty list of at most {MAX_LAYERS} positive integers, got {_show(sizes)}"
-            )
-        if self.num_workers > self.meta_batch_size:
-            raise ConfigError(
-                f"num_workers: {self.num_workers} rollout actors for meta_batch_size {self.meta_batch_size} "
-                "would leave some idle; use num_workers <= meta_batch_size"
-            )
-        _check_plain_data("env_kwargs", self.env_kwargs)
+    # -- the env ---------------------------------------------------------------------------------
+    def check_env(self) -> None:
+        """The one step that constructs the env: the id is a registered metarl task family that takes
+        ``env_kwargs``, and the sizes it implies (steps per phase, policy parameters, learner memory) fit."""
         obs_dim, act_dim, max_steps, kind = _check_env(self.env, self.env_kwargs)
         horizon = self.horizon if self.horizon is not None else max_steps
         if horizon is None:
@@ -390,6 +603,7 @@ class Config:
                 f"{key}: {self.meta_batch_size} tasks x episodes_per_task {self.episodes_per_task} x "
                 f"horizon {horizon} = {steps:.3g} env steps per phase exceeds {MAX_STEPS_PER_PHASE:.0e}; lower them"
             )
+        sizes = self.hidden_sizes
         widths = [obs_dim, *sizes, act_dim]
         params = sum(a * b + b for a, b in zip(widths, widths[1:])) + (act_dim if kind == "gaussian" else 0)
         if params > MAX_POLICY_PARAMETERS:
@@ -397,14 +611,188 @@ class Config:
                 f"hidden_sizes: {_show(sizes)} gives a policy of {params:.3g} parameters "
                 f"(limit {MAX_POLICY_PARAMETERS:.0e}); use smaller layers"
             )
-        if self.inner_steps > MAX_INNER_STEPS:
-            raise ConfigError(f"inner_steps: {self.inner_steps} is more than {MAX_INNER_STEPS} (each inner step is a "
-                              "pass over the whole pre-adaptation batch; papers use 1-5)")
         _check_memory(self, steps, widths, params)
 
+    def validate(self) -> None:
+        """Re-check a config built or changed in code: every key (as :meth:`from_dict`), then the env."""
+        type(self).from_dict(self.to_dict())
+
+
+SECTIONS: dict[str, type[Section]] = {
+    name: info.annotation for name, info in Config.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
+}
+
+
+@functools.cache
+def flat_keys() -> dict[str, tuple[str | None, str]]:
+    """Every flat key → ``(section or None, field)``, in the order of :meth:`Config.to_dict`."""
+    keys: dict[str, tuple[str | None, str]] = {}
+    for name in Config.model_fields:
+        section = SECTIONS.get(name)
+        for key, where in ([(name, (None, name))] if section is None else
+                           [(section.flat_name(f), (name, f)) for f in section.model_fields]):
+            if key in keys or key in SECTIONS:
+                raise TypeError(f"flat config key {key!r} is defined twice")
+            keys[key] = where
+    return keys
+
+
+@functools.cache
+def _flat_defaults() -> dict[str, Any]:
+    return Config.model_construct().to_dict()  # the declared defaults, without running the validators
+
+
+def flat_defaults() -> dict[str, Any]:
+    """Every flat key's default (a fresh copy: lists and dicts may be changed by the caller)."""
+    return copy.deepcopy(_flat_defaults())
+
+
+def place_keys(raw: dict, source: str = "config") -> dict:
+    """A flat, nested or mixed mapping → the nested form (flat keys placed into their section).
+
+    An unknown key is an error with a "did you mean"; a key given both flat and in its section
+    with different values is an error.
+    """
+    nested: dict[str, Any] = {}
+    written: dict[tuple[str | None, str], str] = {}
+
+    def put(where: tuple[str | None, str], value: Any, as_written: str) -> None:
+        sec, name = where
+        target = nested if sec is None else nested.setdefault(sec, {})
+        if where in written and target[name] != value:
+            raise ConfigError(f"{as_written}: given twice, as {written[where]} ({_show(target[name])}) and as "
+                              f"{as_written} ({_show(value)}); keep one")
+        target[name], written[where] = value, as_written
+
+    keys = flat_keys()
+    for key, value in raw.items():
+        if isinstance(key, str) and key in SECTIONS:
+            section = SECTIONS[key]
+            if isinstance(value, section):
+                value = value.model_dump()
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of {key}'s keys ({', '.join(section.model_fields)}), "
+                                  f"got {_show(value)} ({type(value).__name__})")
+            for sub, item in value.items():
+                if not isinstance(sub, str) or sub not in section.model_fields:
+                    close = difflib.get_close_matches(str(sub)[:100], list(section.model_fields), n=1)
+                    hint = (f"; did you mean {key + '.' + close[0]!r}?" if close else
+                            f"; {key} has {', '.join(section.model_fields)}")
+                    raise ConfigError(f"{source}: unknown key {_show(f'{key}.{sub}')}{hint}")
+                put((key, sub), item, f"{key}.{sub}")
+        elif isinstance(key, str) and key in keys:
+            put(keys[key], value, key)
+        else:
+            names = [*keys, *SECTIONS]
+            close = difflib.get_close_matches(str(key)[:100], names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed keys: {', '.join(keys)}"
+            raise ConfigError(f"{source}: unknown key {_show(key)}{hint}")
+    return nested
+
+
+def flatten(raw: dict) -> dict:
+    """The flat form of a flat, nested or mixed mapping, values unchecked (``{"trpo": {"max_kl": x}}`` → ``{"max_kl": x}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in place_keys(raw).items():
+        if key in SECTIONS:
+            flat.update({SECTIONS[key].flat_name(name): item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One flat key as ``metarl config --keys`` documents it (read off the model's fields)."""
+
+    key: str
+    path: str  # "trpo.max_kl", or the key itself for run-wide keys
+    type: str  # "int", "float", "bool", "str", "list", "dict"
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    exclusive_low: bool = False
+    exclusive_high: bool = False
+
     @property
-    def learns_alpha(self) -> bool:
-        return self.algorithm == "metasgd"
+    def allowed(self) -> str:
+        if self.choices:
+            return " | ".join(map(str, self.choices))
+        if self.low is None and self.high is None:
+            return ""
+        low = "" if self.low is None else f"{self.low:g} {'<' if self.exclusive_low else '<='} "
+        high = "" if self.high is None else f" {'<' if self.exclusive_high else '<='} {self.high:g}"
+        return f"{low}x{high}"
+
+
+def _spec(key: str, path: str, info: FieldInfo, default: Any) -> KeySpec:
+    annotation, optional = info.annotation, False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation, optional = args[0], True
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    choices = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+    base = "str" if choices else annotation.__name__
+    bounds = {type(m).__name__: m for m in info.metadata}
+    low, high = bounds.get("Gt") or bounds.get("Ge"), bounds.get("Lt") or bounds.get("Le")
+    return KeySpec(
+        key, path, base, optional, default, info.description or "", tuple(choices),
+        low=None if low is None else getattr(low, "gt", getattr(low, "ge", None)),
+        high=None if high is None else getattr(high, "lt", getattr(high, "le", None)),
+        exclusive_low="Gt" in bounds, exclusive_high="Lt" in bounds,
+    )
+
+
+@functools.cache
+def key_specs() -> dict[str, KeySpec]:
+    """Every flat key's type, default, range or choices and help, in the order of :meth:`Config.to_dict`."""
+    defaults = _flat_defaults()
+    specs = {}
+    for key, (sec, name) in flat_keys().items():
+        info = (Config if sec is None else SECTIONS[sec]).model_fields[name]
+        specs[key] = _spec(key, name if sec is None else f"{sec}.{name}", info, defaults[key])
+    return specs
+
+
+def describe_keys() -> list[dict[str, Any]]:
+    """Every config key with its section, type, default, allowed values or range, and help: ``metarl config --keys``."""
+    return [{"key": s.key, "path": s.path, "type": s.type + (" | None" if s.optional else ""),
+             "default": copy.deepcopy(s.default), "allowed": s.allowed, "help": s.help}
+            for s in key_specs().values()]
+
+
+def _one_line(exc: ValidationError, raw: Any) -> ConfigError:
+    """Pydantic's first error as the one line metarl prints: the key as written, what is wrong, what is allowed."""
+    err = exc.errors(include_url=False)[0]
+    error = err.get("ctx", {}).get("error")
+    if isinstance(error, ConfigError):  # our own checks already name the key
+        return error
+    loc = [part for part in err["loc"] if isinstance(part, str)]
+    sec, name = (loc[0], loc[1]) if len(loc) >= 2 and loc[0] in SECTIONS else (None, loc[0] if loc else "config")
+    key = name if sec is None else SECTIONS[sec].flat_name(name)
+    spec = key_specs().get(key)
+    if spec is None:
+        return ConfigError(f"{key}: {err['msg']}")
+    if sec is not None and isinstance(raw, dict) and isinstance(raw.get(sec), dict) and name in raw[sec]:
+        key = f"{sec}.{name}"  # named as the user wrote it
+    value, kind = err.get("input"), err["type"]
+    if kind == "value_error":
+        return ConfigError(f"{key}: {error} ({spec.help})")
+    if kind == "literal_error":
+        return ConfigError(f"{key}: {_show(value)} is not allowed; choose one of {', '.join(spec.choices)}")
+    relations = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in relations:
+        bound = next(iter(err["ctx"].values()))
+        return ConfigError(f"{key}: must be {relations[kind]} {bound}, got {value!r} ({spec.help})")
+    return ConfigError(
+        f"{key}: expected {spec.type}{' or null' if spec.optional else ''}, got {_show(value)} "
+        f"({type(value).__name__}; {spec.help})"
+    )
 
 
 def learner_memory_bytes(cfg: "Config", steps_per_phase: int, widths: list[int], params: int) -> int:
@@ -458,44 +846,9 @@ def _check_memory(cfg: "Config", steps: int, widths: list[int], params: int) -> 
     )
 
 
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_field(f: dataclasses.Field, value: Any) -> None:
-    name, meta = f.name, f.metadata
-    expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    optional = "None" in expected
-    base = expected.replace(" | None", "")
-    if value is None and optional:
-        return
-    ok = {
-        "int": _is_int(value),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-        "list": isinstance(value, list),
-        "dict": isinstance(value, dict),
-    }[base]
-    if not ok:
-        raise ConfigError(
-            f"{name}: expected {base}{' or null' if optional else ''}, got {_show(value)} "
-            f"({type(value).__name__}; {meta['help']})"
-        )
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{name}: {_show(value)} is not allowed; choose one of {', '.join(meta['choices'])}")
-    if base in ("int", "float"):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
-        if abs(value) > MAX_NUMBER:  # ints beyond float range included
-            raise ConfigError(f"{name}: {_show(value)} is unreasonably large (limit {MAX_NUMBER:.0e}) ({meta['help']})")
-        low, high = meta.get("low"), meta.get("high")
-        if low is not None and (value < low or (meta.get("exclusive_low") and value == low)):
-            rel = ">" if meta.get("exclusive_low") else ">="
-            raise ConfigError(f"{name}: must be {rel} {low}, got {value!r} ({meta['help']})")
-        if high is not None and (value > high or (meta.get("exclusive_high") and value == high)):
-            rel = "<" if meta.get("exclusive_high") else "<="
-            raise ConfigError(f"{name}: must be {rel} {high}, got {value!r} ({meta['help']})")
 
 
 def _check_plain_data(name: str, value: Any) -> None:
@@ -603,3 +956,4 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str
         return obs_dim, act_dim, max_steps, kind
     finally:
         env.close()
+

@@ -40,7 +40,7 @@ def resolve_device(device: str) -> torch.device:
 
 def init_alpha(theta: dict[str, torch.Tensor], cfg: Config) -> Alpha:
     """α beside θ as the config asks (see :mod:`metarl.alpha`): learned by Meta-SGD, fixed otherwise."""
-    return Alpha.create(theta, cfg.inner_lr, cfg.learns_alpha, cfg.alpha_granularity, cfg.alpha_parametrization)
+    return Alpha.create(theta, cfg.inner_lr, cfg.learns_alpha, **cfg.alpha.model_dump())
 
 
 class Learner:
@@ -54,15 +54,11 @@ class Learner:
         theta = {k: v.to(self.device).requires_grad_() for k, v in init_params(spec, gen, self.dtype).items()}
         self.meta = MetaParameters(theta, init_alpha(theta, cfg))
         if cfg.algorithm == "reptile":
-            self.optimizer = Reptile(cfg.reptile_step_size, cfg.iterations if cfg.reptile_anneal else None)
+            self.optimizer = Reptile(cfg.reptile.step_size, cfg.iterations if cfg.reptile.anneal else None)
         elif cfg.meta_optimizer == "trpo":
-            self.optimizer = TRPO(
-                max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping, ls_ratio=cfg.ls_ratio,
-                ls_max_steps=cfg.ls_max_steps, fisher_subsample=cfg.fisher_subsample, alpha_update=cfg.alpha_update,
-                alpha_max_kl=cfg.alpha_max_kl, alpha_lr=cfg.alpha_lr,
-            )
+            self.optimizer = TRPO(**cfg.trpo.model_dump())
         else:
-            self.optimizer = Adam(cfg.meta_lr).bind(self.meta)
+            self.optimizer = Adam(**cfg.adam.model_dump()).bind(self.meta)
         self._pre: list[Batch] = []  # one batch per inner step of this iteration
         self._skip_reason = ""  # set by adapt when this iteration's meta-update must be skipped
 

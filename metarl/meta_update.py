@@ -17,6 +17,7 @@ import torch
 from metarl.adaptation import adapt
 from metarl.alpha import Alpha
 from metarl.batch import Batch
+from metarl.config import AdamConfig, ReptileConfig, TRPOConfig
 from metarl.policies import Dist, Params, PolicySpec, forward, kl, log_prob
 
 
@@ -159,6 +160,8 @@ class MetaParameters:
 
 
 ALPHA_UPDATES = ("joint", "natural", "adam")
+# The optimizers' defaults have one home, the config's sections (documented and range-checked there).
+_TRPO, _ADAM, _REPTILE = TRPOConfig.model_construct(), AdamConfig.model_construct(), ReptileConfig.model_construct()
 
 
 @dataclass
@@ -176,17 +179,19 @@ class TRPO:
       checks the KL of the combined step against ``max_kl + alpha_max_kl``. Twice the CG work.
     * ``adam``: θ's natural step in ``max_kl``; α's step is Adam's (``alpha_lr``); the line search
       scales both and checks their joint KL against ``max_kl``.
+
+    The constructor's arguments are the config's ``trpo`` section: ``TRPO(**cfg.trpo.model_dump())``.
     """
 
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    ls_ratio: float = 0.8
-    ls_max_steps: int = 15
-    fisher_subsample: float = 1.0
-    alpha_update: str = "joint"
-    alpha_max_kl: float = 0.01
-    alpha_lr: float = 0.01
+    max_kl: float = _TRPO.max_kl
+    cg_iters: int = _TRPO.cg_iters
+    cg_damping: float = _TRPO.cg_damping
+    ls_ratio: float = _TRPO.ls_ratio
+    ls_max_steps: int = _TRPO.ls_max_steps
+    fisher_subsample: float = _TRPO.fisher_subsample
+    alpha_update: str = _TRPO.alpha_update
+    alpha_max_kl: float = _TRPO.alpha_max_kl
+    alpha_lr: float = _TRPO.alpha_lr
     _alpha_adam: torch.optim.Adam | None = field(default=None, init=False, repr=False)
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
@@ -305,9 +310,9 @@ class TRPO:
 
 @dataclass
 class Adam:
-    """Adam on (θ, α); a step with a non-finite loss or gradient is skipped."""
+    """Adam on (θ, α); a step with a non-finite loss or gradient is skipped. Arguments: the config's ``adam`` section."""
 
-    lr: float = 1e-3
+    lr: float = _ADAM.lr
     _opt: torch.optim.Adam | None = field(default=None, init=False, repr=False)
 
     def bind(self, meta: MetaParameters) -> "Adam":
@@ -351,7 +356,7 @@ class Reptile:
     linearly to 0 over that many updates.
     """
 
-    step_size: float = 0.5
+    step_size: float = _REPTILE.step_size
     anneal_over: int | None = None
     updates: int = 0
 

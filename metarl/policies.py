@@ -19,9 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from metarl.config import PolicyConfig
+
 Params = dict[str, torch.Tensor]
 Dist = tuple[torch.Tensor, ...]
 KINDS = ("gaussian", "categorical")
+_DEFAULTS = PolicyConfig.model_construct()  # the config's policy section holds the defaults
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
@@ -29,9 +32,9 @@ ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 class PolicySpec:
     obs_dim: int
     act_dim: int  # action dimensions (gaussian) or number of actions (categorical)
-    hidden_sizes: tuple[int, ...] = (100, 100)
-    activation: str = "relu"
-    init_std: float = 1.0  # gaussian only
+    hidden_sizes: tuple[int, ...] = tuple(_DEFAULTS.hidden_sizes)
+    activation: str = _DEFAULTS.activation
+    init_std: float = _DEFAULTS.init_std  # gaussian only
     kind: str = "gaussian"  # follows the env's action space: Box -> gaussian, Discrete -> categorical
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from metarl.checkpoint import CheckpointError, config_dict, list_checkpoints, load_latest
-from metarl.config import Config, ConfigError
+from metarl.config import Config, ConfigError, flat_defaults, flatten
 
 LOCK_NAME = ".lock"
 RESUMABLE_KEYS = (
@@ -36,14 +36,6 @@ class RunDirError(ConfigError):
     """The run directory cannot be used as asked; one line, exit status 2."""
 
     MAX_CHARS = 1000
-
-
-def _default_values() -> dict[str, Any]:
-    """Every key's default (an old checkpoint lacks keys added since: they had their defaults)."""
-    import dataclasses
-
-    return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-            for f in dataclasses.fields(Config)}
 
 
 def prepare(out: Path) -> None:
@@ -114,11 +106,11 @@ def resume_changes(out: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
     if "config" not in state:
         raise RunDirError(f"--resume: {path} holds no config to compare with; it is not a metarl checkpoint")
     try:
-        old = {**_default_values(), **config_dict(path, state)}
-    except CheckpointError as exc:
+        old = {**flat_defaults(), **flatten(config_dict(path, state))}  # keys added since: their defaults
+    except (CheckpointError, ConfigError) as exc:
         raise RunDirError(f"--resume: {exc}") from None
-    new = cfg.to_dict()
-    changes = {k: (old.get(k), v) for k, v in new.items() if k in old and old[k] != v}
+    new, ignored = cfg.to_dict(), cfg.inapplicable()  # keys the run never reads (older versions wrote any value)
+    changes = {k: (old.get(k), v) for k, v in new.items() if k in old and old[k] != v and k not in ignored}
     refused = {k: ch for k, ch in changes.items() if k not in RESUMABLE_KEYS}
     if refused:
         raise RunDirError(

@@ -9,7 +9,6 @@ through the real CLI in subprocesses: exit status 2, exactly one line on stderr,
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import subprocess
 import sys
@@ -20,26 +19,26 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from metarl.config import Config, ConfigError, yaml_load
+from metarl.config import SECTIONS, Config, ConfigError, key_specs, yaml_load
 
 BASE = {"meta_batch_size": 4, "episodes_per_task": 4, "hidden_sizes": [8], "iterations": 2}
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FIELDS = key_specs()  # every flat key: type, range or choices (read off the typed model)
 NAMES = sorted(FIELDS)
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 def _base_type(name: str) -> str:
-    return str(FIELDS[name].type).replace(" | None", "")
+    return FIELDS[name].type
 
 
 def _optional(name: str) -> bool:
-    return "None" in str(FIELDS[name].type)
+    return FIELDS[name].optional
 
 
 FIELDS_OF = {t: [n for n in NAMES if _base_type(n) == t] for t in ("int", "float", "bool", "str", "list", "dict")}
 NUMERIC = FIELDS_OF["int"] + FIELDS_OF["float"]
-CHOICES = [n for n in NAMES if "choices" in FIELDS[n].metadata]
+CHOICES = [n for n in NAMES if FIELDS[n].choices]
 
 # -- strategies: (raw config, the key the error must name) ------------------------------------
 small_text = st.text(min_size=0, max_size=12)
@@ -67,28 +66,28 @@ def _wrong_type(name: str):
 
 
 def _bad_number(name: str):
-    meta, is_int = FIELDS[name].metadata, _base_type(name) == "int"
+    spec, is_int = FIELDS[name], _base_type(name) == "int"
     options = [
         st.sampled_from([math.nan, math.inf, -math.inf]),
         st.floats(min_value=1.000001e9, max_value=1e308).flatmap(lambda x: st.sampled_from([x, -x])),
         st.integers(min_value=10**9 + 1, max_value=10**400).flatmap(lambda x: st.sampled_from([x, -x])),
     ]
-    low, high = meta.get("low"), meta.get("high")
+    low, high = spec.low, spec.high
     if low is not None:
         below = st.integers(-10**9, math.ceil(low) - 1) if is_int else st.floats(-1e9, low, exclude_max=True)
         options.append(below)
-        if meta.get("exclusive_low"):
+        if spec.exclusive_low:
             options.append(st.just(int(low) if is_int else float(low)))
     if high is not None:
         above = st.integers(math.floor(high) + 1, 10**9) if is_int else st.floats(high, 1e9, exclude_min=True)
         options.append(above)
-        if meta.get("exclusive_high"):
+        if spec.exclusive_high:
             options.append(st.just(float(high)))
     return st.one_of(options).map(lambda v: ({**BASE, name: v}, name))
 
 
 def _bad_choice(name: str):
-    choices = FIELDS[name].metadata["choices"]
+    choices = FIELDS[name].choices
     return small_text.filter(lambda s: s not in choices).map(lambda v: ({**BASE, name: v}, name))
 
 
@@ -102,7 +101,7 @@ def _typo(name: str):
 
 
 unknown_key = st.one_of(st.sampled_from(NAMES).flatmap(_typo), st.text(min_size=1, max_size=30)).filter(
-    lambda k: k not in FIELDS
+    lambda k: k not in FIELDS and k not in SECTIONS
 ).flatmap(lambda k: junk.map(lambda v: ({**BASE, k: v}, k)))
 
 bad_hidden = st.one_of(
@@ -218,7 +217,7 @@ def _is_maybe_valid(data: bytes) -> bool:
         parsed = yaml_load(data.decode("utf-8"))
     except Exception:
         return False
-    return isinstance(parsed, dict) and all(isinstance(k, str) and k in FIELDS for k in parsed)
+    return isinstance(parsed, dict) and all(isinstance(k, str) and (k in FIELDS or k in SECTIONS) for k in parsed)
 
 
 def test_generated_bad_files_are_rejected_with_one_line(tmp_path):
@@ -242,7 +241,8 @@ def test_generated_bad_files_are_rejected_with_one_line(tmp_path):
 
 @settings(max_examples=60, **SETTINGS)
 @given(item=st.one_of(st.text(max_size=20).filter(lambda s: "=" not in s),
-                      st.text(min_size=1, max_size=10).filter(lambda k: k.strip() and "=" not in k and k.strip() not in FIELDS)
+                      st.text(min_size=1, max_size=10).filter(lambda k: k.strip() and "=" not in k and k.strip() not in FIELDS
+                                                              and k.strip() not in SECTIONS)
                       .map(lambda k: f"{k}=1"),
                       st.sampled_from(NUMERIC).map(lambda k: f"{k}=.nan"),
                       st.sampled_from(["hidden_sizes=[8,", "env_kwargs={a: [}", "seed=1e400", "iterations=-3",
