@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +133,6 @@ class MAMLConfig(MetaRLConfig):
     algorithm = "maml"
 
 
-def default_run_dir(cfg: Config) -> Path:
-    return Path("runs") / f"{cfg.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
 class MetaAlgorithm:
     """A running meta-learner: ``train()`` one meta-iteration at a time, save, restore, evaluate.
 
@@ -147,11 +141,12 @@ class MetaAlgorithm:
 
     def __init__(self, config: Config, out_dir: str | Path | None = None, address: str | None = None,
                  resume: bool = False):
+        from metarl.rundir import default_run_dir
         from metarl.trainer import Trainer
 
         config.validate()
         self.config = config
-        self.run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+        self.run_dir = Path(out_dir) if out_dir is not None else default_run_dir(config.algorithm, unique=True)
         self._trainer: Trainer | None = Trainer(config, self.run_dir, address=address, resume=resume)
 
     @property
@@ -197,11 +192,12 @@ class MetaAlgorithm:
         import that module (a checkpoint alone never makes metarl import code).
         """
         from metarl.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, run_config
+        from metarl.rundir import default_run_dir
 
         file = resolve_checkpoint(path)
         state = load_checkpoint(file, trust_env_module=trust_env_module)
         cfg = run_config(file, state, trust_env_module=trust_env_module)
-        run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg)
+        run_dir = Path(out_dir) if out_dir is not None else default_run_dir(cfg.algorithm, unique=True)
         algo = cls(cfg, out_dir=run_dir, address=address, resume=bool(list_checkpoints(run_dir / "checkpoints")))
         try:
             algo.trainer.restore(file)

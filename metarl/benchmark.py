@@ -1,6 +1,6 @@
 """``metarl benchmark``: how long a meta-iteration takes, and where the time goes.
 
-Runs the real trainer (Ray actors, object store, learner actor) for a warm-up plus N
+Runs the real trainer (its rollout group, object store, learner actor) for a warm-up plus N
 iterations and reports medians. Thread settings: ``default`` lets the learner use every
 core (the rollout actors idle while it works); ``1`` pins it to one torch thread.
 """
@@ -23,20 +23,25 @@ import numpy as np
 from metarl.config import Config
 
 
-def worker_throughput(cfg: Config, repeats: int = 3) -> float:
-    """Env steps/s of one rollout worker alone (in-process, θ for the whole meta-batch)."""
+def _one_worker(cfg: Config):
+    """One rollout worker in this process, with θ at its seed-0 initialisation and a meta-batch of tasks."""
     import torch
 
     from metarl.policies import init_params
-    from metarl.tasks import env_horizon, make_env, sample_tasks
-    from metarl.trainer import policy_spec
+    from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
     from metarl.workers import RolloutWorker
 
     env = make_env(cfg.env, cfg.env_kwargs)
-    spec, horizon = policy_spec(cfg, env), env_horizon(env, cfg.horizon)
-    worker = RolloutWorker(cfg.env, cfg.env_kwargs, spec, horizon)
+    spec = policy_spec(cfg, env)
+    worker = RolloutWorker(cfg.env, cfg.env_kwargs, spec, env_horizon(env, cfg.horizon))
     params = {k: v.numpy() for k, v in init_params(spec, torch.Generator().manual_seed(0)).items()}
     tasks = sample_tasks(env, cfg.meta_batch_size, np.random.default_rng(0))
+    return worker, params, tasks
+
+
+def worker_throughput(cfg: Config, repeats: int = 3) -> float:
+    """Env steps/s of one rollout worker alone (in-process, θ for the whole meta-batch)."""
+    worker, params, tasks = _one_worker(cfg)
     idx, seeds = np.arange(len(tasks)), list(range(len(tasks)))
     best = float("inf")
     for _ in range(repeats):
@@ -53,18 +58,7 @@ def transfer_sizes(cfg: Config) -> dict[str, int]:
     Rollouts travel worker -> learner once per phase; θ (and α) are put once, and the
     per-task θ'ᵢ once, for the post-adaptation phase. Measured on a real sample, not estimated.
     """
-    import torch
-
-    from metarl.policies import init_params
-    from metarl.tasks import env_horizon, make_env, sample_tasks
-    from metarl.trainer import policy_spec
-    from metarl.workers import RolloutWorker
-
-    env = make_env(cfg.env, cfg.env_kwargs)
-    spec = policy_spec(cfg, env)
-    worker = RolloutWorker(cfg.env, cfg.env_kwargs, spec, env_horizon(env, cfg.horizon))
-    params = {k: v.numpy() for k, v in init_params(spec, torch.Generator().manual_seed(0)).items()}
-    tasks = sample_tasks(env, cfg.meta_batch_size, np.random.default_rng(0))
+    worker, params, tasks = _one_worker(cfg)
     out = worker.sample(tasks, np.arange(len(tasks)), params, False, cfg.episodes_per_task, list(range(len(tasks))))
     rollout = int(sum(np.asarray(v).nbytes for v in out.values()))
     theta = int(sum(v.nbytes for v in params.values()))
@@ -126,6 +120,8 @@ def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: i
               workers: list[int] | None, threads: list[str]) -> dict[str, Any]:
     import ray
 
+    from metarl.rollout_group import cpus_needed, init_ray
+
     base = Config.load(config_path, overrides)
     results: dict[str, Any] = {
         "config": config_path,
@@ -138,8 +134,7 @@ def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: i
     for w in workers or [base.num_workers]:
         for th in threads:
             cfg = Config.from_dict({**base.to_dict(), "num_workers": w, "learner_threads": 0 if th == "default" else int(th)})
-            ray.init(num_cpus=max(os.cpu_count() or 1, int(np.ceil(cfg.learner_cpus + w * cfg.worker_cpus))),
-                     include_dashboard=False, logging_level="ERROR")
+            init_ray(None, num_cpus=max(os.cpu_count() or 1, int(np.ceil(cpus_needed(cfg)))), logging_level="ERROR")
             try:
                 run = run_protocol(cfg, iterations, warmup)
             finally:

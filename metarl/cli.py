@@ -28,7 +28,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR, the run directory to continue")
     cfg = Config.load(args.config, args.set or [])
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from metarl.rundir import default_run_dir
+
+    out = Path(args.out) if args.out else default_run_dir(Path(args.config).stem)
 
     from metarl.signals import StopSignals
     from metarl.trainer import Trainer
@@ -185,7 +187,8 @@ def _sweep(args: argparse.Namespace) -> int:
     import ray
 
     from metarl.config import Config
-    from metarl.tune import default_sweep_dir, format_summary, parse_grid, run_sweep, summarize
+    from metarl.rundir import default_run_dir
+    from metarl.tune import format_summary, parse_grid, run_sweep, summarize
 
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
@@ -193,7 +196,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-failures must be >= -1 (-1 = retry forever), got {args.max_failures}")
     base = Config.load(args.config, args.set or []).to_dict()
     grid = parse_grid(args.grid)
-    out = Path(args.out) if args.out else default_sweep_dir(args.config)
+    out = Path(args.out) if args.out else default_run_dir(f"{Path(args.config).stem}-sweep")
     started_ray = not ray.is_initialized()
     try:
         results = run_sweep(base, grid, out, iterations=args.iterations, max_failures=args.max_failures,
@@ -511,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         import yaml
 
         from metarl.checkpoint import CheckpointError, NonFiniteStateError
-        from metarl.trainer import LearnerDiedError, ResourceError, TrainingDivergedError
+        from metarl.rollout_group import ResourceError
+        from metarl.trainer import LearnerDiedError, TrainingDivergedError
 
         if isinstance(exc, (CheckpointError, yaml.YAMLError)):
             print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)

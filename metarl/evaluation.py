@@ -44,7 +44,7 @@ from metarl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from metarl.config import Config
 from metarl.policies import Params, PolicySpec, env_actions, forward, from_numpy, mode, to_numpy
 from metarl.rollouts import VectorEnvs
-from metarl.tasks import env_horizon, make_env, sample_tasks
+from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
 from metarl.workers import RolloutWorker
 
 EVAL_STREAM = 0x6576616C  # "eval": keeps evaluation's random stream apart from training's
@@ -79,8 +79,6 @@ class TrainedRun:
 
 def load_run(run_or_checkpoint: str | Path) -> TrainedRun:
     """A run directory (its latest checkpoint) or one checkpoint file."""
-    from metarl.trainer import policy_spec
-
     path = resolve_checkpoint(run_or_checkpoint)
     state = load_checkpoint(path)
     cfg = run_config(path, state)  # a forged config, or θ/α that do not fit it: CheckpointError, one line
@@ -173,38 +171,32 @@ def noise_seed(seed: int, step: int, task: Task | int) -> int:
 
 # -- samplers: the same RolloutWorker, on Ray actors or in-process ----------------------------
 class RaySampler:
-    """Rollouts on ``RolloutWorker`` Ray actors, one call per worker per phase (as the trainer)."""
+    """Rollouts on the trainer's :class:`~metarl.rollout_group.RolloutGroup`: one call per worker
+    per phase, a failed worker's slice re-sent, a dead worker replaced."""
 
     def __init__(self, run: TrainedRun, num_tasks: int, num_workers: int | None = None):
         import ray
+
+        from metarl.rollout_group import RolloutGroup
 
         cfg = run.cfg
         n = min(num_workers or cfg.num_workers, num_tasks)
         if cfg.worker_cpus > 0:  # a training config sized for a cluster must not hang a laptop
             free = ray.available_resources().get("CPU", 0.0)
             n = min(n, max(1, int(free // cfg.worker_cpus)))
-        worker_cls = ray.remote(RolloutWorker).options(num_cpus=cfg.worker_cpus, max_restarts=3, max_task_retries=3)
-        self.workers = [worker_cls.remote(cfg.env, cfg.env_kwargs, run.spec, run.horizon, i) for i in range(n)]
+        self.group = RolloutGroup(cfg.env, cfg.env_kwargs, run.spec, run.horizon, n, cfg.worker_cpus)
+        self.steps = 0  # phases sampled so far, to name them in log messages
 
     def sample(self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int,
                seeds: Sequence[int]) -> dict[str, np.ndarray]:
         import ray
 
-        params_ref = ray.put(params)
-        slices = np.array_split(np.arange(len(tasks)), len(self.workers))
-        refs = [
-            w.sample.remote([tasks[i] for i in idx], idx, params_ref, per_task, episodes, [int(seeds[i]) for i in idx])
-            for w, idx in zip(self.workers, slices)
-            if len(idx)
-        ]
+        refs = self.group.sample(tasks, ray.put(params), per_task, seeds, episodes, f"evaluation step {self.steps}")
+        self.steps += 1
         return merge_rollouts(ray.get(refs))
 
     def close(self) -> None:
-        import ray
-
-        for w in self.workers:
-            ray.kill(w)
-        self.workers = []
+        self.group.close()
 
 
 class LocalSampler:
@@ -358,7 +350,7 @@ def evaluate(
     if local:
         sampler = LocalSampler(run)
     else:
-        from metarl.trainer import init_ray
+        from metarl.rollout_group import init_ray
 
         init_ray(address)
         sampler = RaySampler(run, len(tasks), num_workers)

@@ -1,5 +1,11 @@
-"""A run directory's rules: one writer at a time, no mixing of two runs, resumes that match.
+"""A run directory's rules: one name, one writer at a time, no mixing of two runs, resumes that match.
 
+A run directory holds everything about one run: ``config.yaml`` (the resolved config),
+``metrics.jsonl`` / ``metrics.csv`` / ``tensorboard/``, ``checkpoints/`` and the ``.lock``;
+evaluation and plots read only that directory.
+
+* Without ``--out``, :func:`default_run_dir` names it (``metarl train``, the Python API and
+  ``metarl sweep`` all ask it).
 * ``--out`` must be a directory metarl can write: an existing file, a read-only mount or a
   missing permission is one line (:class:`RunDirError`, exit status 2) before anything starts.
 * A writer holds an exclusive ``flock`` on ``OUT/.lock`` for its lifetime; a second writer
@@ -18,9 +24,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import socket
+import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from metarl.checkpoint import CheckpointError, config_dict, list_checkpoints, load_latest
 from metarl.config import Config, ConfigError, flat_defaults, flatten
@@ -38,8 +47,36 @@ class RunDirError(ConfigError):
     MAX_CHARS = 1000
 
 
-def prepare(out: Path) -> None:
-    """Create ``out`` (and parents) or fail in one line: a file in the way, no permission, read-only."""
+def default_run_dir(name: str, unique: bool = False) -> Path:
+    """The one rule for a run directory nobody named: ``runs/<name>-<YYYYmmdd-HHMMSS>``.
+
+    ``unique`` appends ``-<6 hex>``, for callers that may start two runs of the same name within
+    a second in one process (the Python API).
+    """
+    suffix = f"-{uuid.uuid4().hex[:6]}" if unique else ""
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
+
+
+def resume_command(out: Path, config_path: str | Path | None = None, overrides: Sequence[str] = (),
+                   address: str | None = None) -> str:
+    """The ``metarl train`` command that continues the run in ``out``.
+
+    Without the original config file, the run directory's resolved config resumes the same run.
+    """
+    words = ["metarl", "train", str(config_path or out / "config.yaml")]
+    if config_path and overrides:
+        words += ["--set", *overrides]
+    words += ["--out", str(out)]
+    if address:
+        words += ["--address", address]
+    return shlex.join([*words, "--resume"])
+
+
+def prepare(out: Path, resume: bool = False) -> None:
+    """Create ``out`` (and parents) or fail in one line: a file in the way, no permission, read-only;
+    for a ``resume``, ``out`` must already be a directory."""
+    if resume and not out.is_dir():
+        raise RunDirError(f"--resume: {out} does not exist or is not a directory; nothing to resume")
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out}: is an existing file, not a directory; choose another --out")
     try:
@@ -78,6 +115,24 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
+
+
+def claim(out: Path, cfg: Config, resume: bool, managed: bool = False) -> tuple[RunLock, dict[str, tuple[Any, Any]]]:
+    """Lock ``out``, then check it may be written as asked; returns the lock and :func:`resume_changes`.
+
+    ``managed``: ``out`` belongs to a caller that restores state itself (a Ray Tune trial
+    restarted in its own directory), so a fresh start there is not refused.
+    """
+    lock = RunLock(out)
+    try:
+        changes = resume_changes(out, cfg) if resume else {}
+        if not resume and not managed:
+            check_fresh(out)
+    except BaseException:
+        lock.release()
+        raise
+    lock.announce()
+    return lock, changes
 
 
 def check_fresh(out: Path) -> None:

@@ -41,3 +41,11 @@ def space_dims(env: gym.Env) -> tuple[int, int, str]:
     if isinstance(act, gym.spaces.Discrete) and act.start == 0:
         return int(np.prod(obs.shape)), int(act.n), "categorical"
     raise ValueError(f"{name}: metarl's policies need a Box or Discrete (starting at 0) action space, got {act}")
+
+
+def policy_spec(cfg, env: gym.Env):
+    """The policy network for ``cfg`` (hidden sizes, activation, initial std) on ``env``'s spaces."""
+    from metarl.policies import PolicySpec
+
+    obs_dim, act_dim, kind = space_dims(env)
+    return PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std, kind)

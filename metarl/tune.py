@@ -22,11 +22,12 @@ A trial's config is a :class:`~metarl.config.Config` as a dict (validated in ``s
 crashed trial continues exactly from its last one (``FailureConfig(max_failures=...)``).
 
 Resources: the trial's placement group reserves what the trainer's actors need —
-``[{CPU: 0}, {CPU: learner_cpus (+1 GPU)}, {CPU: worker_cpus} x num_workers]``: the trainable
-itself only waits on its actors — and the trainer places its learner and rollout workers in
-those bundles instead of creating placement groups of its own, so Tune starts a trial only when
-all of its actors fit. A trial given other resources (``tune.with_resources``) falls back to the
-trainer's own placement groups, which then need CPUs outside the trial's reservation.
+``[{CPU: 0}, {CPU: learner_cpus (+1 GPU)}, {CPU: worker_cpus} x num_workers]``, by the rules of
+:mod:`metarl.rollout_group`: the trainable itself only waits on its actors — and the trainer
+places its learner and rollout workers in those bundles instead of creating placement groups
+of its own, so Tune starts a trial only when all of its actors fit. A trial given other
+resources (``tune.with_resources``) falls back to the trainer's own placement groups, which
+then need CPUs outside the trial's reservation.
 
 The trial's run directory (``config.yaml``, ``metrics.jsonl``/``.csv``, ``tensorboard/``, the
 trainer's own ``checkpoints/``) is the trial's working directory (``self.logdir``); Tune copies
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,17 +48,11 @@ from ray import tune
 from ray.tune import PlacementGroupFactory
 
 from metarl.config import Config, ConfigError, get_dotted, parse_value, set_dotted
+from metarl.rollout_group import learner_bundle, learner_uses_gpu, worker_bundles
 
 log = logging.getLogger(__name__)
 
 TRIAL_STRATEGY = "SPREAD"  # as the trainer's own rollout placement group: workers on different nodes
-
-
-def _learner_gpu(cfg: Config) -> bool:
-    """The trainer's rule (Trainer._check_resources): cuda, or auto on a cluster with a GPU."""
-    if cfg.device == "cuda":
-        return True
-    return cfg.device == "auto" and ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1
 
 
 def trial_layout(cfg: Config) -> tuple[list[dict[str, float]], int | None, list[int]]:
@@ -69,17 +63,17 @@ def trial_layout(cfg: Config) -> tuple[list[dict[str, float]], int | None, list[
     worker's bundle in the placement group Tune creates from them (Tune drops the empty head
     bundle). ``None`` / ``[]`` where an actor asks for no resources.
     """
-    learner = {k: v for k, v in (("CPU", float(cfg.learner_cpus)), ("GPU", 1.0 if _learner_gpu(cfg) else 0.0)) if v > 0}
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    learner = learner_bundle(cfg.learner_cpus, learner_uses_gpu(cfg.device, gpus))
     bundles: list[dict[str, float]] = [{"CPU": 0.0}]
     learner_index = None
     if learner:
         learner_index = len(bundles) - 1
         bundles.append(learner)
     workers = []
-    if cfg.worker_cpus > 0:
-        for _ in range(cfg.num_workers):
-            workers.append(len(bundles) - 1)
-            bundles.append({"CPU": float(cfg.worker_cpus)})
+    for bundle in worker_bundles(cfg.num_workers, cfg.worker_cpus):
+        workers.append(len(bundles) - 1)
+        bundles.append(bundle)
     return bundles, learner_index, workers
 
 
@@ -100,7 +94,8 @@ class MetaRLTrainable(tune.Trainable):
 
     def setup(self, config: dict[str, Any]) -> None:
         from metarl.checkpoint import list_checkpoints
-        from metarl.trainer import ReservedBundles, Trainer
+        from metarl.rollout_group import ReservedBundles
+        from metarl.trainer import Trainer
 
         cfg = self.metarl_config(config)
         bundles, learner, workers = trial_layout(cfg)
@@ -206,7 +201,7 @@ def run_sweep(
     (default: the config's), checkpoint every ``checkpoint_every`` iterations and at the end,
     and are restarted from their last checkpoint up to ``max_failures`` times.
     """
-    from metarl.trainer import init_ray
+    from metarl.rollout_group import init_ray
 
     base = dict(base)
     if iterations is not None:
@@ -263,6 +258,3 @@ def format_summary(rows: list[dict[str, Any]], grid_keys: Sequence[str]) -> str:
     lines += [f"error in {r['trial_dir']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines)
 
-
-def default_sweep_dir(config_path: str | Path) -> Path:
-    return Path("runs") / f"{Path(config_path).stem}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -56,7 +56,7 @@ def api_child(out: str, overrides: list[str]) -> None:
 
     import ray
 
-    from metarl.trainer import init_ray
+    from metarl.rollout_group import init_ray
 
     cfg = Config.load(BASE_CONFIG, overrides)
     values = cfg.to_dict()

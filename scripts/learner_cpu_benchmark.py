@@ -24,8 +24,7 @@ import torch
 def main() -> None:
     from metarl.config import Config
     from metarl.learner import Learner
-    from metarl.tasks import make_env
-    from metarl.trainer import policy_spec
+    from metarl.tasks import make_env, policy_spec
 
     torch.set_num_threads(1)
     cfg = Config.load(sys.argv[1], ["learner_threads=1", *sys.argv[2:]])

@@ -22,13 +22,14 @@ import pytest
 import ray
 import torch
 
-import metarl.trainer as trainer_mod
+import metarl.rollout_group as rollout_group_mod
 
 from conftest import short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
 from metarl.checkpoint import list_checkpoints, load_checkpoint
 from metarl.config import Config
 from metarl.metrics import read_metrics
-from metarl.trainer import LearnerDiedError, ResourceError, Trainer, check_placement, split_by_share
+from metarl.rollout_group import ResourceError, check_placement, split_by_share
+from metarl.trainer import LearnerDiedError, Trainer
 
 TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], num_workers=2, worker_cpus=1.0,
             learner_cpus=1.0, learner_threads=1, iterations=2, checkpoint_every=1)
@@ -128,17 +129,18 @@ def test_check_placement_accepts():
 def test_rollouts_spread_over_nodes(clean, tmp_path):
     trainer = _trainer(tmp_path)
     try:
-        assert len(set(trainer.worker_nodes)) == 2, trainer.worker_nodes  # SPREAD: one worker per node
+        rollouts = trainer.rollouts
+        assert len(set(rollouts.worker_nodes)) == 2, rollouts.worker_nodes  # SPREAD: one worker per node
         cluster_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert set(trainer.worker_nodes) <= cluster_nodes
+        assert set(rollouts.worker_nodes) <= cluster_nodes
         history = trainer.train()
         assert [m["iteration"] for m in history] == [1, 2]
         for m in history:
             assert m["workers/nodes"] == 2 and m["workers/restarts"] == 0
             assert m["episodes_pre"] == m["episodes_post"] == 4 * 4
-        assert len(trainer.last_nodes) >= 2 and trainer.last_nodes <= cluster_nodes
+        assert len(rollouts.used_nodes) >= 2 and rollouts.used_nodes <= cluster_nodes
         # The placement group is the Ray-visible reservation: one {CPU: 1} bundle per worker.
-        table = ray.util.placement_group_table(trainer._rollout_pg)
+        table = ray.util.placement_group_table(rollouts.placement_group)
         assert table["strategy"] == "SPREAD" and list(table["bundles"].values()) == [{"CPU": 1.0}] * 2
         assert len(set(table["bundles_to_node_id"].values())) == 2
     finally:
@@ -152,13 +154,14 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
     ``retries=3`` (the default): Ray restarts the process and re-runs the call; ``0``: the call
     fails with ActorDiedError and the trainer re-sends the slice to the surviving worker.
     """
-    monkeypatch.setattr(trainer_mod, "WORKER_MAX_RESTARTS", retries)
-    monkeypatch.setattr(trainer_mod, "WORKER_MAX_TASK_RETRIES", retries)
+    monkeypatch.setattr(rollout_group_mod, "WORKER_MAX_RESTARTS", retries)
+    monkeypatch.setattr(rollout_group_mod, "WORKER_MAX_TASK_RETRIES", retries)
     # Long episodes so that one slice takes a few tenths of a second to sample: the kill lands mid-call.
     trainer = _trainer(tmp_path, horizon=1500, iterations=3, checkpoint_every=10)
     try:
         first = trainer.train_iteration()
-        victim, pid, node = 0, trainer.worker_pids[0], trainer.worker_nodes[0]
+        rollouts = trainer.rollouts
+        victim, pid, node = 0, rollouts.worker_pids[0], rollouts.worker_nodes[0]
         original = trainer._sample
         killed = threading.Event()
 
@@ -178,7 +181,7 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
             return original(*args)
 
         trainer._sample = sample_then_kill
-        with caplog.at_level(logging.WARNING, logger="metarl.trainer"):
+        with caplog.at_level(logging.WARNING, logger="metarl.rollout_group"):
             second = trainer.train_iteration()
         assert killed.is_set() and not _alive(pid)
         for m in (first, second):
@@ -192,10 +195,10 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
         assert any(f"rollout worker {victim}" in w and node in w and "pre sampling" in w for w in warnings), warnings
         third = trainer.train_iteration()  # training goes on, on the restarted/replacement worker
         assert third["iteration"] == 3 and third["episodes_pre"] == 16 and third["workers/restarts"] == 1
-        if victim in trainer._starting:  # a replacement actor (retries=0) joins once it has started
-            ray.get(trainer._starting[victim], timeout=60)
-        assert victim in trainer._active_workers()
-        assert trainer.worker_pids[victim] not in (None, pid) and _alive(trainer.worker_pids[victim])
+        if victim in rollouts._starting:  # a replacement actor (retries=0) joins once it has started
+            ray.get(rollouts._starting[victim], timeout=60)
+        assert victim in rollouts.active_workers()
+        assert rollouts.worker_pids[victim] not in (None, pid) and _alive(rollouts.worker_pids[victim])
     finally:
         trainer.close()
 
@@ -220,7 +223,7 @@ def test_impossible_request_fails_fast(clean, tmp_path, overrides, fragment):
 
 def test_unplaceable_group_times_out(clean, tmp_path, monkeypatch):
     """Resources held by someone else: the rollout group stays pending, then fails with what is free."""
-    monkeypatch.setattr(trainer_mod, "PLACEMENT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(rollout_group_mod, "PLACEMENT_TIMEOUT_S", 2.0)
     from ray.util.placement_group import placement_group, remove_placement_group
 
     other = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="SPREAD")  # another job's reservation

@@ -1,0 +1,457 @@
+"""Where a run's actors go, and a group of rollout actors whose ``sample()`` survives their failures.
+
+The trainer, evaluation (:class:`metarl.evaluation.RaySampler`), ``metarl benchmark`` (through
+the trainer) and Ray Tune (:func:`metarl.tune.trial_layout`) all place and sample through here,
+so there is one sampling path and one rule for the learner's GPU and bundle.
+
+Placement: the rollout actors live in a placement group with one ``{CPU: worker_cpus}`` bundle
+each and the ``SPREAD`` strategy, so they go to different nodes where the cluster has them; each
+gets a slice of the meta-batch proportional to its share. The learner gets its own one-bundle
+group (with a GPU when ``device`` is ``cuda``, or ``auto`` and the cluster has one:
+:func:`learner_uses_gpu`). Requests the cluster can never meet fail before anything starts
+(:func:`check_resources`, :func:`check_placement`); a group that stays unplaced for
+:data:`PLACEMENT_TIMEOUT_S` fails with what is free. Bundles reserved by someone else (a Tune
+trial's placement group: :class:`ReservedBundles`) are used instead of groups of our own.
+
+Failures: a rollout call is a pure function of its arguments (per-task noise seeds), so it may
+run again anywhere. A worker process that dies mid-call is restarted by Ray and the call re-run
+there (:data:`WORKER_MAX_RESTARTS` / :data:`WORKER_MAX_TASK_RETRIES`); the group notices the
+new process id in the call's receipt, logs it and counts it in :attr:`RolloutGroup.restarts`.
+A worker that is gone for good has its slice re-sent to a surviving worker and is replaced in
+its bundle. A failure that is not a worker's (the caller's ``fatal`` predicate: the learner that
+produced the parameters died) is raised to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import ray
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from metarl.policies import PolicySpec
+from metarl.runtime import ACTOR_RUNTIME_ENV
+from metarl.workers import RolloutWorker
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_TIMEOUT_S = 30.0  # a placement group still pending after this fails with what is free
+READY_TIMEOUT_S = 120.0  # actors' start (imports, env construction)
+WORKER_MAX_RESTARTS = 3  # Ray restarts a killed rollout process this often ...
+WORKER_MAX_TASK_RETRIES = 3  # ... and re-runs its in-flight call there
+_EPS = 1e-9
+
+
+class ResourceError(RuntimeError):
+    """The cluster can never satisfy what the config asks for."""
+
+
+@dataclass(frozen=True)
+class ReservedBundles:
+    """Bundles that someone else reserved for a run's actors (a Ray Tune trial's placement group).
+
+    The learner then goes in bundle ``learner`` and rollout worker ``i`` in bundle
+    ``workers[i]`` of ``group`` instead of placement groups of our own, and ``group`` is never
+    removed here. ``None`` / an empty list: that actor asks for no resources (0 CPUs).
+    """
+
+    group: Any  # ray.util.placement_group.PlacementGroup
+    learner: int | None
+    workers: list[int]
+
+
+def init_ray(address: str | None, **kwargs: Any) -> None:
+    """Join ``address`` or start a local Ray whose processes a process-group signal does not reach.
+
+    ``kwargs`` go to ``ray.init`` (e.g. ``num_cpus`` for a local Ray, ``logging_level``).
+    """
+    from metarl.runtime import quiet_local_ray_auth_notice
+    from metarl.signals import ray_processes_in_own_session
+
+    if not ray.is_initialized():
+        options = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True, **kwargs}
+        with ray_processes_in_own_session(), quiet_local_ray_auth_notice(address):
+            ray.init(address=address, **options)
+
+
+# -- the learner's resources: one rule ------------------------------------------------------------
+def learner_uses_gpu(device: str, cluster_gpus: float) -> bool:
+    """``cuda``, or ``auto`` on a cluster with a GPU."""
+    return device == "cuda" or (device == "auto" and cluster_gpus >= 1)
+
+
+def learner_bundle(learner_cpus: float, gpu: bool) -> dict[str, float]:
+    """The learner's bundle; empty when it asks for nothing (Ray refuses bundles of zero resources)."""
+    return {k: v for k, v in (("CPU", float(learner_cpus)), ("GPU", 1.0 if gpu else 0.0)) if v > 0}
+
+
+def worker_bundles(num_workers: int, worker_cpus: float) -> list[dict[str, float]]:
+    """One ``{CPU: worker_cpus}`` bundle per rollout worker; none for zero-CPU workers."""
+    return [{"CPU": float(worker_cpus)}] * num_workers if worker_cpus > 0 else []
+
+
+def cpus_needed(cfg) -> float:
+    """CPUs that the learner and every rollout worker of ``cfg`` reserve together."""
+    return cfg.learner_cpus + cfg.num_workers * cfg.worker_cpus
+
+
+# -- placement ----------------------------------------------------------------------------------
+def split_by_share(n: int, shares: Sequence[float]) -> list[np.ndarray]:
+    """Split ``range(n)`` into contiguous slices with sizes proportional to ``shares``.
+
+    Largest-remainder rounding; ties go to the earlier share, so equal shares give the sizes of
+    ``np.array_split``.
+    """
+    shares = np.asarray(shares, dtype=float)
+    if len(shares) == 0 or shares.sum() <= 0:
+        raise ValueError("split_by_share needs at least one positive share")
+    quota = n * shares / shares.sum()
+    sizes = np.floor(quota + _EPS).astype(int)
+    rest = n - sizes.sum()
+    for i in sorted(range(len(shares)), key=lambda i: (-(quota[i] - sizes[i]), i))[:rest]:
+        sizes[i] += 1
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return [np.arange(bounds[i], bounds[i + 1]) for i in range(len(shares))]
+
+
+def describe_nodes(nodes: Sequence[dict[str, float]]) -> str:
+    parts = []
+    for n in nodes:
+        gpu = f", {n.get('GPU', 0):g} GPU" if n.get("GPU", 0) else ""
+        parts.append(f"{n.get('CPU', 0):g} CPU{gpu}")
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}: " + "; ".join(parts)
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def check_placement(
+    nodes: Sequence[dict[str, float]], learner_cpus: float, learner_gpu: bool, num_workers: int, worker_cpus: float
+) -> None:
+    """Raise :class:`ResourceError` unless the learner and every worker fit on ``nodes`` at once.
+
+    ``nodes`` are the total resources of each node. Each actor's resources must come from one
+    node; with two kinds of request this is decided exactly: some node holds the learner, and
+    every node holds ``floor(free CPUs / worker_cpus)`` workers.
+    """
+    cpus = [float(n.get("CPU", 0)) for n in nodes]
+    gpus = [float(n.get("GPU", 0)) for n in nodes]
+    where = describe_nodes(nodes)
+    hosts = [k for k in range(len(nodes)) if cpus[k] + _EPS >= learner_cpus and (not learner_gpu or gpus[k] >= 1)]
+    if not hosts:
+        if learner_gpu:
+            raise ResourceError(
+                f"GPU: the learner asks for 1 GPU and {learner_cpus:g} CPUs on one node; no node has both "
+                f"({where}). Set device: cpu or lower learner_cpus."
+            )
+        raise ResourceError(
+            f"CPU: the learner asks for learner_cpus={learner_cpus:g} CPUs on one node; the largest node has "
+            f"{max(cpus, default=0):g} ({where}). Lower learner_cpus."
+        )
+    if worker_cpus <= 0:
+        return
+    if worker_cpus > max(cpus) + _EPS:
+        raise ResourceError(
+            f"CPU: each rollout worker asks for worker_cpus={worker_cpus:g} CPUs on one node; the largest node has "
+            f"{max(cpus):g} ({where}). Lower worker_cpus."
+        )
+
+    def fit(c: float) -> int:
+        return max(0, math.floor((c + _EPS) / worker_cpus))
+
+    best = max(fit(cpus[k] - learner_cpus) + sum(fit(cpus[j]) for j in range(len(nodes)) if j != k) for k in hosts)
+    if best < num_workers:
+        raise ResourceError(
+            f"CPU: {num_workers} rollout workers x {worker_cpus:g} CPUs (plus the learner's {learner_cpus:g}) do not "
+            f"fit on the cluster's nodes, which hold at most {best} such workers beside the learner ({where}); a "
+            f"worker's CPUs must come from one node. Lower num_workers or worker_cpus."
+        )
+
+
+def check_resources(cfg) -> bool:
+    """Fail fast on requests the cluster can never meet; return whether the learner gets a GPU."""
+    total = ray.cluster_resources()
+    gpus = total.get("GPU", 0)
+    use_gpu = learner_uses_gpu(cfg.device, gpus)
+    if use_gpu and gpus < 1:
+        raise ResourceError(f"GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has {gpus:g} GPUs")
+    needed = cpus_needed(cfg)
+    if needed > total.get("CPU", 0) + _EPS:
+        raise ResourceError(
+            f"CPU: the learner ({cfg.learner_cpus:g}) and {cfg.num_workers} rollout workers "
+            f"({cfg.worker_cpus:g} each) ask for {needed:g} CPUs; the Ray cluster has "
+            f"{total.get('CPU', 0):g}. Lower num_workers or worker_cpus."
+        )
+    check_placement(alive_nodes(), cfg.learner_cpus, use_gpu, cfg.num_workers, cfg.worker_cpus)
+    return use_gpu
+
+
+def place(bundles: list[dict[str, float]], strategy: str, what: str):
+    """A placement group of ``bundles``, placed within :data:`PLACEMENT_TIMEOUT_S` or a :class:`ResourceError`."""
+    pg = placement_group(bundles, strategy=strategy, name=f"metarl-{what.split()[0]}-{uuid.uuid4().hex[:8]}")
+    if not pg.wait(timeout_seconds=PLACEMENT_TIMEOUT_S):
+        remove_placement_group(pg)
+        free = ray.available_resources()
+        raise ResourceError(
+            f"placement: the {what} ({len(bundles)} x {bundles[0]}, {strategy}) was not placed within "
+            f"{PLACEMENT_TIMEOUT_S:g} s; the cluster has {free.get('CPU', 0):g} CPUs and {free.get('GPU', 0):g} "
+            f"GPUs free ({describe_nodes(alive_nodes())} in total). Other jobs may hold them."
+        )
+    return pg
+
+
+def remove_quietly(pg) -> None:
+    if pg is not None:
+        try:
+            remove_placement_group(pg)
+        except Exception:  # already removed, or Ray is gone
+            pass
+
+
+def kill_quietly(actor) -> None:
+    if actor is not None:
+        try:
+            ray.kill(actor)
+        except Exception:  # already gone
+            pass
+
+
+def start_learner(cfg, spec: PolicySpec, use_gpu: bool, reserved: ReservedBundles | None = None):
+    """Start the learner actor in its own bundle; returns ``(actor, placement group or None)``."""
+    from metarl.learner import Learner
+
+    bundle = learner_bundle(cfg.learner_cpus, use_gpu)
+    options: dict[str, Any] = {}
+    pg = None
+    if reserved is not None:  # bundles reserved for us (a Tune trial): no group of our own
+        if reserved.learner is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(reserved.group, reserved.learner)
+    elif bundle:
+        pg = place([bundle], "PACK", "learner placement group")
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, 0)
+    actor = ray.remote(Learner).options(
+        num_cpus=cfg.learner_cpus, num_gpus=1 if use_gpu else 0, max_restarts=0, runtime_env=ACTOR_RUNTIME_ENV,
+        **options,
+    ).remote(cfg, spec)
+    return actor, pg
+
+
+def _swallow(ref: ray.ObjectRef) -> None:
+    try:
+        ray.get(ref, timeout=0)
+    except Exception:
+        pass
+
+
+def drain(refs: list[ray.ObjectRef], timeout: float = 10.0) -> None:
+    """Wait briefly for ``refs`` to settle and fetch them, ignoring their errors."""
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout, fetch_local=False)
+    for ref in refs:
+        _swallow(ref)
+
+
+# -- the rollout actors ---------------------------------------------------------------------------
+class RolloutGroup:
+    """``num_workers`` :class:`~metarl.workers.RolloutWorker` actors and one fault-tolerant ``sample()``.
+
+    ``reserved``: bundles someone else holds for the workers (:class:`ReservedBundles`);
+    otherwise the group places its own ``SPREAD`` placement group (none for zero-CPU workers).
+    ``fatal(exc)``: a failed call for which this is true is not a worker's failure and is raised.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        spec: PolicySpec,
+        horizon: int,
+        num_workers: int,
+        worker_cpus: float,
+        reserved: ReservedBundles | None = None,
+        fatal: Callable[[RayActorError], bool] | None = None,
+    ):
+        self._args = (env_id, env_kwargs, spec, horizon)
+        self.worker_cpus = worker_cpus
+        self.reserved = reserved
+        self.fatal = fatal or (lambda exc: False)
+        # Set before anything can fail, so close() can clean up.
+        self.placement_group = None
+        self.workers: list[Any] = []
+        self.worker_pids: list[int | None] = [None] * num_workers  # last seen process id of each actor
+        self.worker_nodes: list[str | None] = [None] * num_workers  # ... and the node it ran on
+        self.restarts = 0  # restarted or replaced rollout processes (the owner may restore it from a checkpoint)
+        self.used_nodes: set[str] = set()  # nodes that returned rollouts (the owner clears it when it likes)
+        self._starting: dict[int, ray.ObjectRef] = {}  # replacement actors not yet ready: index -> node_info ref
+        bundles = worker_bundles(num_workers, worker_cpus)
+        if bundles and reserved is None:
+            self.placement_group = place(bundles, "SPREAD", "rollout placement group")
+        try:
+            for i in range(num_workers):
+                self.workers.append(self._new_worker(i))
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_ready(self, others: Sequence[ray.ObjectRef] = ()) -> None:
+        """Wait until every worker (and ``others``, e.g. the learner's ``__ray_ready__``) has started."""
+        refs = [w.node_info.remote() for w in self.workers]
+        try:
+            infos = ray.get([*others, *refs], timeout=READY_TIMEOUT_S)[len(others):]
+        except GetTimeoutError:
+            what = "the learner and rollout actors" if others else "the rollout actors"
+            raise RuntimeError(f"{what} did not start within {READY_TIMEOUT_S:g} s") from None
+        for i, info in enumerate(infos):
+            self.worker_pids[i], self.worker_nodes[i] = info["pid"], info["node_id"]
+        log.info("rollout workers on nodes %s", self.worker_nodes)
+
+    def _new_worker(self, i: int):
+        """Rollout actor ``i``: in bundle ``i`` of the rollout placement group (spread over nodes)."""
+        if self.reserved is not None and self.reserved.workers:
+            strategy: Any = PlacementGroupSchedulingStrategy(self.reserved.group, self.reserved.workers[i])
+        elif self.placement_group is not None:
+            strategy = PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i)
+        else:
+            strategy = "SPREAD"
+        # Rollout calls are pure functions of their arguments, so Ray may re-run them on a
+        # restarted actor: a killed worker costs time, never episodes.
+        return ray.remote(RolloutWorker).options(
+            num_cpus=self.worker_cpus, max_restarts=WORKER_MAX_RESTARTS, max_task_retries=WORKER_MAX_TASK_RETRIES,
+            runtime_env=ACTOR_RUNTIME_ENV, scheduling_strategy=strategy,
+        ).remote(*self._args, i)
+
+    def active_workers(self) -> list[int]:
+        """Workers that can take calls; a replacement joins once it has started."""
+        for i, ref in list(self._starting.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    info = ray.get(ref)
+                except RayActorError:
+                    self.workers[i] = self._new_worker(i)
+                    self._starting[i] = self.workers[i].node_info.remote()
+                    continue
+                self.worker_pids[i], self.worker_nodes[i] = info["pid"], info["node_id"]
+                del self._starting[i]
+        active = [i for i in range(len(self.workers)) if i not in self._starting]
+        if not active:  # every worker is being replaced: wait for one
+            ready, _ = ray.wait(list(self._starting.values()), num_returns=1, timeout=READY_TIMEOUT_S)
+            if not ready:
+                raise RuntimeError(f"no rollout worker could be started within {READY_TIMEOUT_S:g} s")
+            return self.active_workers()
+        return active
+
+    def sample(
+        self,
+        tasks: list,
+        params_ref: ray.ObjectRef,
+        per_task: bool,
+        seeds: Sequence[int],
+        episodes: int,
+        phase: str,
+        iteration: int | None = None,
+        calls: list[ray.ObjectRef] | None = None,
+    ) -> list[ray.ObjectRef]:
+        """Roll out ``tasks`` with ``episodes`` episodes each, one call per worker; returns rollout references.
+
+        ``params_ref`` is θ (``per_task`` False) or the stack of every task's θ'ᵢ. Each call has
+        two results: a small receipt, which this method reads, and the rollouts, which only
+        their consumer fetches (in slice order: concatenated, they hold the tasks in order). A
+        call whose worker died is re-sent to another worker. ``phase`` and ``iteration`` only
+        name the call in log messages; every call's references are appended to ``calls``.
+        """
+        active = self.active_workers()
+        shares = [self.worker_cpus or 1.0] * len(active)
+        slices = [idx for idx in split_by_share(len(tasks), shares)]
+        pending: dict[ray.ObjectRef, tuple[int, int, ray.ObjectRef, int]] = {}
+        results: dict[int, tuple[dict, ray.ObjectRef]] = {}
+        where = "" if iteration is None else f"iteration {iteration}, "
+
+        def submit(s: int, w: int, attempt: int) -> None:
+            idx = slices[s]
+            info_ref, data_ref = self.workers[w].sample_with_info.options(num_returns=2).remote(
+                [tasks[i] for i in idx], idx, params_ref, per_task, episodes, [int(seeds[i]) for i in idx],
+            )
+            pending[info_ref] = (s, w, data_ref, attempt)
+            if calls is not None:
+                calls.extend([info_ref, data_ref])
+
+        for s, w in enumerate(active):
+            if len(slices[s]):
+                submit(s, w, 0)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            s, w, data_ref, attempt = pending.pop(ready[0])
+            try:
+                info = ray.get(ready[0])
+            except RayActorError as exc:
+                if self.fatal(exc):
+                    raise
+                _swallow(data_ref)  # the same error; fetched so Ray does not report it as unhandled
+                if attempt >= 2 * len(self.workers) + 2:
+                    raise RuntimeError(f"rollout slice of tasks {slices[s].tolist()} failed {attempt + 1} times") from exc
+                submit(s, self._worker_failed(w, exc, phase, len(slices[s]), where), attempt + 1)
+                continue
+            self._note_receipt(w, info, phase, where)
+            results[s] = (info, data_ref)
+
+        # Every task exactly once, with every episode: nothing lost, nothing counted twice.
+        covered = sorted(i for info, _ in results.values() for i in info["task_index"])
+        total = sum(info["episodes"] for info, _ in results.values())
+        if covered != list(range(len(tasks))) or total != len(tasks) * episodes:
+            raise RuntimeError(f"{phase} rollouts cover tasks {covered} with {total} episodes; expected "
+                               f"{len(tasks)} tasks x {episodes}")
+        self.used_nodes.update(info["node_id"] for info, _ in results.values())
+        return [results[s][1] for s in sorted(results)]
+
+    def _note_receipt(self, w: int, info: dict, phase: str, where: str) -> None:
+        """Record where worker ``w``'s call ran; a new process id means Ray restarted it."""
+        old = self.worker_pids[w]
+        if old is not None and info["pid"] != old:
+            self.restarts += 1
+            log.warning(
+                "rollout worker %d restarted: pid %d -> %d on node %s; its %s sampling of %d tasks ran on the new "
+                "process (%s%d restarts so far)",
+                w, old, info["pid"], info["node_id"], phase, len(info["task_index"]), where, self.restarts,
+            )
+        self.worker_pids[w], self.worker_nodes[w] = info["pid"], info["node_id"]
+
+    def _worker_failed(self, w: int, exc: RayActorError, phase: str, num_tasks: int, where: str) -> int:
+        """Handle worker ``w``'s failed call; return the worker to re-send it to."""
+        self.restarts += 1
+        # ActorDiedError: gone for good; otherwise (ActorUnavailableError) Ray is restarting it, and
+        # its next receipt shows the new process without counting it again (pid reset below).
+        gone = isinstance(exc, ActorDiedError)
+        if gone:  # gone for good (restarts used up, or max_restarts=0): replace it in its bundle
+            self.workers[w] = self._new_worker(w)
+            self._starting[w] = self.workers[w].node_info.remote()
+        old_pid, node = self.worker_pids[w], self.worker_nodes[w]
+        self.worker_pids[w] = None
+        survivors = [i for i in range(len(self.workers)) if i != w and i not in self._starting]
+        target = survivors[(w + 1) % len(survivors)] if survivors else w
+        if target == w and not gone:
+            time.sleep(0.5)  # Ray is restarting it; its calls are refused until then
+        log.warning(
+            "rollout worker %d (pid %s, node %s) failed during %s sampling (%s)%s; re-sampling its %d tasks on "
+            "worker %d (%s%d restarts so far)",
+            w, old_pid, node, phase, type(exc).__name__, ", replacing it" if gone else "", num_tasks, target,
+            where, self.restarts,
+        )
+        return target
+
+    def close(self) -> None:
+        """Stop this group's actors and release its placement group (never a reserved one)."""
+        for actor in self.workers:
+            kill_quietly(actor)
+        self.workers, self._starting = [], {}
+        remove_quietly(self.placement_group)
+        self.placement_group = None
