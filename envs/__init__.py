@@ -1,21 +1,22 @@
-"""metarl task environments. Importing this package registers them with Gymnasium.
+"""metarl task environments, installed as ``metarl.envs``. Importing it (``import metarl`` does) registers
+them with Gymnasium.
 
 The MuJoCo families import MuJoCo only when one of them is made.
 """
 
 from gymnasium.envs.registration import register, registry
 
-from envs.gridworld import GridNavigationEnv
-from envs.navigation_2d import Navigation2DEnv, Navigation2DVectorEnv
-from envs.task_env import Task, TaskEnv, TaskVectorEnv
+from metarl.envs.gridworld import GridNavigationEnv
+from metarl.envs.navigation_2d import Navigation2DEnv, Navigation2DVectorEnv
+from metarl.envs.task_env import Task, TaskEnv, TaskVectorEnv
 
 FAMILIES = {  # id -> (entry point, max_episode_steps: the papers' horizon)
-    "metarl/Navigation2D-v0": ("envs.navigation_2d:Navigation2DEnv", 100),
-    "metarl/GridNavigation-v0": ("envs.gridworld:GridNavigationEnv", 20),
-    "metarl/HalfCheetahVel-v0": ("envs.locomotion:HalfCheetahVelEnv", 200),
-    "metarl/HalfCheetahDir-v0": ("envs.locomotion:HalfCheetahDirEnv", 200),
-    "metarl/AntDir-v0": ("envs.locomotion:AntDirEnv", 200),
-    "metarl/AntVel-v0": ("envs.locomotion:AntVelEnv", 200),
+    "metarl/Navigation2D-v0": ("metarl.envs.navigation_2d:Navigation2DEnv", 100),
+    "metarl/GridNavigation-v0": ("metarl.envs.gridworld:GridNavigationEnv", 20),
+    "metarl/HalfCheetahVel-v0": ("metarl.envs.locomotion:HalfCheetahVelEnv", 200),
+    "metarl/HalfCheetahDir-v0": ("metarl.envs.locomotion:HalfCheetahDirEnv", 200),
+    "metarl/AntDir-v0": ("metarl.envs.locomotion:AntDirEnv", 200),
+    "metarl/AntVel-v0": ("metarl.envs.locomotion:AntVelEnv", 200),
 }
 
 for _id, (_entry_point, _steps) in FAMILIES.items():

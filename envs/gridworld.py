@@ -22,7 +22,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from envs.task_env import Task
+from metarl.envs.task_env import Task
 
 MOVES = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
 

@@ -39,7 +39,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
-from envs.task_env import Task, check_float_scalar
+from metarl.envs.task_env import Task, check_float_scalar
 
 CHEETAH_CTRL_COST = 0.05
 ANT_CTRL_COST, ANT_CONTACT_COST, ANT_SURVIVE = 0.005, 0.0005, 0.05

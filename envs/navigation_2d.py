@@ -26,7 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.task_env import Task, check_float_vector
+from metarl.envs.task_env import Task, check_float_vector
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_SPEED = 0.1

@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from gymnasium.envs.registration import register, registry
 
-from envs.task_env import Task, check_float_scalar
+from metarl.envs.task_env import Task, check_float_scalar
 
 ENV_ID = "my_tasks/PendulumGravity-v0"
 GRAVITY_LOW, GRAVITY_HIGH = 5.0, 15.0

@@ -922,7 +922,7 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str
     """
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers the metarl families)
+    import metarl.envs  # noqa: F401  (registers the metarl families)
     from metarl.tasks import space_dims
 
     module, _, name = env_id.rpartition(":")

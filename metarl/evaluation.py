@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from envs.task_env import Task, task_to_json
+from metarl.envs.task_env import Task, task_to_json
 from metarl.adaptation import expand_to_tasks, inner_losses
 from metarl.batch import Batch, merge_rollouts
 from metarl.checkpoint import load_checkpoint, resolve_checkpoint, run_config

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs.task_env import Task
+from metarl.envs.task_env import Task
 from metarl.policies import Params, PolicySpec, forward, mode
 
 FORMATS = {".pt2": "torch.export", ".pt": "TorchScript"}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.task_env import Task
+from metarl.envs.task_env import Task
 from metarl.policies import Params
 
 VIDEO_FORMATS = (".gif", ".mp4")

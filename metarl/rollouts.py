@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.task_env import Task
+from metarl.envs.task_env import Task
 from metarl.policies import Params, PolicySpec, env_actions, forward, sample
 from metarl.tasks import make_env
 
@@ -100,7 +100,7 @@ class _DropInfo(gym.Wrapper):
 
 
 class GymTaskVectorEnv:
-    """Any Gymnasium task env as a :class:`~envs.task_env.TaskVectorEnv`: one copy per (task, episode).
+    """Any Gymnasium task env as a :class:`~metarl.envs.task_env.TaskVectorEnv`: one copy per (task, episode).
 
     The copies (built once, reused phase after phase) run in a ``SyncVectorEnv``; each phase
     assigns tasks and per-episode reset seeds derived from the task's seed, so an episode does

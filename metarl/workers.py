@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.task_env import Task
+from metarl.envs.task_env import Task
 from metarl.policies import PolicySpec, from_numpy
 from metarl.rollouts import VectorEnvs, sample_rollouts
 

@@ -66,7 +66,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def compare(peer, std: float, num_tasks: int, episodes: int, average: str, seed: int) -> None:
-    from envs.navigation_2d import Navigation2DVectorEnv
+    from metarl.envs.navigation_2d import Navigation2DVectorEnv
     from metarl.adaptation import adapt
     from metarl.alpha import Alpha
     from metarl.batch import Batch

@@ -14,7 +14,7 @@ import pytest
 import ray
 import torch
 
-from envs.navigation_2d import Navigation2DEnv
+from metarl.envs.navigation_2d import Navigation2DEnv
 from metarl.batch import Batch
 from metarl.policies import PolicySpec, init_params
 from metarl.rollouts import sample_rollouts

@@ -16,7 +16,6 @@ import gymnasium as gym
 import pytest
 import yaml
 
-import envs  # noqa: F401  (registers the families)
 from metarl import __version__
 from metarl.cli import Progress, build_parser, main
 from metarl.config import Config, ConfigError, describe_keys

@@ -5,19 +5,27 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import pickle
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.navigation_2d import Navigation2DEnv, Navigation2DVectorEnv
-from envs.task_env import TaskEnv, TaskVectorEnv, task_from_json, task_to_json
+from metarl import __version__, envs
+from metarl.envs.navigation_2d import Navigation2DEnv, Navigation2DVectorEnv
+from metarl.envs.task_env import TaskEnv, TaskVectorEnv, task_from_json, task_to_json
 
 ENV_ID = "metarl/Navigation2D-v0"
 MODES = ("clip", "scale")
+REPO = Path(__file__).resolve().parents[1]
+DIST_INFO = f"metarl-{__version__}.dist-info"
 
 
 def physical(action, mode):
@@ -41,6 +49,46 @@ def test_registered_with_horizon_100():
 def test_reimport_does_not_reregister():
     importlib.reload(envs)  # would raise / warn on a duplicate registration
     assert gym.spec(ENV_ID).max_episode_steps == 100
+
+
+MAKE_AFTER_IMPORT_METARL = """
+import sys
+import gymnasium, metarl
+env = gymnasium.make("metarl/Navigation2D-v0")
+assert type(env.unwrapped).__module__ == "metarl.envs.navigation_2d", type(env.unwrapped).__module__
+assert "envs" not in sys.modules, "something imported the families as a top-level module `envs`"
+print("MADE")
+"""
+
+
+def test_import_metarl_registers_the_families_under_its_own_name(tmp_path):
+    """A fresh process: ``import metarl`` alone makes ``gymnasium.make("metarl/...")`` work (run outside the
+    repository, so nothing on the path but the package)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", MAKE_AFTER_IMPORT_METARL], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "MADE", done.stderr
+
+
+def test_the_built_wheel_installs_metarl_envs_and_no_top_level_envs(tmp_path):
+    """The wheel pyproject.toml builds holds the families as ``metarl/envs/*`` and only ``metarl`` at top level."""
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("metarl", "envs"):
+        shutil.copytree(REPO / name, src / name, symlinks=True, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    build = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", build, str(tmp_path / "dist")], cwd=src,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with zipfile.ZipFile(tmp_path / "dist" / done.stdout.strip().splitlines()[-1]) as wheel:
+        names = wheel.namelist()
+        top_level = wheel.read(f"{DIST_INFO}/top_level.txt").decode().split()
+    assert {n.split("/")[0] for n in names} == {"metarl", DIST_INFO}
+    assert top_level == ["metarl"]
+    families = {Path(n).name for n in names if n.startswith("metarl/envs/")}
+    assert families == {p.name for p in (REPO / "envs").glob("*.py")}
 
 
 @pytest.mark.filterwarnings("ignore:.*infinity:UserWarning")  # raw actions are unbounded by design (clipped inside)

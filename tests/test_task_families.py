@@ -16,9 +16,9 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs import locomotion as loco
-from envs.task_env import task_from_json, task_to_json
+from metarl import envs
+from metarl.envs import locomotion as loco
+from metarl.envs.task_env import task_from_json, task_to_json
 from examples.my_task_family import ENV_ID as EXAMPLE_ID
 from metarl.policies import PolicySpec, init_params
 from metarl.rollouts import GymTaskVectorEnv, VectorEnvs, episode_seed, sample_rollouts
