@@ -84,8 +84,9 @@ class UpdateResult:
 
     @property
     def non_finite(self) -> bool:
-        """Skipped because a loss, gradient, curvature or KL was NaN/inf (not a mere failed line search)."""
-        return self.reason.startswith("non-finite")
+        """Skipped because a loss, gradient, curvature or KL was NaN/inf (not a mere failed line search),
+        in either block of a natural α update ("α block: non-finite curvature")."""
+        return self.reason.removeprefix("α block: ").startswith("non-finite")
 
     def as_metrics(self) -> dict[str, float]:
         return {

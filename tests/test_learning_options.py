@@ -14,7 +14,7 @@ from metarl.batch import Batch
 from metarl.config import Config
 from metarl.learner import Learner
 from metarl.meta_update import TRPO, MetaObjective, MetaParameters, _flat
-from metarl.policies import PolicySpec, init_params
+from metarl.policies import PolicySpec, forward, init_params
 from tests.conftest import tiny_batches, tiny_problem
 
 
@@ -203,16 +203,45 @@ def test_learner_adapts_step_j_on_batch_j_and_the_objective_uses_the_same_theta_
     g = torch.autograd.grad(loss, list(p1.values()))
     for (k, v), gk in zip(p1.items(), g):
         torch.testing.assert_close(torch.as_tensor(second[k]), (v - alpha[k] * gk).detach())
-    # the meta-objective's θ' (what TRPO differentiates) is the θ' the post phase sampled with
-    objective = MetaObjective(spec, learner._pre, batches[2], False)
-    adapted = adapt(spec, learner.meta.theta, alpha, objective.pre, create_graph=False)
-    for k in adapted:
-        torch.testing.assert_close(adapted[k].detach(), torch.as_tensor(second[k]))
     metrics = learner.meta_update([_rollouts_of(batches[2])])
     assert "return_step1" in metrics and metrics["episodes_pre"] == 9
     with pytest.raises(RuntimeError, match="inner step 3"):
         learner.adapt([_rollouts_of(batches[0])], 0)
         learner.adapt([_rollouts_of(batches[0])], 2)
+
+
+@pytest.mark.parametrize("meta_gradient, first_order", [("maml", False), ("lvc", False), ("maml", True)])
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_the_objective_differentiates_the_theta_prime_the_post_phase_sampled_with(meta_gradient, first_order,
+                                                                                   inner_steps):
+    """The learner hands the post phase θ' (what the rollout workers sample with); the objective it then gives
+    the meta-optimizer must put the same θ' on the post observations, whatever the estimator or order."""
+    spec, _, batches = tiny_batches(inner_steps + 1)
+    cfg = Config.from_dict({"algorithm": "metasgd", "inner_steps": inner_steps, "meta_batch_size": 3,
+                            "episodes_per_task": 3, "hidden_sizes": [5], "activation": "tanh", "init_std": 0.5,
+                            "dtype": "float64", "learner_threads": 1, "meta_gradient": meta_gradient,
+                            "first_order": first_order})
+    threads = torch.get_num_threads()
+    learner = Learner(cfg, spec)
+    torch.set_num_threads(threads)
+    for step in range(inner_steps):
+        sampled_with = learner.adapt([_rollouts_of(batches[step])], step)
+    seen = []
+    step_fn = learner.optimizer.step
+
+    def recording_step(meta, objective):  # the objective's distribution before the update moves (θ, α)
+        seen.append((objective, objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)))
+        return step_fn(meta, objective)
+
+    learner.optimizer.step = recording_step
+    learner.meta_update([_rollouts_of(batches[-1])])
+    (objective, dist), = seen
+    assert (objective.meta_gradient, objective.first_order, objective.inner_steps) == (meta_gradient, first_order,
+                                                                                       inner_steps)
+    theta_prime = {k: torch.as_tensor(v) for k, v in sampled_with.items()}
+    expected = forward(spec, theta_prime, batches[-1].flat("obs"))
+    for got, want in zip(dist, expected):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-12, atol=1e-12)
 
 
 # -- evaluation's step sizes ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 from metarl.adaptation import adapt, inner_losses
 from metarl.alpha import Alpha
 from metarl.meta_update import TRPO, MetaObjective, MetaParameters, _flat
+from metarl.policies import forward
 from tests.conftest import tiny_batches, tiny_discrete_problem, tiny_problem
 
 PROBLEMS = {"gaussian": tiny_problem, "categorical": tiny_discrete_problem}
@@ -36,14 +37,24 @@ def _objective_value(objective, meta, flat):
     return value
 
 
-def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6, kind="gaussian", fresh=False):
+def _coarse_leaves(theta, granularity, parametrization):
+    """θ as leaves beside a learned α of one value (``scalar``) or one per tensor (``per_layer``), the per-layer
+    values distinct so that a mix-up between layers shows."""
+    theta = {k: v.clone().requires_grad_() for k, v in theta.items()}
+    alpha = Alpha.create(theta, 0.3, learned=True, granularity=granularity, parametrization=parametrization)
+    if granularity == "per_layer":
+        alpha.load_state_dict({k: torch.tensor(0.3 + 0.05 * i, dtype=torch.float64) for i, k in enumerate(theta)})
+    return MetaParameters(theta, alpha)
+
+
+def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6, kind="gaussian", fresh=False, make_meta=_leaves):
     if fresh:  # step j adapts on its own batch, as training samples one per inner step
         spec, theta, batches = tiny_batches(inner_steps + 1)
         pre, post = batches[:-1], batches[-1]
     else:
         spec, theta, pre, post = PROBLEMS[kind]()
         pre = [pre] * inner_steps
-    meta = _leaves(theta)
+    meta = make_meta(theta)
     objective = MetaObjective(spec, pre, post, first_order)
     dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=not first_order)
     objective.set_old(tuple(d.detach() for d in dist))
@@ -68,6 +79,52 @@ def test_second_order_meta_gradient_matches_finite_differences(inner_steps, kind
     n_theta = sum(v.numel() for v in meta.theta.values())
     # α's part is a real, non-zero gradient (learn2learn once shipped a Meta-SGD whose α never learned).
     assert analytic[n_theta:].abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("granularity, parametrization", [("scalar", "direct"), ("per_layer", "direct"),
+                                                          ("scalar", "log"), ("per_layer", "log")])
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_meta_gradient_for_coarse_alpha_matches_finite_differences(granularity, parametrization, inner_steps):
+    """One α shared by every tensor (its gradient sums over all of them) or one α per tensor."""
+    analytic, fd, meta = _analytic_and_fd(
+        inner_steps, make_meta=lambda theta: _coarse_leaves(theta, granularity, parametrization))
+    n_alpha = len(meta.theta) if granularity == "per_layer" else 1
+    assert analytic.numel() - meta.num_theta == n_alpha
+    torch.testing.assert_close(analytic, fd, rtol=1e-4, atol=1e-7)
+    assert analytic[meta.num_theta:].abs().min() > 1e-6, "every α leaf gets a gradient"
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_first_order_meta_gradient_by_hand(inner_steps):
+    """First order: each inner gradient gⱼ (at θ'ⱼ) is a constant, so θ'ᵢ = θ − α ∘ Σⱼ gᵢⱼ and
+    ∂L/∂θ = Σᵢ Gᵢ, ∂L/∂α = −Σᵢ Gᵢ ∘ Σⱼ gᵢⱼ, with Gᵢ = ∂L/∂θ'ᵢ the post-adaptation gradient of task i."""
+    spec, theta, batches = tiny_batches(inner_steps + 1)
+    pre, post = batches[:-1], batches[-1]
+    meta = _leaves(theta)
+    objective = MetaObjective(spec, pre, post, first_order=True)
+    objective.set_old(objective.distribution(meta.theta, meta.alpha_values(), create_graph=False))
+    dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)
+    got = torch.autograd.grad(objective.loss(dist), meta.leaves)
+
+    alpha = {k: v.detach() for k, v in meta.alpha_values().items()}
+    adapted, inner_sum = [], []
+    for i in range(post.num_tasks):  # one task at a time, plain gradient steps
+        p = {k: v.detach().clone() for k, v in theta.items()}
+        total = {k: torch.zeros_like(v) for k, v in p.items()}
+        for batch in pre:
+            leaves = {k: v.clone().requires_grad_() for k, v in p.items()}
+            loss = inner_losses(spec, {k: v[None] for k, v in leaves.items()}, batch.tasks(i, i + 1)).sum()
+            g = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+            p = {k: p[k] - alpha[k] * g[k] for k in p}
+            total = {k: total[k] + g[k] for k in p}
+        adapted.append(p)
+        inner_sum.append(total)
+    stack = {k: torch.stack([a[k] for a in adapted]).requires_grad_() for k in theta}
+    post_loss = objective.loss(forward(spec, stack, post.flat("obs")))
+    big_g = dict(zip(stack, torch.autograd.grad(post_loss, list(stack.values()))))
+    expected_theta = [big_g[k].sum(0) for k in theta]
+    expected_alpha = [-(big_g[k] * torch.stack([s[k] for s in inner_sum])).sum(0) for k in theta]
+    torch.testing.assert_close(_flat(got), _flat(expected_theta + expected_alpha), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
@@ -153,3 +210,81 @@ def test_trpo_with_subsampled_fisher_still_respects_trust_region():
     meta = _leaves(theta)
     result = TRPO(max_kl=0.01, fisher_subsample=0.5).step(meta, MetaObjective(spec, [pre], post, False))
     assert result.accepted and result.loss_after < result.loss_before and result.kl <= 0.01
+
+
+# -- TRPO's line search and curvature guards ---------------------------------------------------------
+def _at_start(kind="gaussian"):
+    """(meta, objective with its old distribution set, loss at the start, flat gradient)."""
+    spec, theta, pre, post = PROBLEMS[kind]()
+    meta = _leaves(theta)
+    objective = MetaObjective(spec, [pre], post, False)
+    dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=True)
+    objective.set_old(dist)
+    loss = objective.loss(dist)
+    return meta, objective, loss.item(), _flat(torch.autograd.grad(loss, meta.leaves))
+
+
+def _loss_and_kl(objective, meta, flat):
+    saved = meta.get_flat()
+    meta.set_flat(flat)
+    with torch.enable_grad():
+        dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)
+    out = objective.loss(dist).item(), objective.kl(dist).item()
+    meta.set_flat(saved)
+    return out
+
+
+def test_line_search_backtracks_to_the_first_acceptable_step():
+    """Candidates start − ratioʲ·step, j = 0, 1, ...: the first with a lower loss and KL ≤ max_kl is taken."""
+    meta, objective, loss0, g = _at_start()
+    trpo = TRPO(max_kl=0.01, ls_ratio=0.5, ls_max_steps=25)
+    step = 20.0 * g / g.norm()  # far too long: the first candidates break the trust region
+    start = meta.get_flat()
+    candidates = [start - trpo.ls_ratio**j * step for j in range(trpo.ls_max_steps)]
+    verdicts = [_loss_and_kl(objective, meta, x) for x in candidates]
+    first = next(j for j, (loss, kl) in enumerate(verdicts) if loss < loss0 and kl <= trpo.max_kl)
+    assert first >= 2, "the case should make the line search backtrack"
+    result = trpo._line_search(meta, objective, step, loss0, g, trpo.max_kl)
+    assert result.accepted and result.line_search_steps == first + 1 and result.reason == ""
+    torch.testing.assert_close(meta.get_flat(), candidates[first], rtol=0, atol=0)
+    assert (result.loss_after, result.kl) == pytest.approx(verdicts[first], rel=1e-12)
+
+
+@pytest.mark.parametrize("direction, reason", [("uphill", "line search failed"),
+                                               ("nan", "non-finite loss or KL at every line-search step")])
+def test_rejected_line_search_reverts_theta_and_alpha(direction, reason):
+    meta, objective, loss0, g = _at_start()
+    trpo = TRPO(max_kl=0.01, ls_ratio=0.5, ls_max_steps=4)
+    step = -1e-3 * g / g.norm() if direction == "uphill" else torch.full_like(g, float("nan"))
+    start = meta.get_flat()
+    if direction == "uphill":  # every candidate raises the surrogate: nothing to accept
+        assert all(_loss_and_kl(objective, meta, start - 0.5**j * step)[0] > loss0 for j in range(4))
+    result = trpo._line_search(meta, objective, step, loss0, g, trpo.max_kl)
+    assert not result.accepted and result.reason == reason and result.line_search_steps == 4
+    assert result.loss_after == loss0 and result.kl == 0.0
+    assert torch.equal(meta.get_flat(), start), "a rejected step must leave (θ, α) exactly as they were"
+
+
+@pytest.mark.parametrize("fvp, reason", [(lambda v: -v, "non-positive curvature"),
+                                         (lambda v: 0 * v, "non-finite curvature")])
+@pytest.mark.parametrize("alpha_update", ["joint", "natural"])
+def test_trpo_skips_a_step_without_positive_curvature(monkeypatch, fvp, reason, alpha_update):
+    """A Fisher-vector product with vᵀFv ≤ 0 (or a CG that blows up) skips the update and says why; for the
+    natural α update the α block alone is checked too."""
+    meta, objective, _, _ = _at_start()
+    trpo = TRPO(alpha_update=alpha_update)
+    n_theta = meta.num_theta
+    if alpha_update == "natural":  # θ's block is fine, α's is not
+        def product(v):
+            out = fvp(v)
+            out[:n_theta] = v[:n_theta]
+            return out
+    else:
+        product = fvp
+    monkeypatch.setattr(trpo, "_fisher_vector_product", lambda *args: product)
+    start = meta.get_flat()
+    result = trpo.step(meta, MetaObjective(objective.spec, objective.pre, objective.post, False))
+    expected = reason if alpha_update == "joint" else f"α block: {reason}"
+    assert not result.accepted and result.reason == expected and result.line_search_steps == 0
+    assert result.non_finite == reason.startswith("non-finite")  # the trainer counts only these toward its limit
+    assert torch.equal(meta.get_flat(), start)
