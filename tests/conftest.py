@@ -1,4 +1,5 @@
-"""Shared test fixtures: tiny float64 problems built from real Navigation2D rollouts."""
+"""Shared test fixtures: tiny float64 problems built from real Navigation2D rollouts, and one local Ray for
+the whole run (``local_ray``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -95,3 +97,69 @@ def short_ray_tmpdir(prefix: str) -> Iterator[str]:
         else:
             os.environ["RAY_TMPDIR"] = old
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- one local Ray for the whole run ------------------------------------------------------------------
+# address="local": always a new instance of our own, never a cluster someone started with `ray start`.
+SHARED_RAY = dict(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+# Fixtures of modules that need a cluster of their own: test_distributed's multi-node cluster and
+# test_reliability's, whose tests SIGKILL processes. Connecting to it ends the shared Ray.
+OWN_CLUSTER_FIXTURES = {"cluster", "ray_address"}
+_shared: dict[str, str] = {}  # {"address": the shared Ray's GCS address} once it has started
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering
+def pytest_collection_modifyitems(items):
+    """Modules that start their own cluster run after the rest, so the shared Ray starts once per run."""
+    def module(item):
+        return getattr(item, "module", None)
+
+    own = {module(item) for item in items if OWN_CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ()))} - {None}
+    items.sort(key=lambda item: module(item) in own)  # stable: the order within each group stays
+
+
+def shared_ray_connected() -> bool:
+    return ray.is_initialized() and ray.get_runtime_context().gcs_address == _shared.get("address")
+
+
+def ray_leftovers(timeout: float = 30.0) -> list[str]:
+    """Live actors and placement groups of the connected Ray, after up to ``timeout`` s for ones being killed
+    (``ray.kill`` and ``remove_placement_group`` return before the GCS says so)."""
+    from ray._private.state import actors  # the GCS's table: Ray's state API needs the dashboard
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [f"actor {a['ActorClassName']} ({a['State']})" for a in actors().values() if a["State"] != "DEAD"]
+        left += [f"placement group {pg['name'] or pg_id} ({pg['state']})"
+                 for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def _shared_ray_session() -> Iterator[None]:
+    yield
+    if shared_ray_connected():
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_ray(_shared_ray_session) -> Iterator[None]:
+    """A plain local Ray (2 CPUs), one for every module that needs one: started on first use and again only
+    if a module with its own cluster ended it. Each test that uses it must leave no actor or placement
+    group behind (checked after every such test)."""
+    if not shared_ray_connected():
+        if ray.is_initialized():
+            ray.shutdown()
+        ray.init(**SHARED_RAY)
+        _shared["address"] = ray.get_runtime_context().gcs_address
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _shared_ray_left_clean(request) -> Iterator[None]:
+    yield
+    if "local_ray" in request.fixturenames and shared_ray_connected():
+        left = ray_leftovers()
+        assert not left, f"left on the shared Ray: {left}"

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import ray
 
 from metarl.api import MAMLConfig, MetaAlgorithm, MetaSGDConfig
 from metarl.checkpoint import load_checkpoint
@@ -57,13 +56,6 @@ def test_builder_rejects_bad_keys_and_values_with_config_errors():
 
 
 # -- the algorithm on a local Ray ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 def _same(a, b):
     return a.keys() == b.keys() and all(
         a[g].keys() == b[g].keys() and all(np.array_equal(a[g][k], b[g][k]) for k in a[g]) for g in a

@@ -21,17 +21,15 @@ TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny Meta-SGD run, trained once for the module on an in-process local Ray."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+def run_dir(local_ray, tmp_path_factory):
+    """A tiny Meta-SGD run, trained once for the module on the shared local Ray."""
     out = tmp_path_factory.mktemp("run")
     trainer = Trainer(Config.from_dict(TINY), out)
     try:
         trainer.train()
     finally:
         trainer.close()
-    yield out
-    ray.shutdown()
+    return out
 
 
 def _check_report(result: dict, goals: list, steps: int) -> None:

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from metarl.checkpoint import list_checkpoints, load_checkpoint
@@ -21,13 +20,6 @@ from metarl.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[16], learner_threads=1,
             checkpoint_every=2)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def _train_and_check(cfg: Config, tmp_path) -> list[dict]:

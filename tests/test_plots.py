@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import ray
 import yaml
 from matplotlib.image import imread
 
@@ -30,20 +29,16 @@ DPI = 50
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two tiny runs (Meta-SGD and MAML), trained once for the module on an in-process local Ray."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+def runs(local_ray, tmp_path_factory):
+    """Two tiny runs (Meta-SGD and MAML), trained once for the module on the shared local Ray."""
     out = {}
-    try:
-        for algorithm in ("metasgd", "maml"):
-            out[algorithm] = tmp_path_factory.mktemp(f"run-{algorithm}")
-            trainer = Trainer(Config.from_dict({**TINY, "algorithm": algorithm}), out[algorithm])
-            try:
-                trainer.train()
-            finally:
-                trainer.close()
-    finally:
-        ray.shutdown()
+    for algorithm in ("metasgd", "maml"):
+        out[algorithm] = tmp_path_factory.mktemp(f"run-{algorithm}")
+        trainer = Trainer(Config.from_dict({**TINY, "algorithm": algorithm}), out[algorithm])
+        try:
+            trainer.train()
+        finally:
+            trainer.close()
     return out
 
 

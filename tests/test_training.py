@@ -11,20 +11,15 @@ import pytest
 import ray
 import torch
 import yaml
+from ray.util.placement_group import placement_group, remove_placement_group
 
+from conftest import ray_leftovers  # tests/ is on sys.path (pytest rootdir-less import)
 from metarl.checkpoint import list_checkpoints, load_checkpoint
 from metarl.config import Config
 from metarl.metrics import read_metrics
 from metarl.trainer import Trainer
 
 SMALL = dict(meta_batch_size=10, episodes_per_task=10, hidden_sizes=[32, 32], checkpoint_every=5)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
 
 
 def _train(tmp_path, **overrides):
@@ -35,6 +30,25 @@ def _train(tmp_path, **overrides):
     finally:
         trainer.close()
     return history
+
+
+def test_the_shared_rays_leftover_check_sees_actors_and_placement_groups(local_ray):
+    """What conftest checks after every test on the shared Ray (a trainer's close() included) is not vacuous."""
+    class _Idle:  # defined here, so Ray ships it by value (workers cannot import this test module)
+        def ping(self) -> bool:
+            return True
+
+    group = placement_group([{"CPU": 0.01}], name="leftover-check")
+    actor = ray.remote(num_cpus=0)(_Idle).remote()
+    try:
+        assert ray.get(actor.ping.remote()) and group.wait(60)
+        left = ray_leftovers(timeout=0)
+        assert any(x.startswith("actor ") and x.endswith("_Idle (ALIVE)") for x in left), left
+        assert "placement group leftover-check (CREATED)" in left, left
+    finally:
+        ray.kill(actor)
+        remove_placement_group(group)
+    assert ray_leftovers() == []
 
 
 def test_metasgd_learns_2d_navigation(local_ray, tmp_path):

@@ -72,14 +72,13 @@ def test_trial_reserves_bundles_for_learner_and_workers():
 
 # -- on a local Ray -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+def tune_ray(local_ray):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # trial actors cannot import this test module
     yield
-    ray.shutdown()
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-def test_two_trial_sweep_checkpoints_and_restores_a_crashed_trial(local_ray, tmp_path):
+def test_two_trial_sweep_checkpoints_and_restores_a_crashed_trial(tune_ray, tmp_path):
     """2 trials x 2 iterations side by side on 2 CPUs (each reserves 0.5 + 0.5); the first trial to
     reach iteration 2 crashes once and is restored from its iteration-1 checkpoint."""
     marker = tmp_path / "crashed"
