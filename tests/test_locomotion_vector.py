@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.locomotion import HalfCheetahDirEnv, HalfCheetahVelEnv
+from metarl.envs.locomotion import HalfCheetahDirEnv, HalfCheetahVelEnv
 from metarl.rollouts import GymTaskVectorEnv, VectorEnvs
 
 
