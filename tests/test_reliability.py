@@ -30,7 +30,7 @@ import torch
 
 from conftest import proc_stats, short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
 import metarl.cli as cli
-import metarl.trainer as trainer_mod
+import metarl.learner as learner_mod
 from metarl import meta_update
 from metarl.checkpoint import (
     CheckpointError,
@@ -393,7 +393,7 @@ class _NaNGradLearner(Learner):
 
 def test_consecutive_nan_updates_stop_training_with_a_diagnosis(ray_address, tmp_path, monkeypatch, caplog):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actor process cannot import tests/
-    monkeypatch.setattr(trainer_mod, "Learner", _NaNGradLearner)
+    monkeypatch.setattr(learner_mod, "Learner", _NaNGradLearner)  # the learner actor is built from it
     trainer = Trainer(_cfg(iterations=10, checkpoint_every=1, max_consecutive_skips=3), tmp_path)
     try:
         assert trainer.train(should_stop=lambda: True) == [] and trainer.stopped  # stop before any iteration:
