@@ -315,6 +315,10 @@ class TRPOConfig(Section):
         "trust region alpha_max_kl) or adam (Adam on α with alpha_lr beside TRPO on θ; joint KL checked)",
     )
     alpha_max_kl: Float = _f(0.01, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True)
+    alpha_damping: Float = _f(
+        0.1, "alpha_update natural: damping of α's block, relative to its curvature along its gradient (gᵀFg/gᵀg); "
+        "without it entries whose inner gradient is ~0 have ~0 curvature and CG moves them without bound", low=0.0,
+    )
     alpha_lr: Float = _f(0.01, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True)
 
 
@@ -554,11 +558,11 @@ class Config(BaseModel):
             else:
                 mark(trpo_keys, f"applies only to meta_optimizer trpo (this config: {opt})")
         if alg != "metasgd":
-            mark([AlphaConfig.flat_name(f) for f in AlphaConfig.model_fields] + ["alpha_update", "alpha_max_kl", "alpha_lr"],
+            mark([AlphaConfig.flat_name(f) for f in AlphaConfig.model_fields] + ["alpha_update", "alpha_max_kl", "alpha_damping", "alpha_lr"],
                  f"applies only to algorithm metasgd (this config: {alg})")
         update = self.trpo.alpha_update
         if update != "natural":
-            mark(["alpha_max_kl"], f"applies only to alpha_update natural (this config: {update})")
+            mark(["alpha_max_kl", "alpha_damping"], f"applies only to alpha_update natural (this config: {update})")
         if update != "adam":
             mark(["alpha_lr"], f"applies only to alpha_update adam (this config: {update})")
         return {key: why[key] for key in flat_keys() if key in why}

@@ -217,6 +217,7 @@ class Results:
     protocol: str
     per_goal: dict[int, np.ndarray] = field(default_factory=dict)
     mean_action: dict[int, np.ndarray] = field(default_factory=dict)
+    tasks: list | None = None  # the evaluation's tasks, when its files say (comparisons need the same ones)
 
     @property
     def seeds(self) -> list[int]:
@@ -236,6 +237,8 @@ def load_results(runs: Path, variant: Variant, seeds: list[int], protocol: Proto
         if path.exists():
             data = json.loads(path.read_text())
             res.per_goal[seed] = np.array([t["returns_by_step"] for t in data["per_task"]]).T
+            if all("task" in t for t in data["per_task"]):
+                res.tasks = [t["task"] for t in data["per_task"]]
             if "mean_action_returns_by_step" in data:
                 res.mean_action[seed] = np.array([t["mean_action_returns_by_step"] for t in data["per_task"]]).T
     return res
@@ -331,6 +334,8 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
         base = results[0]
         tests = []
         for r in results[1:]:
+            if r.tasks is not None and base.tasks is not None and r.tasks != base.tasks:
+                continue  # another family's tasks: no paired comparison
             for j in range(1, p.steps + 1):
                 c = compare(r, base, j)
                 tests.append(f"| {r.variant} − {base.variant} | {j} | {c['diff']:+.2f} | {c['p_goals']:.2g} | "

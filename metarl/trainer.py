@@ -29,6 +29,7 @@ from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
 
 log = logging.getLogger(__name__)
 
+
 class TrainingDivergedError(RuntimeError):
     """``max_consecutive_skips`` meta-updates in a row were skipped for non-finite values.
 

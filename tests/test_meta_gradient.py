@@ -289,3 +289,22 @@ def test_trpo_skips_a_step_without_positive_curvature(monkeypatch, fvp, reason, 
     assert not result.accepted and result.reason == expected and result.line_search_steps == 0
     assert result.non_finite == reason.startswith("non-finite")  # the trainer counts only these toward its limit
     assert torch.equal(meta.get_flat(), start)
+
+
+def test_natural_alpha_block_damping_bounds_steps_along_flat_directions():
+    """α's curvature is ~0 where the inner gradient is ~0: undamped CG steps there without bound; the relative
+    damping (alpha_damping) keeps the step within the block's own scale and still meets the KL model."""
+    curvature = torch.tensor([1.0, 1e-8], dtype=torch.float64)
+    g = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)  # coordinate 0 stands for θ; the α block is [1, 3)
+
+    def fvp(v):
+        return torch.cat([v[:1], curvature * v[1:]])
+
+    trpo = TRPO(cg_iters=10, cg_damping=0.0)
+    free = trpo._natural_step(fvp, g, 1, 3, 0.01)
+    damped = trpo._natural_step(fvp, g, 1, 3, 0.01, relative_damping=0.1)
+    assert abs(free[1] / free[0]) > 1e6  # the flat direction takes everything
+    c = 0.5 * (1 + 1e-8)  # gᵀFg / gᵀg of the block
+    assert abs(damped[1] / damped[0]) == pytest.approx((1 + 0.1 * c) / (1e-8 + 0.1 * c), rel=1e-6)
+    quadratic_kl = 0.5 * float(damped @ (curvature * damped))
+    assert quadratic_kl <= 0.01 + 1e-12  # the damped step is conservative in the true quadratic model

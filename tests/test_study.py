@@ -74,3 +74,17 @@ def test_the_locomotion_protocol_draws_tasks_of_the_runs_family():
     assert p.sampled_tasks and p.num_goals == 20 and p.episodes == 20 and p.steps == 3
     v = {x.name: x for x in study.STUDIES["locomotion"]}
     assert study.final_iteration(v["hc-vel"]) == 200 and study.final_iteration(v["hc-vel-boot"]) == 100
+
+
+def test_report_compares_only_variants_evaluated_on_the_same_tasks(tmp_path):
+    protocol = study.Protocol("p", episodes=2, steps=1, num_goals=2, sampled_tasks=True)
+    variants = [study.Variant(n, "configs/navigation2d-maml.yaml") for n in ("dir", "vel", "vel-other")]
+    tasks = {"dir": [{"direction": 1}, {"direction": -1}], "vel": [{"velocity": 0.5}, {"velocity": 1.5}]}
+    tasks["vel-other"] = tasks["vel"]
+    for v in variants:
+        path = study.eval_path(tmp_path, v, 0, protocol)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        per_task = [{"task": t, "returns_by_step": [-1.0, 0.0]} for t in tasks[v.name]]
+        path.write_text(json.dumps({"per_task": per_task}))
+    text = study.report(tmp_path, [variants[1], variants[2], variants[0]], [0], [protocol])
+    assert "| vel-other − vel | 1 |" in text and "dir − vel" not in text
