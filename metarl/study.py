@@ -66,6 +66,8 @@ PROTOCOLS = {
     "peer": Protocol("peer", 20, 3, None),
     # two test steps at the training step size (the multi-step study)
     "two-steps": Protocol("two-steps", 20, 2, None),
+    # the previous round's report (docs/results-clip.md): the 40 goals, K = 10, 20 or 40 per step, 0..3 steps
+    **{f"clip-k{k}": Protocol(f"clip-k{k}", k, 3, None) for k in (10, 20, 40)},
     # locomotion (MAML paper §5.3: K = 20 after one step): 20 new tasks of the run's family, 0..3 steps
     "locomotion": Protocol("locomotion", 20, 3, None, num_goals=20, sampled_tasks=True),
 }
@@ -99,6 +101,19 @@ STUDIES: dict[str, list[Variant]] = {
     "multistep": [
         Variant("maml", "configs/navigation2d-maml.yaml"),
         Variant("maml-2step", "configs/navigation2d-maml.yaml", ("inner_steps=2",)),
+    ],
+    # the previous round (docs/results-clip.md): the PyTorch-reimplementation convention (clip, α = 0.1)
+    "clip": [
+        Variant("maml-clip", "configs/navigation2d-maml-clip.yaml"),
+        Variant("metasgd-clip", "configs/navigation2d-metasgd-clip.yaml"),
+    ],
+    # TRPO's curvature on a share of the tasks (docs/results-clip.md, "Subsampled Fisher")
+    "fisher": [
+        Variant("metasgd-clip", "configs/navigation2d-metasgd-clip.yaml"),
+        Variant("metasgd-clip-fs0.25", "configs/navigation2d-metasgd-clip.yaml", ("fisher_subsample=0.25",)),
+        Variant("metasgd-clip-fs0.1", "configs/navigation2d-metasgd-clip.yaml", ("fisher_subsample=0.1",)),
+        Variant("maml-clip", "configs/navigation2d-maml-clip.yaml"),
+        Variant("maml-clip-fs0.25", "configs/navigation2d-maml-clip.yaml", ("fisher_subsample=0.25",)),
     ],
     # HalfCheetah direction and velocity on the reduced protocol; velocity again with GAE bootstrapping where
     # the horizon cuts episodes (100 iterations: compared with the first 100 of the plain runs)

@@ -88,3 +88,10 @@ def test_report_compares_only_variants_evaluated_on_the_same_tasks(tmp_path):
         path.write_text(json.dumps({"per_task": per_task}))
     text = study.report(tmp_path, [variants[1], variants[2], variants[0]], [0], [protocol])
     assert "| vel-other − vel | 1 |" in text and "dir − vel" not in text
+
+
+def test_every_study_variant_is_a_valid_config():
+    """A typo in a variant's overrides (or an option that does not apply) fails here, not hours into a study."""
+    for name, variants in study.STUDIES.items():
+        for v in variants:
+            assert study.final_iteration(v) >= 1, (name, v.name)
