@@ -47,12 +47,14 @@ CHEETAH_MAX_VELOCITY, ANT_MAX_VELOCITY = 2.0, 3.0
 
 
 # -- the reward rules as plain functions (tested on hand-computed cases) ------------------------
-def cheetah_vel_reward(x_velocity: float, action: np.ndarray, velocity: float) -> float:
-    return -abs(x_velocity - velocity) - CHEETAH_CTRL_COST * float(np.sum(np.square(action)))
+# The HalfCheetah rules broadcast: one step (scalars, action (6,)) or many copies at once
+# (arrays, actions (..., 6)), so the Gymnasium env and the native vector env share them.
+def cheetah_vel_reward(x_velocity, action: np.ndarray, velocity):
+    return -np.abs(x_velocity - velocity) - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
 
 
-def cheetah_dir_reward(x_velocity: float, action: np.ndarray, direction: int) -> float:
-    return direction * x_velocity - CHEETAH_CTRL_COST * float(np.sum(np.square(action)))
+def cheetah_dir_reward(x_velocity, action: np.ndarray, direction):
+    return direction * x_velocity - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
 
 
 def _ant_costs(action: np.ndarray, contact_forces: np.ndarray) -> float:
@@ -150,7 +152,13 @@ class _Direction(_LocomotionTasks):
 
 
 class _CheetahVector:
-    """``make_vector``: the native vectorised form of the HalfCheetah families (:class:`CheetahVectorEnv`)."""
+    """``make_vector``: the native vectorised form of the HalfCheetah families (:class:`CheetahVectorEnv`);
+    ``REWARD`` is the family's rule, applied to one step or to all copies."""
+
+    REWARD: Any
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        return float(self.REWARD(x_velocity, action, self._task[self.KEY]))  # type: ignore[attr-defined]
 
     @classmethod
     def make_vector(
@@ -167,24 +175,13 @@ class HalfCheetahVelEnv(_CheetahVector, _Velocity, HalfCheetahEnv):
     """HalfCheetah running at a target forward velocity v* ~ U[0, 2]."""
 
     MAX_VELOCITY = CHEETAH_MAX_VELOCITY
-
-    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
-        return cheetah_vel_reward(x_velocity, action, self._task["velocity"])
-
-    @staticmethod
-    def vector_reward(x_velocity: np.ndarray, action: np.ndarray, velocity: np.ndarray) -> np.ndarray:
-        return -np.abs(x_velocity - velocity) - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
+    REWARD = staticmethod(cheetah_vel_reward)
 
 
 class HalfCheetahDirEnv(_CheetahVector, _Direction, HalfCheetahEnv):
     """HalfCheetah running forward (d = +1) or backward (d = −1)."""
 
-    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
-        return cheetah_dir_reward(x_velocity, action, self._task["direction"])
-
-    @staticmethod
-    def vector_reward(x_velocity: np.ndarray, action: np.ndarray, direction: np.ndarray) -> np.ndarray:
-        return direction * x_velocity - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
+    REWARD = staticmethod(cheetah_dir_reward)
 
 
 class CheetahVectorEnv:
@@ -205,17 +202,29 @@ class CheetahVectorEnv:
         self.init_qpos, self.init_qvel = template.init_qpos.copy(), template.init_qvel.copy()
         template.close()
         self.noise = reset_noise_scale
-        self.reward = env_cls.vector_reward
-        self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
-        self.task_value = np.repeat(env_cls.task_values(tasks), episodes_per_task).reshape(len(tasks), episodes_per_task)
-        self.datas = [mujoco.MjData(self.model) for _ in range(len(tasks) * episodes_per_task)]
+        self.env_cls, self.reward = env_cls, env_cls.REWARD
+        self.datas = [mujoco.MjData(self.model) for _ in range(len(tasks) * episodes_per_task)]  # ~2 ms each
         self.observation_shape = (self.model.nq - 1 + self.model.nv,)
         self.action_shape = (self.model.nu,)
-        # per-episode reset seeds as the Gymnasium path derives them (``metarl.rollouts.episode_seed``)
-        from metarl.rollouts import episode_seed
+        self.assign(tasks, episodes_per_task, seeds)
 
+    @property
+    def num_envs(self) -> int:
+        return len(self.datas)
+
+    def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None) -> "CheetahVectorEnv":
+        """New tasks and reset seeds for the same number of copies (building the copies costs far more);
+        takes effect at the next ``reset``."""
+        from metarl.rollouts import episode_seed  # the Gymnasium path's per-episode reset seeds
+
+        if len(tasks) * episodes_per_task != self.num_envs:
+            raise ValueError(f"{len(tasks)} tasks x {episodes_per_task} episodes != {self.num_envs} copies")
+        self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
+        values = self.env_cls.task_values(tasks)
+        self.task_value = np.repeat(values, episodes_per_task).reshape(len(tasks), episodes_per_task)
         task_seeds = seeds if seeds is not None else list(range(len(tasks)))
         self._seeds = [episode_seed(s, e) for s in task_seeds for e in range(episodes_per_task)]
+        return self
 
     def _obs(self) -> np.ndarray:
         qpos = np.stack([d.qpos for d in self.datas])

@@ -22,7 +22,6 @@ import numpy as np
 
 def main() -> None:
     import torch
-    import yaml
 
     from metarl.config import Config
     from metarl.policies import init_params
@@ -31,11 +30,7 @@ def main() -> None:
     from metarl.workers import RolloutWorker
 
     torch.set_num_threads(1)
-    raw = yaml.safe_load(open(sys.argv[1]))
-    for item in sys.argv[2:]:
-        key, value = item.split("=", 1)
-        raw[key] = yaml.safe_load(value)
-    cfg = Config.from_dict(raw)
+    cfg = Config.load(sys.argv[1], sys.argv[2:])
     env = make_env(cfg.env, cfg.env_kwargs)
     spec, horizon = policy_spec(cfg, env), env_horizon(env, cfg.horizon)
     worker = RolloutWorker(cfg.env, cfg.env_kwargs, spec, horizon)
