@@ -12,6 +12,7 @@ SIGINT / SIGTERM after checkpointing (see :mod:`metarl.signals`). ``--debug`` sh
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import re
@@ -520,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (CheckpointError, yaml.YAMLError)):
             print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
             return 2
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # not the user's input: exit 1, one line
+            where = f" writing {exc.filename}" if exc.filename else ""
+            print(f"metarl: error: no space left on the device{where}; checkpoints are written atomically, so the "
+                  "last one is whole: free some space and continue with --resume", file=sys.stderr)
+            return 1
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the user named: exists, read-only, ...
             print(f"metarl: error: {exc.filename}: {_one_line(exc.strerror or exc)}", file=sys.stderr)
             return 2

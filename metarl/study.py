@@ -62,6 +62,9 @@ PROTOCOLS = {
     "maml-paper": Protocol("maml-paper", 40, 3, (1.0, 0.5), deterministic=True),
     # Meta-SGD paper Table 4: 20 trajectories, one step; the paper used 600 test tasks.
     "metasgd-paper": Protocol("metasgd-paper", 20, 1, None, num_goals=600),
+    # the same at other test-time step sizes (α × s): how much a different (uniform) step could win at K = 20
+    **{f"metasgd-paper-x{s:g}": Protocol(f"metasgd-paper-x{s:g}", 20, 1, (s,), num_goals=600)
+       for s in (0.5, 0.75, 1.5, 2.0)},
     # pytorch-maml-rl's own test protocol as run by the peer harness: 40 goals, 20 trajectories, 3 steps, one α.
     "peer": Protocol("peer", 20, 3, None),
     # two test steps at the training step size (the multi-step study)

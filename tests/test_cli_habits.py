@@ -91,6 +91,20 @@ def test_config_keys_lists_every_key_with_default_and_help(capsys):
     assert "alpha_granularity" in defaults and "scalar | per_layer | per_parameter" in out
 
 
+def test_a_full_disk_is_one_line_and_exit_1(monkeypatch, capsys):
+    import errno
+
+    import metarl.cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/metrics.jsonl")
+
+    monkeypatch.setattr(metarl.cli, "_config", full)
+    assert main(["config", NAV]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left" in err[0] and "runs/x/metrics.jsonl" in err[0] and "--resume" in err[0]
+
+
 def test_version():
     proc = _run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"metarl {__version__}"

@@ -156,8 +156,10 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
     """
     monkeypatch.setattr(rollout_group_mod, "WORKER_MAX_RESTARTS", retries)
     monkeypatch.setattr(rollout_group_mod, "WORKER_MAX_TASK_RETRIES", retries)
-    # Long episodes so that one slice takes a few tenths of a second to sample: the kill lands mid-call.
-    trainer = _trainer(tmp_path, horizon=1500, iterations=3, checkpoint_every=10)
+    # Long episodes so that one slice takes a few tenths of a second of the victim's CPU: the kill, after
+    # 50 ms of it, lands mid-call. (At horizon 1500 a slice took about 50 ms, and the kill sometimes
+    # landed in the post phase instead.)
+    trainer = _trainer(tmp_path, horizon=6000, iterations=3, checkpoint_every=10)
     try:
         first = trainer.train_iteration()
         rollouts = trainer.rollouts
