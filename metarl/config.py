@@ -18,11 +18,8 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import importlib
 import math
 import os
-import re
-import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -33,104 +30,13 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-
-class ConfigError(ValueError):
-    """A bad config key or value; the CLI prints it as one line and exits with status 2.
-
-    The message is always one line of bounded length (newlines folded, long values cut), so a
-    hostile file cannot flood the terminal or break "one line on stderr".
-    """
-
-    MAX_CHARS = 400
-
-    def __init__(self, message: str):
-        message = " ".join(str(message).split())
-        if len(message) > self.MAX_CHARS:
-            message = message[: self.MAX_CHARS - 3] + "..."
-        super().__init__(message)
+from metarl.config_checks import _check_env, _check_memory, _check_plain_data, _is_int
+from metarl.config_text import (MAX_INNER_STEPS, MAX_LAYERS, MAX_NUMBER, MAX_POLICY_PARAMETERS, MAX_STEPS_PER_PHASE,
+                                ConfigError, _show, _yaml_problem, parse_override, read_config_bytes, yaml_load)
 
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 60
-_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 6
-_REPR.maxlevel = 3
 
-
-def _show(value: Any) -> str:
-    """A short repr for error messages (safe on huge, deep or self-referencing YAML values)."""
-    return _REPR.repr(value)
-
-
-MAX_NUMBER = 1e9  # larger magnitudes in any numeric key are taken as a typo
-MAX_STEPS_PER_PHASE = 10**8  # meta_batch_size x episodes_per_task x horizon
-MAX_POLICY_PARAMETERS = 10**8
-MAX_LAYERS = 64
-MAX_ENV_KWARGS_NODES = 1000  # values in env_kwargs (nested), counted once each
-MAX_CONFIG_BYTES = 256 * 1024  # a config file (the presets are about 1 KiB); PyYAML parses ~1 MB/s
-MAX_INNER_STEPS = 1000  # papers use 1-5; each one is a full pass over the pre-adaptation batch
-ENV_IMPORT_TIMEOUT_S = 60.0  # an env module's import (run in the main thread) that takes longer fails
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` (never constructs Python objects) with two fixes for config files.
-
-    * YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-3`` and ``1.0e3`` as strings, which would
-      reject ``meta_lr: 1e-3``; here they are floats.
-    * A key given twice in one mapping is an error instead of silently keeping the last value.
-    * Anchors and aliases (``&a``, ``*a``, ``<<: *a``) are refused: configs never need them, and
-      a few hundred bytes of nested aliases expand to billions of values ("billion laughs").
-    """
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(
-                None, None, "YAML anchors and aliases (&name, *name) are not allowed in metarl configs", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
-                if isinstance(key_node, yaml.ScalarNode):
-                    if key_node.value in seen:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-                        )
-                    seen.add(key_node.value)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str | bytes) -> Any:
-    """Parse YAML safely (plain data only); YAML 1.2 floats; duplicate keys refused."""
-    return yaml.load(text, Loader=_Loader)
-
-
-def parse_value(text: str, where: str) -> Any:
-    """A command-line value read as YAML, exactly as in a config file (``1e-2`` a float, ``[8, 8]`` a list)."""
-    try:
-        return yaml_load(text)
-    except (yaml.YAMLError, RecursionError):
-        raise ConfigError(f"{where}: value is not valid YAML") from None
-
-
-def parse_override(item: str, flag: str = "--set") -> tuple[str, Any]:
-    """``"key=value"`` → ``(key, value)``; the one parser behind ``--set`` and ``--grid``'s keys."""
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"{flag} {_show(item)}: expected key=value")
-    return key, parse_value(value, f"{flag} {_show(item)}")
-
-
+# -- overrides on raw (nested or flat) config dicts: they need the model's sections --------------------
 def set_dotted(raw: dict, key: str, value: Any) -> None:
     """``raw[a][b] = value`` for ``key = "a.b"``: Hydra/OmegaConf-style dotted keys into mappings.
 
@@ -198,46 +104,6 @@ def apply_overrides(raw: dict, overrides: Sequence[str], flag: str = "--set") ->
     for item in overrides:
         set_dotted(raw, *parse_override(item, flag))
     return raw
-
-
-
-
-def read_config_bytes(path: Path) -> bytes:
-    """A config file's bytes: a regular file of at most :data:`MAX_CONFIG_BYTES` (no FIFO, no device)."""
-    try:
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} is not a regular file (a FIFO, device or socket)")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes; the limit is "
-                              f"{MAX_CONFIG_BYTES:,} (configs are a few dozen keys)")
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror or exc})") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {str(path)!r} grew past the limit of {MAX_CONFIG_BYTES:,} bytes")
-    return data
-
-
-def load_yaml_file(path: str | Path) -> Any:
-    """A small YAML file read as configs are (size cap, no aliases); ``ConfigError`` in one line."""
-    path = Path(path)
-    try:
-        return yaml_load(read_config_bytes(path).decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: YAML nested too deeply") from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
-
-
 
 
 # -- the typed model ---------------------------------------------------------------------------------
@@ -798,166 +664,4 @@ def _one_line(exc: ValidationError, raw: Any) -> ConfigError:
         f"({type(value).__name__}; {spec.help})"
     )
 
-
-def learner_memory_bytes(cfg: "Config", steps_per_phase: int, widths: list[int], params: int) -> int:
-    """A rough upper estimate of the learner's memory for one meta-iteration (before anything starts).
-
-    Activations: a policy forward over one phase keeps ``steps x sum(widths)`` values for the
-    backward pass; the meta-gradient keeps one such graph per inner step plus the post-adaptation
-    one, each about 4x (pre-activations, gradients, the Fisher products' double backward).
-    Parameters: θ, α and the optimizer's moments, plus each task's θ'ᵢ (and its gradient) per
-    inner step. Calibrated loosely: the Navigation2D preset estimates 0.3 GB, its learner's peak
-    RSS (with torch itself) is about 1 GB.
-    """
-    size = 8 if cfg.dtype == "float64" else 4
-    activations = 4 * (cfg.inner_steps + 1) * steps_per_phase * sum(widths) * size
-    parameters = (4 + 2 * cfg.meta_batch_size * cfg.inner_steps) * params * size
-    return activations + parameters
-
-
-def memory_limit_bytes() -> int:
-    """What an estimate is checked against: this machine's memory, or ``METARL_MAX_MEMORY_GB``.
-
-    Set the variable when the learner runs on a larger node of a cluster than the driver's.
-    """
-    override = os.environ.get("METARL_MAX_MEMORY_GB")
-    if override:
-        try:
-            return int(float(override) * 2**30)
-        except ValueError:
-            raise ConfigError(f"METARL_MAX_MEMORY_GB: expected a number of GB, got {_show(override)}") from None
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 64 * 2**30
-
-
-def _check_memory(cfg: "Config", steps: int, widths: list[int], params: int) -> None:
-    """Refuse a config whose learner would not fit in memory; the message leads with the key to lower."""
-    need, limit = learner_memory_bytes(cfg, steps, widths, params), memory_limit_bytes()
-    if need <= limit:
-        return
-    growth = {  # how far each knob is above its preset value: the largest is named first
-        "hidden_sizes": sum(cfg.hidden_sizes) / 200, "inner_steps": cfg.inner_steps / 1,
-        "meta_batch_size": cfg.meta_batch_size / 20, "episodes_per_task": cfg.episodes_per_task / 20,
-        "horizon": steps / (cfg.meta_batch_size * cfg.episodes_per_task * 100),
-    }
-    key = max(growth, key=growth.get)
-    raise ConfigError(
-        f"{key}: {_show(getattr(cfg, key))} makes the learner need about {need / 2**30:,.0f} GiB (hidden_sizes "
-        f"{_show(cfg.hidden_sizes)}, inner_steps {cfg.inner_steps}, {steps:,} env steps per phase); this machine "
-        f"has {limit / 2**30:,.0f} GiB (METARL_MAX_MEMORY_GB overrides). Lower {key}"
-    )
-
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_plain_data(name: str, value: Any) -> None:
-    """``value`` is JSON-like (str keys; None, bool, int, finite float, str, list, dict) and small."""
-    budget = [MAX_ENV_KWARGS_NODES]
-    on_path: set[int] = set()
-
-    def walk(v: Any, where: str) -> None:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise ConfigError(f"{name}: too large or too deeply shared (more than {MAX_ENV_KWARGS_NODES} values)")
-        if v is None or isinstance(v, (bool, str)):
-            return
-        if isinstance(v, (int, float)):
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"{where}: must be a finite number, got {v!r}")
-            if abs(v) > 1e300:
-                raise ConfigError(f"{where}: {_show(v)} is unreasonably large")
-            return
-        if isinstance(v, (list, dict)):
-            if id(v) in on_path:
-                raise ConfigError(f"{where}: refers to itself (a recursive YAML anchor)")
-            on_path.add(id(v))
-            if isinstance(v, dict):
-                for k, item in v.items():
-                    if not isinstance(k, str):
-                        raise ConfigError(f"{where}: keys must be strings, got {_show(k)}")
-                    walk(item, f"{where}.{k[:40]}")
-            else:
-                for i, item in enumerate(v):
-                    walk(item, f"{where}[{i}]")
-            on_path.discard(id(v))
-            return
-        raise ConfigError(f"{where}: {type(v).__name__} values are not allowed (plain YAML data only), got {_show(v)}")
-
-    walk(value, name)
-
-
-def _import_env_module(env_id: str, module: str) -> None:
-    """Import a config's env module; anything it raises (``sys.exit`` and Ctrl-C included) is one line.
-
-    In the main thread the import is given :data:`ENV_IMPORT_TIMEOUT_S` (``SIGALRM``); an import
-    blocked inside C code that ignores signals can still hang (documented in docs/reliability.md).
-    """
-    import signal
-    import threading
-
-    def too_slow(signum, frame):
-        raise TimeoutError(f"no result after {ENV_IMPORT_TIMEOUT_S:g} s")
-
-    timed = threading.current_thread() is threading.main_thread() and signal.getitimer(signal.ITIMER_REAL)[0] == 0
-    previous = signal.signal(signal.SIGALRM, too_slow) if timed else None
-    if timed:
-        signal.setitimer(signal.ITIMER_REAL, ENV_IMPORT_TIMEOUT_S)
-    try:
-        importlib.import_module(module)
-    except BaseException as exc:  # ModuleNotFoundError, the module's own error, sys.exit(), KeyboardInterrupt
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise ConfigError(f"env: {_show(env_id)}: importing {module} failed ({detail})") from None
-    finally:
-        if timed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
-
-
-def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str]:
-    """The env id is registered and constructs with ``env_kwargs`` as a metarl task family.
-
-    A family has Box observations, Box or Discrete actions and the task API (``sample_tasks``,
-    ``set_task``, ``get_task``). Returns ``(obs_dim, act_dim, max_episode_steps, policy kind)``.
-    """
-    import gymnasium as gym
-
-    import metarl.envs  # noqa: F401  (registers the metarl families)
-    from metarl.tasks import space_dims
-
-    module, _, name = env_id.rpartition(":")
-    if module:  # Gymnasium's "module:id": importing the module registers the family
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module):
-            raise ConfigError(f"env: {_show(env_id)}: {_show(module)} is not a Python module name")
-        _import_env_module(env_id, module)
-    if name not in gym.registry:
-        metarl_ids = sorted(k for k in gym.registry if k.startswith("metarl/"))
-        close = difflib.get_close_matches(name[:200], metarl_ids, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; registered metarl envs: {', '.join(metarl_ids)}"
-        raise ConfigError(f"env: {_show(env_id)} is not a registered Gymnasium id{hint}")
-    make_options = sorted(set(env_kwargs) & {"max_episode_steps", "disable_env_checker"})  # gym.make's own
-    if make_options:
-        raise ConfigError(f"env_kwargs: {', '.join(make_options)} are options of gymnasium.make, not of the env, and "
-                          "metarl's vectorised rollouts never see them; set horizon for the episode length")
-    try:
-        env = gym.make(env_id, **env_kwargs)
-    except Exception as exc:  # the env's own message says which keyword and why
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        detail = detail.split(" was raised from the environment creator")[0]  # gymnasium repeats the kwargs
-        raise ConfigError(f"env_kwargs: {env_id} does not accept {_show(env_kwargs)}: {detail}") from None
-    try:
-        try:
-            obs_dim, act_dim, kind = space_dims(env)
-        except ValueError as exc:
-            raise ConfigError(f"env: {env_id} is not a metarl task family ({str(exc).split(': ', 1)[-1]})") from None
-        if not all(hasattr(env.unwrapped, m) for m in ("sample_tasks", "set_task", "get_task")):
-            raise ConfigError(f"env: {env_id} is not a metarl task family (needs sample_tasks, set_task and get_task)")
-        max_steps = env.spec.max_episode_steps if env.spec is not None else None
-        return obs_dim, act_dim, max_steps, kind
-    finally:
-        env.close()
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -167,7 +166,7 @@ def _read_config(run: Path) -> dict:
     path = run / "config.yaml"
     if not path.is_file():
         raise ValueError(f"{run}: not a run directory (no config.yaml)")
-    from metarl.config import load_yaml_file  # size cap, no YAML aliases (a merge-key bomb would hang)
+    from metarl.config_text import load_yaml_file  # size cap, no YAML aliases (a merge-key bomb would hang)
 
     cfg = load_yaml_file(path) or {}
     if not isinstance(cfg, dict):

@@ -10,6 +10,10 @@ each redo only what is missing, so a study survives being stopped and started ag
               per (run, protocol) under ``RUNS/eval/``
     report    markdown tables: mean ± 95 % t-interval over seeds per inner step, and tests
               between variants (paired over goals, Welch over seeds), α statistics
+    archive   what ``report`` needs, without checkpoints: the evaluation JSONs and one
+              ``summary.json`` per run (training returns per iteration, α statistics), small enough
+              to commit (docs/data/). ``report --runs`` on an archive prints the same tables, so a
+              study's numbers outlive its run directories.
 
 ``scripts/study.py`` is the command line; docs/results.md quotes its tables with the commands.
 """
@@ -151,7 +155,19 @@ def learns_alpha(variant: Variant) -> bool:
     return Config.load(ROOT / variant.config, list(variant.overrides)).learns_alpha
 
 
+SUMMARY = "summary.json"  # an archived run (see :func:`archive`): no checkpoints, no metrics.jsonl
+
+
+def archived(run: Path) -> dict[str, Any] | None:
+    """The archived summary of a run, or None for a live run directory."""
+    path = run / SUMMARY
+    return json.loads(path.read_text()) if path.exists() and not (run / "checkpoints").is_dir() else None
+
+
 def complete(run: Path, iterations: int) -> bool:
+    summary = archived(run)
+    if summary is not None:
+        return int(summary["iteration"]) >= iterations
     return (run / "checkpoints" / f"checkpoint-{iterations:06d}.pt").exists()
 
 
@@ -218,6 +234,55 @@ def evaluate(runs: Path, variants: list[Variant], seeds: list[int], protocols: l
                 print(f"{path}: {[round(x, 2) for x in result['returns_by_step']]}", file=sys.stderr, flush=True)
 
 
+# -- archive --------------------------------------------------------------------------------------
+def archive(runs: Path, variants: list[Variant], seeds: list[int], dest: Path) -> list[Path]:
+    """Copy what :func:`report` reads for every complete (variant, seed) into ``dest``: a summary per
+    run (final iteration, training returns per iteration, α statistics when α is learned) and the
+    run's evaluation JSONs, per goal. Returns the files written."""
+    written: list[Path] = []
+    for v in variants:
+        for seed in seeds:
+            run = run_dir(runs, v, seed)
+            last = final_iteration(v)
+            if run.resolve() == run_dir(dest, v, seed).resolve() or not complete(run, last):
+                continue
+            summary = {"variant": v.name, "config": v.config, "overrides": list(v.overrides), "seed": seed,
+                       "iteration": last, "training": [training_rows(run)[i] for i in sorted(training_rows(run))],
+                       "alpha": alpha_summary(run) if learns_alpha(v) else None}
+            out = run_dir(dest, v, seed) / SUMMARY
+            written.append(_write_json(out, summary))
+            for path in sorted((runs / "eval").glob(f"{v.name}-seed{seed}-*.json")):
+                if path.stem[len(f"{v.name}-seed{seed}-"):] in PROTOCOLS:
+                    written.append(_write_json(dest / "eval" / path.name, json.loads(path.read_text())))
+    return written
+
+
+def archive_peer(peer_runs: Path, seeds: list[int], dest: Path, eval_seed: int = 1) -> list[Path]:
+    """The same for pytorch-maml-rl runs of the peer harness: each seed's ``progress.csv`` and its
+    evaluation's per-goal ``step_returns`` (re-saved as a plain array: loading runs no pickled code)."""
+    written: list[Path] = []
+    for seed in seeds:
+        src = peer_runs / f"seed{seed}"
+        npz = src / f"eval_seed{eval_seed}" / "results.npz"
+        if not (npz.exists() and (src / "progress.csv").exists()):
+            continue
+        out = dest / f"seed{seed}"
+        (out / f"eval_seed{eval_seed}").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / "progress.csv", out / "progress.csv")
+        step_returns = np.asarray(np.load(npz, allow_pickle=False)["step_returns"], dtype=np.float64)
+        np.savez_compressed(out / f"eval_seed{eval_seed}" / "results.npz", step_returns=step_returns)
+        written += [out / "progress.csv", out / f"eval_seed{eval_seed}" / "results.npz"]
+    return written
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    tmp.replace(path)
+    return path
+
+
 # -- statistics -----------------------------------------------------------------------------------
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95 % Student-t interval of the mean (nan for fewer than 2 values)."""
@@ -272,7 +337,7 @@ def load_peer(peer_runs: Path, seeds: list[int], eval_seed: int = 1) -> tuple[Re
     for seed in seeds:
         npz = peer_runs / f"seed{seed}" / f"eval_seed{eval_seed}" / "results.npz"
         if npz.exists():
-            res.per_goal[seed] = np.load(npz, allow_pickle=True)["step_returns"].mean(axis=-1)
+            res.per_goal[seed] = np.load(npz, allow_pickle=False)["step_returns"].mean(axis=-1)
         progress = peer_runs / f"seed{seed}" / "progress.csv"
         if progress.exists():
             rows = [r for r in csv.DictReader(progress.open()) if 91 <= int(r["iteration"]) <= 100]
@@ -296,6 +361,9 @@ def alpha_summary(run: Path) -> dict[str, Any]:
     """α of a run's newest checkpoint: overall and per-layer mean/std/min/max, share negative."""
     from metarl.evaluation import load_run
 
+    summary = archived(run)
+    if summary is not None:
+        return summary["alpha"]
     trained = load_run(run)
     out: dict[str, Any] = {}
     flat = []
@@ -309,14 +377,23 @@ def alpha_summary(run: Path) -> dict[str, Any]:
     return out
 
 
+def training_rows(run: Path) -> dict[int, dict[str, float]]:
+    """Iteration → training ``return_pre`` / ``return_post`` of a run (live or archived)."""
+    summary = archived(run)
+    if summary is not None:
+        return {int(r["iteration"]): r for r in summary["training"]}
+    rows: dict[int, dict[str, float]] = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)  # a resumed run may repeat iterations: keep the last
+            rows[int(r["iteration"])] = {k: float(r[k]) for k in ("iteration", "return_pre", "return_post")}
+    return rows
+
+
 def training_window(run: Path, first: int = 91, last: int = 100) -> tuple[float, float]:
     """Mean training ``return_pre`` and ``return_post`` over iterations ``first..last`` (a run's last ten by
     default for the 100-iteration navigation runs; :func:`report` passes each variant's own last ten)."""
-    rows: dict[int, dict] = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            rows[int(r["iteration"])] = r  # a resumed run may repeat iterations: keep the last
+    rows = training_rows(run)
     sel = [rows[i] for i in range(first, last + 1) if i in rows]
     return float(np.mean([r["return_pre"] for r in sel])), float(np.mean([r["return_post"] for r in sel]))
 

@@ -47,7 +47,8 @@ import ray
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
-from metarl.config import Config, ConfigError, get_dotted, parse_value, set_dotted
+from metarl.config import Config, ConfigError, get_dotted, set_dotted
+from metarl.config_text import parse_value
 from metarl.rollout_group import learner_bundle, learner_uses_gpu, worker_bundles
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def split_values(text: str) -> list[str]:
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["inner_lr=1e-2,0.1", "env_kwargs.action_mode=clip,scale"]`` → ``{"inner_lr": [0.01, 0.1], …}``.
 
-    Each value is read by ``--set``'s parser (:func:`metarl.config.parse_value`), so ``1e-2`` is a
+    Each value is read by ``--set``'s parser (:func:`metarl.config_text.parse_value`), so ``1e-2`` is a
     float in both; keys may be dotted like ``--set``'s.
     """
     grid: dict[str, list[Any]] = {}

@@ -326,7 +326,7 @@ def test_a_config_env_module_that_exits_or_interrupts_is_one_line(tmp_path, caps
     name = f"r19bad_{os.getpid()}_{time.monotonic_ns()}"
     (tmp_path / f"{name}.py").write_text(body + "\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr("metarl.config.ENV_IMPORT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("metarl.config_checks.ENV_IMPORT_TIMEOUT_S", 0.5)
     out = tmp_path / "out"
     rc, err = _run_cli(["train", CONFIG, "--out", str(out), "--set", f"env={name}:metarl/Navigation2D-v0"], capsys)
     sys.modules.pop(name, None)

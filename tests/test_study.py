@@ -95,3 +95,41 @@ def test_every_study_variant_is_a_valid_config():
     for name, variants in study.STUDIES.items():
         for v in variants:
             assert study.final_iteration(v) >= 1, (name, v.name)
+
+
+def test_an_archive_reports_the_same_tables_as_the_runs(tmp_path):
+    """``archive`` keeps what the report reads (training returns, per-goal evaluations) without checkpoints."""
+    runs, dest = tmp_path / "runs", tmp_path / "archive"
+    protocol = study.PROTOCOLS["two-steps"]
+    v = study.Variant("short", "configs/navigation2d-maml.yaml", ("iterations=20",))
+    rng = np.random.default_rng(1)
+    for seed in (0, 1):
+        run = study.run_dir(runs, v, seed)
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "checkpoint-000020.pt").touch()
+        rows = [{"iteration": i, "return_pre": float(rng.normal(-40, 1)), "return_post": float(rng.normal(-12, 1)),
+                 "kl": 0.01} for i in range(1, 21)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        _write_eval(runs, v, seed, protocol, rng.normal(-20, 3, size=(3, 40)))
+    unfinished = study.run_dir(runs, v, 2)
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "checkpoint-000010.pt").touch()
+    written = study.archive(runs, [v], [0, 1, 2], dest)
+    assert len(written) == 4 and not (dest / "short-seed2").exists()  # 2 summaries + 2 evaluations
+    assert not list(dest.rglob("*.pt"))
+    assert study.report(dest, [v], [0, 1, 2], [protocol]) == study.report(runs, [v], [0, 1, 2], [protocol])
+    assert study.complete(study.run_dir(dest, v, 0), 20) and not study.complete(study.run_dir(dest, v, 0), 21)
+
+
+def test_an_archive_of_peer_runs_loads_like_the_runs(tmp_path):
+    peer, dest = tmp_path / "peer", tmp_path / "archive"
+    rng = np.random.default_rng(2)
+    for seed in (1, 2):
+        (peer / f"seed{seed}" / "eval_seed1").mkdir(parents=True)
+        np.savez(peer / f"seed{seed}" / "eval_seed1" / "results.npz", step_returns=rng.normal(-20, 3, (4, 40, 20)))
+        rows = [f"{i},{rng.normal(-40):.4f},{rng.normal(-16):.4f},5.0" for i in range(1, 101)]
+        (peer / f"seed{seed}" / "progress.csv").write_text("iteration,return_pre,return_post,seconds\n" + "\n".join(rows) + "\n")
+    assert len(study.archive_peer(peer, [1, 2, 3], dest)) == 4
+    (live, live_windows), (kept, kept_windows) = study.load_peer(peer, [1, 2, 3]), study.load_peer(dest, [1, 2, 3])
+    assert kept.seeds == live.seeds == [1, 2] and kept_windows == live_windows
+    np.testing.assert_array_equal(kept.goal_means(3), live.goal_means(3))
