@@ -373,7 +373,8 @@ def alpha_summary(run: Path) -> dict[str, Any]:
         out[name] = {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
     allv = np.concatenate(flat)
     out["all"] = {"mean": float(allv.mean()), "std": float(allv.std()), "min": float(allv.min()),
-                  "max": float(allv.max()), "frac_negative": float((allv < 0).mean())}
+                  "max": float(allv.max()), "frac_negative": float((allv < 0).mean()),
+                  "negative": int((allv < 0).sum()), "entries": int(allv.size)}
     return out
 
 
@@ -396,6 +397,13 @@ def training_window(run: Path, first: int = 91, last: int = 100) -> tuple[float,
     rows = training_rows(run)
     sel = [rows[i] for i in range(first, last + 1) if i in rows]
     return float(np.mean([r["return_pre"] for r in sel])), float(np.mean([r["return_post"] for r in sel]))
+
+
+def _negatives(a: dict[str, Any]) -> str:
+    """How many of α's entries are negative (a share rounds the few sign changes to 0)."""
+    if "negative" in a:
+        return f"{a['negative']} of {a['entries']}"
+    return f"{a['frac_negative']:.2%}"
 
 
 def fmt(mean: float, half: float) -> str:
@@ -463,10 +471,10 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
                 a = alpha_summary(run)["all"]
                 if a["std"] > 0:
                     alpha_rows.append(f"| {v.name} | {s} | {a['mean']:.4f} | {a['std']:.4f} | {a['min']:.3f} | "
-                                      f"{a['max']:.3f} | {a['frac_negative']:.3f} |")
+                                      f"{a['max']:.3f} | {_negatives(a)} |")
     if alpha_rows:
         lines += ["", "#### Learned α after training (all entries)", "",
-                  "| variant | seed | mean | std | min | max | share negative |", "| --- | --- | --- | --- | --- | --- | --- |",
+                  "| variant | seed | mean | std | min | max | negative entries |", "| --- | --- | --- | --- | --- | --- | --- |",
                   *alpha_rows]
         lines += ["", "#### Learned α per layer (mean over seeds of each layer's mean / std)", ""]
         for v in alpha_variants:
