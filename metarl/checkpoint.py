@@ -90,7 +90,8 @@ def _non_finite(obj: Any, where: str = "") -> list[str]:
     return []
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` so that a kill leaves the old file or the new one, never half of it (fsync'd)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -124,9 +125,9 @@ def save_checkpoint(directory: str | Path, iteration: int, state: dict[str, Any]
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(directory)
-        _atomic_write(path, data)
+        atomic_write(path, data)
         meta = {"iteration": iteration, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        _atomic_write(path.with_suffix(".json"), json.dumps(meta).encode())
+        atomic_write(path.with_suffix(".json"), json.dumps(meta).encode())
     except OSError as exc:
         raise _write_failed(directory, path, exc) from None
     for old in list_checkpoints(directory)[:-keep]:

@@ -227,10 +227,7 @@ def evaluate(runs: Path, variants: list[Variant], seeds: list[int], protocols: l
                 where = {"num_tasks": p.num_goals} if p.sampled_tasks else {"goals": heldout_goals(p.num_goals)}
                 result = evaluate_run(out, **where, steps=p.steps, episodes=p.episodes, seed=EVAL_SEED, local=True,
                                       alpha_scales=p.alpha_scales, deterministic=p.deterministic)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(result))
-                tmp.replace(path)
+                _write_json(path, result)
                 print(f"{path}: {[round(x, 2) for x in result['returns_by_step']]}", file=sys.stderr, flush=True)
 
 
@@ -246,8 +243,9 @@ def archive(runs: Path, variants: list[Variant], seeds: list[int], dest: Path) -
             last = final_iteration(v)
             if run.resolve() == run_dir(dest, v, seed).resolve() or not complete(run, last):
                 continue
+            rows = training_rows(run)
             summary = {"variant": v.name, "config": v.config, "overrides": list(v.overrides), "seed": seed,
-                       "iteration": last, "training": [training_rows(run)[i] for i in sorted(training_rows(run))],
+                       "iteration": last, "training": [rows[i] for i in sorted(rows)],
                        "alpha": alpha_summary(run) if learns_alpha(v) else None}
             out = run_dir(dest, v, seed) / SUMMARY
             written.append(_write_json(out, summary))
@@ -276,10 +274,11 @@ def archive_peer(peer_runs: Path, seeds: list[int], dest: Path, eval_seed: int =
 
 
 def _write_json(path: Path, data: Any) -> Path:
+    """Atomically, like checkpoints: a study stopped mid-write keeps the old file or the new one."""
+    from metarl.checkpoint import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, separators=(",", ":")).encode())
     return path
 
 
@@ -358,7 +357,7 @@ def compare(a: Results, b: Results, step: int) -> dict[str, float]:
 
 
 def alpha_summary(run: Path) -> dict[str, Any]:
-    """α of a run's newest checkpoint: overall and per-layer mean/std/min/max, share negative."""
+    """α of a run's newest checkpoint: overall and per-layer mean/std/min/max, how many entries are negative."""
     from metarl.evaluation import load_run
 
     summary = archived(run)
@@ -373,8 +372,7 @@ def alpha_summary(run: Path) -> dict[str, Any]:
         out[name] = {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
     allv = np.concatenate(flat)
     out["all"] = {"mean": float(allv.mean()), "std": float(allv.std()), "min": float(allv.min()),
-                  "max": float(allv.max()), "frac_negative": float((allv < 0).mean()),
-                  "negative": int((allv < 0).sum()), "entries": int(allv.size)}
+                  "max": float(allv.max()), "negative": int((allv < 0).sum()), "entries": int(allv.size)}
     return out
 
 
@@ -397,13 +395,6 @@ def training_window(run: Path, first: int = 91, last: int = 100) -> tuple[float,
     rows = training_rows(run)
     sel = [rows[i] for i in range(first, last + 1) if i in rows]
     return float(np.mean([r["return_pre"] for r in sel])), float(np.mean([r["return_post"] for r in sel]))
-
-
-def _negatives(a: dict[str, Any]) -> str:
-    """How many of α's entries are negative (a share rounds the few sign changes to 0)."""
-    if "negative" in a:
-        return f"{a['negative']} of {a['entries']}"
-    return f"{a['frac_negative']:.2%}"
 
 
 def fmt(mean: float, half: float) -> str:
@@ -471,7 +462,7 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
                 a = alpha_summary(run)["all"]
                 if a["std"] > 0:
                     alpha_rows.append(f"| {v.name} | {s} | {a['mean']:.4f} | {a['std']:.4f} | {a['min']:.3f} | "
-                                      f"{a['max']:.3f} | {_negatives(a)} |")
+                                      f"{a['max']:.3f} | {a['negative']} of {a['entries']} |")
     if alpha_rows:
         lines += ["", "#### Learned α after training (all entries)", "",
                   "| variant | seed | mean | std | min | max | negative entries |", "| --- | --- | --- | --- | --- | --- | --- |",

@@ -489,7 +489,7 @@ def test_evaluate_loader_against_a_live_writer_never_fails(tmp_path, cfg):
 def test_a_failed_checkpoint_write_names_what_was_kept(tmp_path, cfg, monkeypatch, code, words):
     directory = tmp_path / "checkpoints"
     first = ckpt.save_checkpoint(directory, 1, _real_state(cfg, 1))
-    real_write, calls = ckpt._atomic_write, []
+    real_write, calls = ckpt.atomic_write, []
 
     def failing(path: Path, data: bytes) -> None:
         calls.append(path.name)
@@ -497,7 +497,7 @@ def test_a_failed_checkpoint_write_names_what_was_kept(tmp_path, cfg, monkeypatc
             raise OSError(code, os.strerror(code), str(path))
         real_write(path, data)
 
-    monkeypatch.setattr(ckpt, "_atomic_write", failing)
+    monkeypatch.setattr(ckpt, "atomic_write", failing)
     with pytest.raises(CheckpointWriteError) as err:
         ckpt.save_checkpoint(directory, 2, _real_state(cfg, 2))
     message = str(err.value)
