@@ -47,8 +47,9 @@ CHEETAH_MAX_VELOCITY, ANT_MAX_VELOCITY = 2.0, 3.0
 
 
 # -- the reward rules as plain functions (tested on hand-computed cases) ------------------------
-# The HalfCheetah rules broadcast: one step (scalars, action (6,)) or many copies at once
-# (arrays, actions (..., 6)), so the Gymnasium env and the native vector env share them.
+# They broadcast: one step (scalars, action (A,), contact forces (nbody, 6)) or many copies at once
+# (arrays, actions (..., A), contact forces (..., nbody, 6)), so the Gymnasium env and the native
+# vector env share them and get the same numbers.
 def cheetah_vel_reward(x_velocity, action: np.ndarray, velocity):
     return -np.abs(x_velocity - velocity) - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
 
@@ -57,17 +58,18 @@ def cheetah_dir_reward(x_velocity, action: np.ndarray, direction):
     return direction * x_velocity - CHEETAH_CTRL_COST * np.sum(np.square(action), axis=-1)
 
 
-def _ant_costs(action: np.ndarray, contact_forces: np.ndarray) -> float:
+def _ant_costs(action: np.ndarray, contact_forces: np.ndarray):
     contact = np.clip(contact_forces, -1.0, 1.0)
-    return ANT_CTRL_COST * float(np.sum(np.square(action))) + ANT_CONTACT_COST * float(np.sum(np.square(contact)))
+    contact = contact.reshape(*contact.shape[:-2], -1)  # one sum per copy over its (nbody, 6) forces
+    return ANT_CTRL_COST * np.sum(np.square(action), axis=-1) + ANT_CONTACT_COST * np.sum(np.square(contact), axis=-1)
 
 
-def ant_dir_reward(x_velocity: float, action: np.ndarray, contact_forces: np.ndarray, direction: int) -> float:
+def ant_dir_reward(x_velocity, action: np.ndarray, contact_forces: np.ndarray, direction):
     return direction * x_velocity - _ant_costs(action, contact_forces) + ANT_SURVIVE
 
 
-def ant_vel_reward(x_velocity: float, action: np.ndarray, contact_forces: np.ndarray, velocity: float) -> float:
-    return -abs(x_velocity - velocity) + 1.0 - _ant_costs(action, contact_forces) + ANT_SURVIVE
+def ant_vel_reward(x_velocity, action: np.ndarray, contact_forces: np.ndarray, velocity):
+    return -np.abs(x_velocity - velocity) + 1.0 - _ant_costs(action, contact_forces) + ANT_SURVIVE
 
 
 def check_direction(task: Task) -> int:
@@ -151,24 +153,197 @@ class _Direction(_LocomotionTasks):
         return [int(d) for d in 2 * rng.integers(0, 2, size=n) - 1]
 
 
-class _CheetahVector:
-    """``make_vector``: the native vectorised form of the HalfCheetah families (:class:`CheetahVectorEnv`);
-    ``REWARD`` is the family's rule, applied to one step or to all copies."""
+# -- the native vector forms ------------------------------------------------------------------------
+class _MujocoVectorEnv:
+    """Many (task, episode) copies of a MuJoCo family as one array env, without Gymnasium's per-copy overhead.
 
+    Why: sampling is most of a locomotion iteration, and much of a ``SyncVectorEnv`` step is Python
+    around MuJoCo (wrappers, observation and info building). Each copy is a bare ``MjData`` of the
+    family's model, reset and stepped as Gymnasium's ``MujocoEnv`` does it (same per-episode seeds
+    and noise, controls clipped to [-1, 1], ``frame_skip`` substeps), so observations, rewards and
+    terminations equal the Gymnasium path's (tests/test_locomotion_vector.py). Subclasses build the
+    family's observation and step.
+    """
+
+    def __init__(self, env_cls: type, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None,
+                 reset_noise_scale: float = 0.1, **_render: Any):
+        template = env_cls(reset_noise_scale=reset_noise_scale)
+        self.model, self.frame_skip, self.dt = template.model, template.frame_skip, template.dt
+        self.init_qpos, self.init_qvel = template.init_qpos.copy(), template.init_qvel.copy()
+        self._configure(template)
+        template.close()
+        self.noise = reset_noise_scale
+        self.env_cls, self.reward = env_cls, env_cls.REWARD
+        self.datas = [mujoco.MjData(self.model) for _ in range(len(tasks) * episodes_per_task)]  # ~2 ms each
+        self.action_shape = (self.model.nu,)
+        self.assign(tasks, episodes_per_task, seeds)
+
+    def _configure(self, template: Any) -> None:
+        """Read the family's constants (``observation_shape``, termination) off a Gymnasium env."""
+        raise NotImplementedError
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.datas)
+
+    def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None) -> "_MujocoVectorEnv":
+        """New tasks and reset seeds for the same number of copies (building the copies costs far more);
+        takes effect at the next ``reset``."""
+        from metarl.rollouts import episode_seed  # the Gymnasium path's per-episode reset seeds
+
+        if len(tasks) * episodes_per_task != self.num_envs:
+            raise ValueError(f"{len(tasks)} tasks x {episodes_per_task} episodes != {self.num_envs} copies")
+        self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
+        self.task_value = np.repeat(self.env_cls.task_values(tasks), episodes_per_task)  # one per copy
+        task_seeds = seeds if seeds is not None else list(range(len(tasks)))
+        self._seeds = [episode_seed(s, e) for s in task_seeds for e in range(episodes_per_task)]
+        return self
+
+    def _reset_copies(self) -> None:
+        """``MujocoEnv.reset(seed=...)``: the same generator and noise draws as ``reset_model``, then ``set_state``."""
+        for data, seed in zip(self.datas, self._seeds):
+            rng, _ = np_random(seed)
+            mujoco.mj_resetData(self.model, data)
+            data.qpos[:] = self.init_qpos + rng.uniform(low=-self.noise, high=self.noise, size=self.model.nq)
+            data.qvel[:] = self.init_qvel + self.noise * rng.standard_normal(self.model.nv)
+            mujoco.mj_forward(self.model, data)
+
+    def _controls(self, actions: np.ndarray) -> np.ndarray:
+        """Per-copy controls ``(n, nu)``: raw actions clipped to [-1, 1], as ``_LocomotionTasks.step`` does."""
+        flat = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
+        return np.clip(flat, -1.0, 1.0).astype(np.float64)
+
+    def _grid(self, values: np.ndarray) -> np.ndarray:
+        """Per-copy values ``(n, ...)`` as ``(tasks, episodes, ...)``."""
+        return values.reshape(self.num_tasks, self.episodes_per_task, *values.shape[1:])
+
+
+class CheetahVectorEnv(_MujocoVectorEnv):
+    """The HalfCheetah families' copies. They never terminate (HalfCheetah has no terminal state); the
+    rollout's horizon cuts them."""
+
+    def _configure(self, template: Any) -> None:
+        self.observation_shape = (self.model.nq - 1 + self.model.nv,)
+
+    def _obs(self) -> np.ndarray:
+        qpos = np.stack([d.qpos for d in self.datas])
+        qvel = np.stack([d.qvel for d in self.datas])
+        return self._grid(np.concatenate([qpos[:, 1:], qvel], axis=-1).astype(np.float32))
+
+    def reset(self) -> np.ndarray:
+        self._reset_copies()
+        return self._obs()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ctrl = self._controls(actions)
+        x_before = np.array([d.qpos[0] for d in self.datas])
+        for data, c in zip(self.datas, ctrl):
+            data.ctrl[:] = c
+            mujoco.mj_step(self.model, data, nstep=self.frame_skip)
+        x_after = np.array([d.qpos[0] for d in self.datas])
+        reward = self.reward((x_after - x_before) / self.dt, ctrl, self.task_value)
+        return self._obs(), self._grid(reward.astype(np.float32)), self._grid(np.zeros(self.num_envs, dtype=bool))
+
+
+class AntVectorEnv(_MujocoVectorEnv):
+    """The Ant families' copies: ``Ant-v5``'s observation (positions without x, y, velocities, clipped
+    contact forces) and termination when unhealthy.
+
+    A terminated copy is no longer stepped until the next ``reset`` (it returns its last observation,
+    reward 0 and terminated): the rollout masks its later steps anyway, and fallen ants would
+    otherwise cost a full MuJoCo step each.
+    """
+
+    def _configure(self, template: Any) -> None:
+        self.main_body = self.model.body(template._main_body).id  # Ant-v5's v_x: this body's xpos over the step
+        self.healthy_z_range = template._healthy_z_range
+        self.contact_force_range = template._contact_force_range
+        self.terminate_when_unhealthy = bool(template._terminate_when_unhealthy)
+        self.observation_shape = template.observation_space.shape
+
+    def reset(self) -> np.ndarray:
+        self._reset_copies()
+        n, m = self.num_envs, self.model  # per-copy state, gathered from the MjData after each reset / step
+        self._qpos, self._qvel = np.empty((n, m.nq)), np.empty((n, m.nv))
+        self._cfrc, self._x = np.empty((n, m.nbody, 6)), np.empty(n)
+        self._obs = np.empty((n, *self.observation_shape), dtype=np.float32)
+        self._terminated = np.zeros(n, dtype=bool)
+        everyone = np.arange(n)
+        for i in everyone:
+            self._record(i)
+        self._observe(everyone)
+        return self._grid(self._obs.copy())
+
+    def _record(self, i: int) -> None:
+        """Copy ``i``'s state after a reset or step into the per-copy arrays (MjData lives in separate C buffers)."""
+        data = self.datas[i]
+        self._qpos[i], self._qvel[i], self._cfrc[i] = data.qpos, data.qvel, data.cfrc_ext
+        self._x[i] = data.xpos[self.main_body, 0]
+
+    def _observe(self, idx: np.ndarray) -> None:
+        """``AntEnv._get_obs`` for copies ``idx`` at once: qpos[2:], qvel, clip(cfrc_ext)[1:]."""
+        low, high = self.contact_force_range
+        contact = np.clip(self._cfrc[idx, 1:], low, high).reshape(len(idx), -1)
+        self._obs[idx] = np.concatenate([self._qpos[idx, 2:], self._qvel[idx], contact], axis=-1)
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ctrl = self._controls(actions)
+        live = np.flatnonzero(~self._terminated)
+        x_before = self._x[live]
+        for i in live:  # ``MujocoEnv.do_simulation``: frame_skip steps, then the contact forces
+            data = self.datas[i]
+            data.ctrl[:] = ctrl[i]
+            mujoco.mj_step(self.model, data, nstep=self.frame_skip)
+            mujoco.mj_rnePostConstraint(self.model, data)
+            self._record(i)
+        self._observe(live)
+        reward = np.zeros(self.num_envs)
+        x_velocity = (self._x[live] - x_before) / self.dt
+        reward[live] = self.reward(x_velocity, ctrl[live], self._cfrc[live], self.task_value[live])
+        if self.terminate_when_unhealthy:
+            self._terminated[live] = ~self._healthy(live)
+        return self._grid(self._obs.copy()), self._grid(reward.astype(np.float32)), self._grid(self._terminated.copy())
+
+    def _healthy(self, idx: np.ndarray) -> np.ndarray:
+        """``AntEnv.is_healthy``: a finite state and the torso's z within ``healthy_z_range``."""
+        qpos, qvel = self._qpos[idx], self._qvel[idx]
+        low, high = self.healthy_z_range
+        finite = np.isfinite(qpos).all(axis=-1) & np.isfinite(qvel).all(axis=-1)
+        return finite & (low <= qpos[:, 2]) & (qpos[:, 2] <= high)
+
+
+# -- the families ------------------------------------------------------------------------------------
+class _Vectorised:
+    """``make_vector``: the family's native vectorised form (``VECTOR_ENV``); ``REWARD`` is the family's
+    rule, applied to one step here or to all copies there."""
+
+    VECTOR_ENV: type[_MujocoVectorEnv]
     REWARD: Any
-
-    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
-        return float(self.REWARD(x_velocity, action, self._task[self.KEY]))  # type: ignore[attr-defined]
 
     @classmethod
     def make_vector(
         cls, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None, **env_kwargs: Any
-    ) -> "CheetahVectorEnv":
-        return CheetahVectorEnv(cls, tasks, episodes_per_task, seeds, **env_kwargs)
+    ) -> _MujocoVectorEnv:
+        return cls.VECTOR_ENV(cls, tasks, episodes_per_task, seeds, **env_kwargs)
 
     @classmethod
     def task_values(cls, tasks: list[Task]) -> np.ndarray:
         return np.array([cls.validate_task(t)[cls.KEY] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
+
+
+class _CheetahVector(_Vectorised):
+    VECTOR_ENV = CheetahVectorEnv
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        return float(self.REWARD(x_velocity, action, self._task[self.KEY]))  # type: ignore[attr-defined]
+
+
+class _AntVector(_Vectorised):
+    VECTOR_ENV = AntVectorEnv
+
+    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
+        forces = self.data.cfrc_ext  # type: ignore[attr-defined]
+        return float(self.REWARD(x_velocity, action, forces, self._task[self.KEY]))  # type: ignore[attr-defined]
 
 
 class HalfCheetahVelEnv(_CheetahVector, _Velocity, HalfCheetahEnv):
@@ -184,86 +359,14 @@ class HalfCheetahDirEnv(_CheetahVector, _Direction, HalfCheetahEnv):
     REWARD = staticmethod(cheetah_dir_reward)
 
 
-class CheetahVectorEnv:
-    """Many (task, episode) HalfCheetah copies as one array env, without Gymnasium's per-copy overhead.
-
-    Why: sampling is most of a HalfCheetah iteration, and about half of a ``SyncVectorEnv``
-    step is Python around MuJoCo (wrappers, observation and info building). Here each copy is a
-    bare ``MjData`` of the family's model, stepped with ``mj_step`` exactly as Gymnasium's env
-    steps it (controls clipped to [-1, 1], ``frame_skip`` substeps), reset with the same noise from
-    the same per-episode seeds, so observations and rewards equal the Gymnasium path's (tested).
-    Copies never terminate (HalfCheetah has no terminal state); the rollout's horizon cuts them.
-    """
-
-    def __init__(self, env_cls: type, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None,
-                 reset_noise_scale: float = 0.1, **_render: Any):
-        template = env_cls(reset_noise_scale=reset_noise_scale)
-        self.model, self.frame_skip, self.dt = template.model, template.frame_skip, template.dt
-        self.init_qpos, self.init_qvel = template.init_qpos.copy(), template.init_qvel.copy()
-        template.close()
-        self.noise = reset_noise_scale
-        self.env_cls, self.reward = env_cls, env_cls.REWARD
-        self.datas = [mujoco.MjData(self.model) for _ in range(len(tasks) * episodes_per_task)]  # ~2 ms each
-        self.observation_shape = (self.model.nq - 1 + self.model.nv,)
-        self.action_shape = (self.model.nu,)
-        self.assign(tasks, episodes_per_task, seeds)
-
-    @property
-    def num_envs(self) -> int:
-        return len(self.datas)
-
-    def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None) -> "CheetahVectorEnv":
-        """New tasks and reset seeds for the same number of copies (building the copies costs far more);
-        takes effect at the next ``reset``."""
-        from metarl.rollouts import episode_seed  # the Gymnasium path's per-episode reset seeds
-
-        if len(tasks) * episodes_per_task != self.num_envs:
-            raise ValueError(f"{len(tasks)} tasks x {episodes_per_task} episodes != {self.num_envs} copies")
-        self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task
-        values = self.env_cls.task_values(tasks)
-        self.task_value = np.repeat(values, episodes_per_task).reshape(len(tasks), episodes_per_task)
-        task_seeds = seeds if seeds is not None else list(range(len(tasks)))
-        self._seeds = [episode_seed(s, e) for s in task_seeds for e in range(episodes_per_task)]
-        return self
-
-    def _obs(self) -> np.ndarray:
-        qpos = np.stack([d.qpos for d in self.datas])
-        qvel = np.stack([d.qvel for d in self.datas])
-        obs = np.concatenate([qpos[:, 1:], qvel], axis=-1)
-        return obs.reshape(self.num_tasks, self.episodes_per_task, -1).astype(np.float32)
-
-    def reset(self) -> np.ndarray:
-        for data, seed in zip(self.datas, self._seeds):
-            rng, _ = np_random(seed)  # Gymnasium's env.reset(seed=...) generator
-            mujoco.mj_resetData(self.model, data)
-            data.qpos[:] = self.init_qpos + rng.uniform(low=-self.noise, high=self.noise, size=self.model.nq)
-            data.qvel[:] = self.init_qvel + self.noise * rng.standard_normal(self.model.nv)
-            mujoco.mj_forward(self.model, data)
-        return self._obs()
-
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ctrl = np.clip(np.asarray(actions, dtype=np.float32).reshape(len(self.datas), -1), -1.0, 1.0).astype(np.float64)
-        x_before = np.array([d.qpos[0] for d in self.datas])
-        for data, c in zip(self.datas, ctrl):
-            data.ctrl[:] = c
-            mujoco.mj_step(self.model, data, nstep=self.frame_skip)
-        x_after = np.array([d.qpos[0] for d in self.datas])
-        shape = (self.num_tasks, self.episodes_per_task)
-        reward = self.reward(((x_after - x_before) / self.dt).reshape(shape), ctrl.reshape(*shape, -1), self.task_value)
-        return self._obs(), reward.astype(np.float32), np.zeros(shape, dtype=bool)
-
-
-class AntDirEnv(_Direction, AntEnv):
+class AntDirEnv(_AntVector, _Direction, AntEnv):
     """Ant running forward (d = +1) or backward (d = −1) along x."""
 
-    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
-        return ant_dir_reward(x_velocity, action, self.data.cfrc_ext, self._task["direction"])
+    REWARD = staticmethod(ant_dir_reward)
 
 
-class AntVelEnv(_Velocity, AntEnv):
+class AntVelEnv(_AntVector, _Velocity, AntEnv):
     """Ant running along x at a target velocity v* ~ U[0, 3]."""
 
     MAX_VELOCITY = ANT_MAX_VELOCITY
-
-    def _reward(self, x_velocity: float, action: np.ndarray) -> float:
-        return ant_vel_reward(x_velocity, action, self.data.cfrc_ext, self._task["velocity"])
+    REWARD = staticmethod(ant_vel_reward)

@@ -40,6 +40,11 @@ def fit_linear_baseline(
 
     Regularisation grows ×10 (up to 5 times) if the normal equations are singular, as the
     reference baseline does.
+
+    The normal equations (XᵀX + λI) w = Xᵀy are symmetric positive definite, so they are solved
+    by Cholesky. Why not ``torch.linalg.solve``: its batched LU (MKL ``sgetrf``) never returns for
+    ``(T ≥ 2, F, F)`` with F ≳ 160 under ``torch.set_num_threads(2)`` with torch 2.13 CPU (Ant's
+    214 features hung the learner; tests/test_advantages.py runs that case under a timeout).
     """
     feats = baseline_features(obs, mask).flatten(1, 2)  # (T, E*H, F)
     targets = (returns * mask).flatten(1, 2).unsqueeze(-1)
@@ -47,9 +52,11 @@ def fit_linear_baseline(
     rhs = feats.transpose(1, 2) @ targets
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     for _ in range(5):
-        weights, info = torch.linalg.solve_ex(gram + reg_coeff * eye, rhs)
-        if bool((info == 0).all()) and bool(torch.isfinite(weights).all()):
-            return weights.squeeze(-1)
+        factor, info = torch.linalg.cholesky_ex(gram + reg_coeff * eye)
+        if bool((info == 0).all()):
+            weights = torch.cholesky_solve(rhs, factor)
+            if bool(torch.isfinite(weights).all()):
+                return weights.squeeze(-1)
         reg_coeff = max(reg_coeff, 1e-8) * 10
     return torch.zeros(gram.shape[:-1], dtype=gram.dtype, device=gram.device)
 

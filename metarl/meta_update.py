@@ -55,6 +55,19 @@ class MetaObjective:
         return MetaObjective(self.spec, [b.select(num_tasks) for b in self.pre], self.post.select(num_tasks),
                              self.first_order, self.meta_gradient)
 
+    def split(self, rows_per_group: int) -> list["MetaObjective"]:
+        """The objective as groups of consecutive tasks with about ``rows_per_group`` post rows each.
+
+        The meta-objective is a mean over tasks, so its loss, gradient, KL and Fisher are the
+        groups' means weighted by their share of tasks (:func:`group_weights`).
+        """
+        num_tasks, rows = self.post.num_tasks, self.post.mask[0].numel()
+        size = max(1, rows_per_group // max(rows, 1))
+        if size >= num_tasks:
+            return [self]
+        return [MetaObjective(self.spec, [b.tasks(lo, lo + size) for b in self.pre], self.post.tasks(lo, lo + size),
+                              self.first_order, self.meta_gradient) for lo in range(0, num_tasks, size)]
+
     def set_old(self, dist: Dist) -> None:
         """Freeze the sampling distribution (the current one) for ratios and KL."""
         self.old_dist = tuple(d.detach() for d in dist)
@@ -109,6 +122,53 @@ def _unflat(vec: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
         out.append(vec[i : i + t.numel()].view_as(t))
         i += t.numel()
     return out
+
+
+# Rows (episodes × steps) per task group on a CPU learner. Why groups: the Fisher-vector product's
+# elementwise passes and per-task matmuls over the whole meta-batch stream ~64 MB tensors through
+# memory; on groups of ~8k rows the working set stays in cache and each product took about half the
+# time on the 2-core machine (BENCHMARKS.md, "Locomotion at the paper protocol"). A GPU wants one group.
+CPU_GROUP_ROWS = 8192
+
+
+def task_groups(objective: "MetaObjective", meta: "MetaParameters") -> list["MetaObjective"]:
+    """The objective split for the learner's device (see ``CPU_GROUP_ROWS``)."""
+    on_cpu = next(iter(meta.theta.values())).device.type == "cpu"
+    return objective.split(CPU_GROUP_ROWS) if on_cpu else [objective]
+
+
+def group_weights(groups: list["MetaObjective"]) -> list[float]:
+    """Each group's share of the tasks: the mean over tasks is the weighted sum of the groups' means."""
+    total = sum(g.post.num_tasks for g in groups)
+    return [g.post.num_tasks / total for g in groups]
+
+
+def old_loss_and_gradient(meta: "MetaParameters", groups: list["MetaObjective"], create_graph: bool):
+    """Freeze every group's current distribution as the old one; return (the groups' distributions,
+    the surrogate loss, its flat gradient). The distributions keep their graphs for curvature products."""
+    alpha = meta.alpha_values()
+    dists, loss, grads = [], 0.0, None
+    for group, weight in zip(groups, group_weights(groups)):
+        dist = group.distribution(meta.theta, alpha, create_graph=create_graph)
+        group.set_old(dist)
+        part = group.loss(dist) * weight
+        part_grads = torch.autograd.grad(part, meta.leaves, retain_graph=True)
+        grads = part_grads if grads is None else [a + b for a, b in zip(grads, part_grads)]
+        loss = loss + part.detach()
+        dists.append(dist)
+    return dists, loss, _flat(grads)
+
+
+def loss_and_kl(meta: "MetaParameters", groups: list["MetaObjective"]) -> tuple[float, float]:
+    """Surrogate loss and KL at the current (θ, α), group by group without keeping graphs (the line search)."""
+    alpha, loss, kl = meta.alpha_values(), 0.0, 0.0
+    for group, weight in zip(groups, group_weights(groups)):
+        with torch.enable_grad():  # the inner step differentiates the inner loss
+            dist = group.distribution(meta.theta, alpha, create_graph=False)
+        with torch.no_grad():
+            loss += weight * group.loss(dist).item()
+            kl += weight * group.kl(dist).item()
+    return loss, kl
 
 
 def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int, tol: float = 1e-10):
@@ -201,32 +261,31 @@ class TRPO:
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
         create_graph = not objective.first_order
-        alpha = meta.alpha_values()
-        dist = objective.distribution(meta.theta, alpha, create_graph=create_graph)
-        objective.set_old(dist)
-        loss = objective.loss(dist)
+        groups = task_groups(objective, meta)
+        dists, loss, g = old_loss_and_gradient(meta, groups, create_graph)
         leaves = meta.leaves
         if not torch.isfinite(loss):
             return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite loss")
-        grads = torch.autograd.grad(loss, leaves, retain_graph=True)
-        g = _flat(grads)
         if not torch.isfinite(g).all():
             return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
         if self.fisher_subsample < 1.0:
             # Fisher = mean of per-task Fishers; a subset of tasks estimates it without bias.
             sub = objective.subset(max(1, round(self.fisher_subsample * objective.post.num_tasks)))
-            sub_dist = sub.distribution(meta.theta, alpha, create_graph=create_graph)
-            sub.set_old(sub_dist)
-            fvp = self._fisher_vector_product(sub, sub_dist, leaves)
+            curvature_groups = task_groups(sub, meta)
+            curvature_dists = [group.distribution(meta.theta, meta.alpha_values(), create_graph=create_graph)
+                               for group in curvature_groups]
+            for group, dist in zip(curvature_groups, curvature_dists):
+                group.set_old(dist)
         else:
-            fvp = self._fisher_vector_product(objective, dist, leaves)
+            curvature_groups, curvature_dists = groups, dists
+        fvp = self._grouped_fisher_vector_product(curvature_groups, curvature_dists, leaves)
         separate = self.alpha_update != "joint" and meta.alpha.learned
         n = meta.num_theta if separate else g.numel()
         theta_step = self._natural_step(fvp, g, 0, n, self.max_kl)
         if isinstance(theta_step, str):
             return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, theta_step)
         if not separate:
-            return self._line_search(meta, objective, theta_step, loss.item(), g, self.max_kl)
+            return self._line_search(meta, groups, theta_step, loss.item(), g, self.max_kl)
         if self.alpha_update == "natural":
             alpha_step = self._natural_step(fvp, g, n, g.numel(), self.alpha_max_kl, self.alpha_damping)
             if isinstance(alpha_step, str):
@@ -235,7 +294,7 @@ class TRPO:
         else:
             alpha_step = self._adam_alpha_step(meta, g[n:])
             bound = self.max_kl
-        return self._line_search(meta, objective, torch.cat([theta_step, alpha_step]), loss.item(), g, bound)
+        return self._line_search(meta, groups, torch.cat([theta_step, alpha_step]), loss.item(), g, bound)
 
     def _natural_step(self, fvp, g: torch.Tensor, lo: int, hi: int, max_kl: float,
                       relative_damping: float = 0.0) -> torch.Tensor | str:
@@ -291,6 +350,7 @@ class TRPO:
             self._alpha_adam.load_state_dict(state["alpha_adam"])
 
     def _fisher_vector_product(self, objective: MetaObjective, dist: Dist, leaves: list[torch.Tensor]):
+        """v ↦ (F + damping·I) v for one objective, F = Jᵀ H_y J the KL's Hessian through the inner step."""
         # H_y: the KL's Hessian in distribution space, from a small elementwise graph.
         y_point = tuple(d.detach().requires_grad_() for d in dist)
         kl_grad = torch.autograd.grad(objective.kl(y_point), y_point, create_graph=True)
@@ -306,15 +366,21 @@ class TRPO:
 
         return fvp
 
-    def _line_search(self, meta, objective, full_step, loss_before, g, max_kl: float) -> UpdateResult:
+    def _grouped_fisher_vector_product(self, groups: list[MetaObjective], dists: list[Dist],
+                                       leaves: list[torch.Tensor]):
+        """The whole meta-batch's product: the groups' products weighted by their share of tasks."""
+        products = [self._fisher_vector_product(g, d, leaves) for g, d in zip(groups, dists)]
+        weights = group_weights(groups)
+        return lambda v: sum(weight * product(v) for weight, product in zip(weights, products))
+
+    def _line_search(self, meta, groups, full_step, loss_before, g, max_kl: float) -> UpdateResult:
+        """Backtrack from the full step; ``groups``: the objective's task groups (or the objective itself)."""
+        groups = groups if isinstance(groups, list) else [groups]
         start = meta.get_flat()
         any_finite = False
         for j in range(self.ls_max_steps):
             meta.set_flat(start - (self.ls_ratio**j) * full_step)
-            with torch.enable_grad():
-                dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)
-            with torch.no_grad():
-                new_loss, kl = objective.loss(dist).item(), objective.kl(dist).item()
+            new_loss, kl = loss_and_kl(meta, groups)
             finite = all(map(lambda x: x == x and abs(x) != float("inf"), (new_loss, kl)))
             any_finite |= finite
             if finite and new_loss < loss_before and kl <= max_kl:

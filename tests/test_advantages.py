@@ -134,6 +134,37 @@ def test_fit_linear_baseline_matches_numpy_ridge_per_task():
         np.testing.assert_allclose(weights[i], np_ridge(feats, y), rtol=1e-6, atol=1e-8)
 
 
+_ANT_SIZED_FIT = """
+import numpy as np, torch
+from metarl.advantages import fit_linear_baseline
+torch.set_num_threads(2)  # the learner's setting on a 2-core machine; batched LU hung here
+rng = np.random.default_rng(0)
+obs = rng.normal(size=(3, 4, 60, 105))  # Ant: 105-d observations -> 2*105 + 4 = 214 features
+mask = np.ones((3, 4, 60)); returns = rng.normal(size=(3, 4, 60))
+for dtype in (torch.float32, torch.float64):
+    w = fit_linear_baseline(*(torch.tensor(a, dtype=dtype) for a in (obs, returns, mask)))
+    assert w.shape == (3, 214) and bool(torch.isfinite(w).all())
+    np.save(f"{OUT}/w_{str(dtype)[6:]}.npy", w.numpy())
+"""
+
+
+def test_fit_linear_baseline_returns_for_ant_sized_features_under_two_threads(tmp_path):
+    """A batched (T ≥ 2, 214, 214) solve with two torch threads never returned with ``linalg.solve``
+    (MKL's LU); run in a subprocess so that a hang fails the test instead of stalling the suite."""
+    import subprocess
+    import sys
+
+    code = _ANT_SIZED_FIT.replace("OUT", repr(str(tmp_path)))
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    rng = np.random.default_rng(0)
+    obs, mask, returns = rng.normal(size=(3, 4, 60, 105)), np.ones((3, 4, 60)), rng.normal(size=(3, 4, 60))
+    w64 = np.load(tmp_path / "w_float64.npy")
+    for i in range(3):
+        feats, index = np_task_design(obs[i], mask[i])
+        y = np.array([returns[i, e, t] for e, t in index])
+        np.testing.assert_allclose(w64[i], np_ridge(feats, y), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("horizon", [20, 100])
 def test_fit_linear_baseline_matches_numpy_lstsq(horizon):
     obs, _, mask = random_batch(2, T=4, E=5, H=horizon)

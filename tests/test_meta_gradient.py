@@ -193,6 +193,37 @@ def test_maml_keeps_alpha_fixed(tiny):
         assert torch.equal(meta.alpha_values()[k], alpha_before[k])
 
 
+@pytest.mark.parametrize("alpha_update", ["joint", "natural", "adam"])
+def test_task_groups_give_the_whole_batch_step(monkeypatch, alpha_update):
+    """On a CPU the objective is evaluated in groups of tasks (cache-sized, for speed): the loss, gradient,
+    Fisher-vector product, line search and so the TRPO step equal the one-group computation."""
+    import metarl.meta_update as mu
+
+    spec, theta, pre, post = tiny_problem(num_tasks=5, episodes=3, horizon=6)
+    rows = post.mask[0].numel()
+    steps = {}
+    for name, group_rows in (("whole", 10**9), ("groups", 2 * rows)):  # groups of 2, 2 and 1 task
+        monkeypatch.setattr(mu, "CPU_GROUP_ROWS", group_rows)
+        meta = _leaves(theta)
+        objective = MetaObjective(spec, [pre], post, False)
+        groups = mu.task_groups(objective, meta)
+        assert len(groups) == (1 if name == "whole" else 3)
+        dists, loss, g = mu.old_loss_and_gradient(meta, groups, True)
+        fvp = TRPO()._grouped_fisher_vector_product(groups, dists, meta.leaves)
+        v = torch.randn(g.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        product = fvp(v)
+        # 3 CG iterations: CG's early stop (residual < 1e-10) must not fall between the two computations
+        result = TRPO(alpha_update=alpha_update, cg_iters=3).step(meta, MetaObjective(spec, [pre], post, False))
+        steps[name] = (loss, g, product, meta.get_flat(), result)
+    (l1, g1, f1, x1, r1), (l2, g2, f2, x2, r2) = steps["whole"], steps["groups"]
+    torch.testing.assert_close(l1, l2, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(f1, f2, rtol=1e-10, atol=1e-12)
+    assert r1.accepted and r2.accepted and r1.line_search_steps == r2.line_search_steps
+    torch.testing.assert_close(x1, x2, rtol=1e-9, atol=1e-11)
+    assert r1.kl == pytest.approx(r2.kl, rel=1e-8)
+
+
 def test_conjugate_gradient_solves_spd_system_and_reports_quadratic_form():
     from metarl.meta_update import conjugate_gradient
 

@@ -228,7 +228,7 @@ def test_example_pendulum_reward_and_gravity_by_hand():
 def test_native_vector_form_is_used_when_a_family_has_one():
     assert VectorEnvs("metarl/Navigation2D-v0", {}).native
     assert VectorEnvs("metarl/HalfCheetahVel-v0", {}).native  # tests/test_locomotion_vector.py
-    assert not VectorEnvs("metarl/AntVel-v0", {}).native
+    assert VectorEnvs("metarl/AntVel-v0", {}).native  # AntVectorEnv, tests/test_locomotion_vector.py
     vec = VectorEnvs("metarl/GridNavigation-v0", {}).make([{"goal": [0, 0]}, {"goal": [1, 1]}], 3, [5, 6])
     assert isinstance(vec, GymTaskVectorEnv) and vec.reset().shape == (2, 3, 2)
 
