@@ -5,7 +5,7 @@ PyTorch policy), render (MuJoCo videos), plot. ``--set`` takes YAML values and d
 (``env_kwargs.action_mode=scale``); flags and positionals go in any order (see ``_split_repeated``).
 
 Exit status: 0 done; 2 bad input (config, arguments, files, checkpoints: one line on stderr);
-1 a run that failed (diverged, learner died, resources; ``render`` without an OpenGL backend); 130 / 143 ``metarl train`` stopped by
+1 a run that failed (diverged, learner died or timed out, rollout workers lost, resources; ``render`` without an OpenGL backend); 130 / 143 ``metarl train`` stopped by
 SIGINT / SIGTERM after checkpointing (see :mod:`metarl.signals`). ``--debug`` shows tracebacks.
 """
 
@@ -516,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from metarl.checkpoint import CheckpointError, NonFiniteStateError
         from metarl.rollout_group import ResourceError
-        from metarl.trainer import LearnerDiedError, TrainingDivergedError
+        from metarl.trainer import RunStoppedError, TrainingDivergedError
 
         if isinstance(exc, (CheckpointError, yaml.YAMLError)):
             print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the user named: exists, read-only, ...
             print(f"metarl: error: {exc.filename}: {_one_line(exc.strerror or exc)}", file=sys.stderr)
             return 2
-        if isinstance(exc, (ResourceError, LearnerDiedError, TrainingDivergedError, NonFiniteStateError)):
+        if isinstance(exc, (ResourceError, RunStoppedError, TrainingDivergedError, NonFiniteStateError)):
             print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
             return 1
         raise

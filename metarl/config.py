@@ -298,6 +298,14 @@ class Config(BaseModel):
     max_consecutive_skips: Int = _f(
         5, "stop with a diagnosis after this many meta-updates in a row skipped for non-finite values", low=1
     )
+    learner_timeout_factor: Float = _f(
+        10.0, "a learner call taking longer than this many times its slowest of the last 5 (and longer than "
+        "learner_timeout_min) stops the run with the resume command; 0 = wait as long as it takes", low=0.0,
+    )
+    learner_timeout_min: Float = _f(
+        600.0, "seconds that any learner call may take (the whole limit of a call's first time)", low=0.0,
+        exclusive_low=True,
+    )
 
     # -- construction --------------------------------------------------------------------------
     @model_validator(mode="before")

@@ -4,9 +4,14 @@ The trainer, evaluation (:class:`metarl.evaluation.RaySampler`), ``metarl benchm
 the trainer) and Ray Tune (:func:`metarl.tune.trial_layout`) all place and sample through here,
 so there is one sampling path and one rule for the learner's GPU and bundle.
 
-Placement: the rollout actors live in a placement group with one ``{CPU: worker_cpus}`` bundle
-each and the ``SPREAD`` strategy, so they go to different nodes where the cluster has them; each
-gets a slice of the meta-batch proportional to its share. The learner gets its own one-bundle
+Placement: each rollout actor lives in a placement group of its own, one ``{CPU: worker_cpus}``
+bundle with the ``SPREAD`` strategy (Ray puts such groups on different nodes where the cluster has
+room; all of them are placed together at the start, within :data:`PLACEMENT_TIMEOUT_S`); each gets
+a slice of the meta-batch proportional to its share. One group per actor, not one group for all:
+a group with a bundle on a lost node stays ``RESCHEDULING`` until the bundle fits elsewhere, with
+the GCS retrying without pause (0.85 of a core measured), and a group can only be removed whole,
+which would kill the surviving actors too. A lost actor's own group is removed and a new one
+requested; while that one is pending (no cost to the GCS) the others share its work. The learner gets its own one-bundle
 group (with a GPU when ``device`` is ``cuda``, or ``auto`` and the cluster has one:
 :func:`learner_uses_gpu`). Requests the cluster can never meet fail before anything starts
 (:func:`check_resources`, :func:`check_placement`); a group that stays unplaced for
@@ -18,7 +23,13 @@ run again anywhere. A worker process that dies mid-call is restarted by Ray and 
 there (:data:`WORKER_MAX_RESTARTS` / :data:`WORKER_MAX_TASK_RETRIES`); the group notices the
 new process id in the call's receipt, logs it and counts it in :attr:`RolloutGroup.restarts`.
 A worker that is gone for good has its slice re-sent to a surviving worker and is replaced in
-its bundle. A failure that is not a worker's (the caller's ``fatal`` predicate: the learner that
+a new placement group. A worker whose **node** is gone is not left to Ray: Ray would restart it
+in its bundle, which cannot be re-placed while the cluster is full, and its in-flight call would
+wait for that restart forever. Every wait here polls (:data:`POLL_S`) and checks the nodes of
+the workers (:meth:`RolloutGroup.drop_lost_workers`): a worker on a dead node is killed for
+good, so its calls fail at once and are re-sent, and replaced; the run goes on with fewer
+workers until the replacement starts (on a surviving node with room, or a node that arrives). A
+failure that is not a worker's (the caller's ``fatal`` predicate: the learner that
 produced the parameters died) is raised to the caller.
 """
 
@@ -47,11 +58,16 @@ PLACEMENT_TIMEOUT_S = 30.0  # a placement group still pending after this fails w
 READY_TIMEOUT_S = 120.0  # actors' start (imports, env construction)
 WORKER_MAX_RESTARTS = 3  # Ray restarts a killed rollout process this often ...
 WORKER_MAX_TASK_RETRIES = 3  # ... and re-runs its in-flight call there
+POLL_S = 1.0  # a wait for rollouts or the learner looks at the cluster's nodes this often
 _EPS = 1e-9
 
 
 class ResourceError(RuntimeError):
     """The cluster can never satisfy what the config asks for."""
+
+
+class WorkersUnavailableError(RuntimeError):
+    """No rollout worker is left, and none could be started: the run cannot sample."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,11 @@ def alive_nodes() -> list[dict[str, float]]:
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
+def alive_node_ids() -> set[str]:
+    """Ids of the nodes the GCS counts as alive (one GCS call)."""
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+
+
 def check_placement(
     nodes: Sequence[dict[str, float]], learner_cpus: float, learner_gpu: bool, num_workers: int, worker_cpus: float
 ) -> None:
@@ -195,18 +216,37 @@ def check_resources(cfg) -> bool:
     return use_gpu
 
 
+def _group_name(what: str) -> str:
+    return f"metarl-{what.split()[0]}-{uuid.uuid4().hex[:8]}"
+
+
+def _unplaced(what: str, description: str) -> ResourceError:
+    free = ray.available_resources()
+    return ResourceError(
+        f"placement: the {what} ({description}) was not placed within {PLACEMENT_TIMEOUT_S:g} s; the cluster has "
+        f"{free.get('CPU', 0):g} CPUs and {free.get('GPU', 0):g} GPUs free ({describe_nodes(alive_nodes())} in "
+        f"total). Other jobs may hold them."
+    )
+
+
 def place(bundles: list[dict[str, float]], strategy: str, what: str):
     """A placement group of ``bundles``, placed within :data:`PLACEMENT_TIMEOUT_S` or a :class:`ResourceError`."""
-    pg = placement_group(bundles, strategy=strategy, name=f"metarl-{what.split()[0]}-{uuid.uuid4().hex[:8]}")
+    pg = placement_group(bundles, strategy=strategy, name=_group_name(what))
     if not pg.wait(timeout_seconds=PLACEMENT_TIMEOUT_S):
         remove_placement_group(pg)
-        free = ray.available_resources()
-        raise ResourceError(
-            f"placement: the {what} ({len(bundles)} x {bundles[0]}, {strategy}) was not placed within "
-            f"{PLACEMENT_TIMEOUT_S:g} s; the cluster has {free.get('CPU', 0):g} CPUs and {free.get('GPU', 0):g} "
-            f"GPUs free ({describe_nodes(alive_nodes())} in total). Other jobs may hold them."
-        )
+        raise _unplaced(what, f"{len(bundles)} x {bundles[0]}, {strategy}")
     return pg
+
+
+def place_each(bundle: dict[str, float], n: int, what: str) -> list:
+    """``n`` one-bundle ``SPREAD`` groups, all placed within :data:`PLACEMENT_TIMEOUT_S` or a :class:`ResourceError`."""
+    groups = [placement_group([bundle], strategy="SPREAD", name=_group_name(what)) for _ in range(n)]
+    deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
+    if not all(pg.wait(timeout_seconds=max(0.0, deadline - time.monotonic())) for pg in groups):
+        for pg in groups:
+            remove_quietly(pg)
+        raise _unplaced(what, f"{n} x {bundle}, one group per worker, SPREAD")
+    return groups
 
 
 def remove_quietly(pg) -> None:
@@ -265,7 +305,7 @@ class RolloutGroup:
     """``num_workers`` :class:`~metarl.workers.RolloutWorker` actors and one fault-tolerant ``sample()``.
 
     ``reserved``: bundles someone else holds for the workers (:class:`ReservedBundles`);
-    otherwise the group places its own ``SPREAD`` placement group (none for zero-CPU workers).
+    otherwise each worker gets a one-bundle placement group of its own (none for zero-CPU workers).
     ``fatal(exc)``: a failed call for which this is true is not a worker's failure and is raised.
     """
 
@@ -285,17 +325,18 @@ class RolloutGroup:
         self.reserved = reserved
         self.fatal = fatal or (lambda exc: False)
         # Set before anything can fail, so close() can clean up.
-        self.placement_group = None
+        self.placement_groups: list[Any] = []  # worker i's own one-bundle group (none: reserved or zero-CPU)
         self.workers: list[Any] = []
         self.worker_pids: list[int | None] = [None] * num_workers  # last seen process id of each actor
         self.worker_nodes: list[str | None] = [None] * num_workers  # ... and the node it ran on
         self.restarts = 0  # restarted or replaced rollout processes (the owner may restore it from a checkpoint)
+        self.lost_nodes: set[str] = set()  # nodes that died under a rollout worker
         self.used_nodes: set[str] = set()  # nodes that returned rollouts (the owner clears it when it likes)
         self._starting: dict[int, ray.ObjectRef] = {}  # replacement actors not yet ready: index -> node_info ref
         bundles = worker_bundles(num_workers, worker_cpus)
-        if bundles and reserved is None:
-            self.placement_group = place(bundles, "SPREAD", "rollout placement group")
         try:
+            if bundles and reserved is None:
+                self.placement_groups = place_each(bundles[0], num_workers, "rollout placement group")
             for i in range(num_workers):
                 self.workers.append(self._new_worker(i))
         except BaseException:
@@ -314,12 +355,13 @@ class RolloutGroup:
             self.worker_pids[i], self.worker_nodes[i] = info["pid"], info["node_id"]
         log.info("rollout workers on nodes %s", self.worker_nodes)
 
+    # -- the actors and their placement ----------------------------------------------------------
     def _new_worker(self, i: int):
-        """Rollout actor ``i``: in bundle ``i`` of the rollout placement group (spread over nodes)."""
+        """Rollout actor ``i``: in its reserved bundle, its own placement group, or anywhere (zero CPUs)."""
         if self.reserved is not None and self.reserved.workers:
             strategy: Any = PlacementGroupSchedulingStrategy(self.reserved.group, self.reserved.workers[i])
-        elif self.placement_group is not None:
-            strategy = PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i)
+        elif self.placement_groups:
+            strategy = PlacementGroupSchedulingStrategy(self.placement_groups[i], placement_group_bundle_index=0)
         else:
             strategy = "SPREAD"
         # Rollout calls are pure functions of their arguments, so Ray may re-run them on a
@@ -329,27 +371,93 @@ class RolloutGroup:
             runtime_env=ACTOR_RUNTIME_ENV, scheduling_strategy=strategy,
         ).remote(*self._args, i)
 
-    def active_workers(self) -> list[int]:
-        """Workers that can take calls; a replacement joins once it has started."""
+    def _replace(self, i: int) -> None:
+        """Kill worker ``i`` for good and start a new actor in a new placement group of its own.
+
+        A new group, because the old one's bundle may be on a lost node, where it can never be
+        re-placed while the cluster is full. The new group waits (at no cost) until a node has
+        room; the actor joins in :meth:`active_workers` once it has started.
+        """
+        kill_quietly(self.workers[i])  # ray.kill: no restart; its calls fail with ActorDiedError at once
+        if self.placement_groups:
+            remove_quietly(self.placement_groups[i])
+            self.placement_groups[i] = placement_group(worker_bundles(1, self.worker_cpus), strategy="SPREAD",
+                                                       name=_group_name("rollout"))
+        self.workers[i] = self._new_worker(i)
+        self._starting[i] = self.workers[i].node_info.remote()
+        self.worker_pids[i] = self.worker_nodes[i] = None
+
+    def _rescheduling(self, i: int) -> bool:
+        """Whether worker ``i``'s own placement group lost its node (Ray is trying to re-place it)."""
+        if not self.placement_groups:
+            return False
+        try:
+            return ray.util.placement_group_table(self.placement_groups[i]).get("state") == "RESCHEDULING"
+        except Exception:  # removed meanwhile
+            return False
+
+    def drop_lost_workers(self) -> list[int]:
+        """Replace every worker whose node has died; return their indices.
+
+        Ray would restart such a worker in its old bundle, which waits for room that a full
+        cluster does not have, and its calls would wait with it, forever. Killed for good
+        instead, its calls fail at once (the callers re-send them) and a replacement is started
+        (:meth:`_replace`). A replacement still starting whose group lost its node is replaced again.
+        """
+        placed = [i for i, node in enumerate(self.worker_nodes) if node is not None and i not in self._starting]
+        alive = alive_node_ids() if placed else set()
+        lost = [i for i in placed if self.worker_nodes[i] not in alive]
+        lost += [i for i in self._starting if self._rescheduling(i)]
+        for i in lost:
+            pid, node = self.worker_pids[i], self.worker_nodes[i]
+            self.restarts += 1
+            if node is not None:
+                self.lost_nodes.add(node)
+            self._replace(i)
+            log.warning(
+                "rollout worker %d (pid %s) lost with its node %s; replacing it on a node with %g CPUs free, the "
+                "others take its tasks until then (%d restarts so far)",
+                i, pid, node or "(still starting)", self.worker_cpus, self.restarts,
+            )
+        return lost
+
+    def _admit_started(self) -> None:
+        """Replacements that have started join; one that failed to start is replaced again."""
         for i, ref in list(self._starting.items()):
             ready, _ = ray.wait([ref], timeout=0)
-            if ready:
-                try:
-                    info = ray.get(ref)
-                except RayActorError:
-                    self.workers[i] = self._new_worker(i)
-                    self._starting[i] = self.workers[i].node_info.remote()
-                    continue
-                self.worker_pids[i], self.worker_nodes[i] = info["pid"], info["node_id"]
-                del self._starting[i]
-        active = [i for i in range(len(self.workers)) if i not in self._starting]
-        if not active:  # every worker is being replaced: wait for one
-            ready, _ = ray.wait(list(self._starting.values()), num_returns=1, timeout=READY_TIMEOUT_S)
             if not ready:
-                raise RuntimeError(f"no rollout worker could be started within {READY_TIMEOUT_S:g} s")
-            return self.active_workers()
-        return active
+                continue
+            try:
+                info = ray.get(ref)
+            except RayActorError:
+                self._replace(i)
+                continue
+            del self._starting[i]
+            self.worker_pids[i], self.worker_nodes[i] = info["pid"], info["node_id"]
+            log.info("rollout worker %d started: pid %d on node %s", i, info["pid"], info["node_id"])
 
+    def active_workers(self) -> list[int]:
+        """Workers that can take calls (lost ones replaced first); a replacement joins once it has started.
+
+        With none left, waits up to :data:`READY_TIMEOUT_S` for a replacement, then raises
+        :class:`WorkersUnavailableError`.
+        """
+        self.drop_lost_workers()
+        self._admit_started()
+        active = [i for i in range(len(self.workers)) if i not in self._starting]
+        if active:
+            return active
+        ready, _ = ray.wait(list(self._starting.values()), num_returns=1, timeout=READY_TIMEOUT_S)
+        if not ready:
+            free = ray.available_resources().get("CPU", 0)
+            raise WorkersUnavailableError(
+                f"no rollout worker is left and none could be started within {READY_TIMEOUT_S:g} s (each needs "
+                f"worker_cpus={self.worker_cpus:g} CPUs on one node; the cluster has {free:g} CPUs free, "
+                f"{describe_nodes(alive_nodes())})"
+            )
+        return self.active_workers()
+
+    # -- sampling ------------------------------------------------------------------------------------
     def sample(
         self,
         tasks: list,
@@ -366,22 +474,23 @@ class RolloutGroup:
         ``params_ref`` is θ (``per_task`` False) or the stack of every task's θ'ᵢ. Each call has
         two results: a small receipt, which this method reads, and the rollouts, which only
         their consumer fetches (in slice order: concatenated, they hold the tasks in order). A
-        call whose worker died is re-sent to another worker. ``phase`` and ``iteration`` only
-        name the call in log messages; every call's references are appended to ``calls``.
+        call whose worker died, or whose worker's node died, is re-sent to another worker.
+        ``phase`` and ``iteration`` only name the call in log messages; every call's references
+        are appended to ``calls``.
         """
         active = self.active_workers()
         shares = [self.worker_cpus or 1.0] * len(active)
         slices = [idx for idx in split_by_share(len(tasks), shares)]
-        pending: dict[ray.ObjectRef, tuple[int, int, ray.ObjectRef, int]] = {}
+        pending: dict[ray.ObjectRef, tuple[int, int, Any, ray.ObjectRef, int]] = {}
         results: dict[int, tuple[dict, ray.ObjectRef]] = {}
         where = "" if iteration is None else f"iteration {iteration}, "
 
         def submit(s: int, w: int, attempt: int) -> None:
-            idx = slices[s]
-            info_ref, data_ref = self.workers[w].sample_with_info.options(num_returns=2).remote(
+            idx, actor = slices[s], self.workers[w]
+            info_ref, data_ref = actor.sample_with_info.options(num_returns=2).remote(
                 [tasks[i] for i in idx], idx, params_ref, per_task, episodes, [int(seeds[i]) for i in idx],
             )
-            pending[info_ref] = (s, w, data_ref, attempt)
+            pending[info_ref] = (s, w, actor, data_ref, attempt)
             if calls is not None:
                 calls.extend([info_ref, data_ref])
 
@@ -389,8 +498,11 @@ class RolloutGroup:
             if len(slices[s]):
                 submit(s, w, 0)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            s, w, data_ref, attempt = pending.pop(ready[0])
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            if not ready:  # a lost node's workers are killed: their calls fail now and are re-sent below
+                self.drop_lost_workers()
+                continue
+            s, w, actor, data_ref, attempt = pending.pop(ready[0])
             try:
                 info = ray.get(ready[0])
             except RayActorError as exc:
@@ -399,7 +511,7 @@ class RolloutGroup:
                 _swallow(data_ref)  # the same error; fetched so Ray does not report it as unhandled
                 if attempt >= 2 * len(self.workers) + 2:
                     raise RuntimeError(f"rollout slice of tasks {slices[s].tolist()} failed {attempt + 1} times") from exc
-                submit(s, self._worker_failed(w, exc, phase, len(slices[s]), where), attempt + 1)
+                submit(s, self._worker_failed(w, actor, exc, phase, len(slices[s]), where), attempt + 1)
                 continue
             self._note_receipt(w, info, phase, where)
             results[s] = (info, data_ref)
@@ -425,33 +537,37 @@ class RolloutGroup:
             )
         self.worker_pids[w], self.worker_nodes[w] = info["pid"], info["node_id"]
 
-    def _worker_failed(self, w: int, exc: RayActorError, phase: str, num_tasks: int, where: str) -> int:
-        """Handle worker ``w``'s failed call; return the worker to re-send it to."""
-        self.restarts += 1
+    def _worker_failed(self, w: int, actor: Any, exc: RayActorError, phase: str, num_tasks: int, where: str) -> int:
+        """Handle the failed call of worker ``w`` (the actor ``actor``); return the worker to re-send it to."""
+        old_pid, node = self.worker_pids[w], self.worker_nodes[w]
         # ActorDiedError: gone for good; otherwise (ActorUnavailableError) Ray is restarting it, and
         # its next receipt shows the new process without counting it again (pid reset below).
         gone = isinstance(exc, ActorDiedError)
-        if gone:  # gone for good (restarts used up, or max_restarts=0): replace it in its bundle
-            self.workers[w] = self._new_worker(w)
-            self._starting[w] = self.workers[w].node_info.remote()
-        old_pid, node = self.worker_pids[w], self.worker_nodes[w]
-        self.worker_pids[w] = None
+        replaced = actor is not self.workers[w]  # drop_lost_workers already replaced it: its node died
+        if not replaced:
+            self.restarts += 1
+            if gone:  # restarts used up, or max_restarts=0: replace it
+                self._replace(w)
+            self.worker_pids[w] = None
         survivors = [i for i in range(len(self.workers)) if i != w and i not in self._starting]
+        if not survivors and (gone or replaced):
+            survivors = self.active_workers()  # waits for a replacement to start (or raises)
         target = survivors[(w + 1) % len(survivors)] if survivors else w
-        if target == w and not gone:
+        if target == w and not (gone or replaced):
             time.sleep(0.5)  # Ray is restarting it; its calls are refused until then
+        what = "its node was lost, it is being replaced" if replaced else "replacing it" if gone else "Ray restarts it"
         log.warning(
-            "rollout worker %d (pid %s, node %s) failed during %s sampling (%s)%s; re-sampling its %d tasks on "
+            "rollout worker %d (pid %s, node %s) failed during %s sampling (%s; %s); re-sampling its %d tasks on "
             "worker %d (%s%d restarts so far)",
-            w, old_pid, node, phase, type(exc).__name__, ", replacing it" if gone else "", num_tasks, target,
-            where, self.restarts,
+            w, old_pid, node, phase, type(exc).__name__, what, num_tasks, target, where, self.restarts,
         )
         return target
 
     def close(self) -> None:
-        """Stop this group's actors and release its placement group (never a reserved one)."""
+        """Stop this group's actors and release its placement groups (never reserved ones)."""
         for actor in self.workers:
             kill_quietly(actor)
         self.workers, self._starting = [], {}
-        remove_quietly(self.placement_group)
-        self.placement_group = None
+        for pg in self.placement_groups:
+            remove_quietly(pg)
+        self.placement_groups = []

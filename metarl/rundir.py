@@ -37,7 +37,7 @@ from metarl.config import Config, ConfigError, flat_defaults, flatten
 LOCK_NAME = ".lock"
 RESUMABLE_KEYS = (
     "iterations", "num_workers", "worker_cpus", "learner_cpus", "learner_threads", "device",
-    "checkpoint_every", "keep_checkpoints", "max_consecutive_skips",
+    "checkpoint_every", "keep_checkpoints", "max_consecutive_skips", "learner_timeout_factor", "learner_timeout_min",
 )
 
 

@@ -8,6 +8,7 @@ format in :mod:`metarl.checkpoint` and the metrics files in :mod:`metarl.metrics
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -16,18 +17,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 
 from metarl import rundir
 from metarl.checkpoint import load_checkpoint, load_latest, resolve_checkpoint, save_checkpoint
 from metarl.config import Config
 from metarl.metrics import MetricsWriter
 from metarl.rollout_group import (
-    ReservedBundles, RolloutGroup, check_resources, drain, init_ray, kill_quietly, remove_quietly, start_learner,
+    POLL_S, ReservedBundles, RolloutGroup, WorkersUnavailableError, check_resources, drain, init_ray, kill_quietly,
+    remove_quietly, start_learner,
 )
 from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
+from metarl.watchdog import CallLimits
 
 log = logging.getLogger(__name__)
+
+MAX_ITERATION_ATTEMPTS = 3  # an iteration whose rollouts were lost with their node before the learner read them
 
 
 class TrainingDivergedError(RuntimeError):
@@ -38,12 +43,38 @@ class TrainingDivergedError(RuntimeError):
     """
 
 
-class LearnerDiedError(RuntimeError):
-    """The learner actor died; the run can continue from its last checkpoint with ``--resume``."""
+class RunStoppedError(RuntimeError):
+    """The run cannot go on in this process; it can from its newest checkpoint with ``--resume``.
 
-    def __init__(self, iteration: int, resume_command: str):
-        self.iteration, self.resume_command = iteration, resume_command
-        super().__init__(f"learner died at iteration {iteration}; resume with: {resume_command}")
+    Its message is one line: ``what`` happened, the newest checkpoint and the command that resumes.
+    """
+
+    def __init__(self, what: str, iteration: int, checkpoint: Path | None, resume_command: str):
+        self.iteration, self.checkpoint, self.resume_command = iteration, checkpoint, resume_command
+        kept = f"newest checkpoint: {checkpoint}" if checkpoint else "no checkpoint yet (it starts again at iteration 1)"
+        super().__init__(f"{what}; {kept}; resume with: {resume_command}")
+
+
+class LearnerDiedError(RunStoppedError):
+    """The learner actor died (its process, or its node)."""
+
+    def __init__(self, iteration: int, resume_command: str, checkpoint: Path | None = None):
+        super().__init__(f"learner died at iteration {iteration}", iteration, checkpoint, resume_command)
+
+
+class LearnerTimeoutError(RunStoppedError):
+    """A learner call took far longer than it has been taking (``learner_timeout_factor``, ``learner_timeout_min``).
+
+    The learner is stopped (it may hold a GPU); the message names the call, its limit and why.
+    """
+
+
+class WorkersLostError(RunStoppedError):
+    """No rollout worker is left and none can be started (every node that held them is gone)."""
+
+
+class _RolloutsLost(Exception):
+    """A learner call failed because rollouts it was given were lost with their node: re-do the iteration."""
 
 
 class Trainer:
@@ -64,8 +95,13 @@ class Trainer:
     Rollouts go from the workers to the learner through the object store as contiguous numpy
     arrays; the driver only passes references. θ (pre) and the stack of all θ'ᵢ (post) are put
     in the object store once per phase and shared by every worker. A worker that dies costs
-    time, never episodes (:class:`~metarl.rollout_group.RolloutGroup`); a dead learner ends
-    training with :class:`LearnerDiedError`, whose message says how to resume. A run of
+    time, never episodes (:class:`~metarl.rollout_group.RolloutGroup`), and so does a lost node
+    that held workers: they are replaced, and an iteration whose rollouts were lost with the node
+    before the learner read them is sampled again with the same tasks and seeds. A dead learner
+    ends training with :class:`LearnerDiedError`, a learner call that takes far longer than it
+    has been taking with :class:`LearnerTimeoutError` (:class:`~metarl.watchdog.CallLimits`), the
+    loss of every rollout worker with :class:`WorkersLostError`: :class:`RunStoppedError` subclasses,
+    whose one-line message names the newest checkpoint and the command that resumes. A run of
     ``max_consecutive_skips`` non-finite meta-updates ends it with :class:`TrainingDivergedError`.
 
     ``out_dir`` is the run directory (:mod:`metarl.rundir`); ``placement``: bundles a Ray Tune
@@ -103,6 +139,7 @@ class Trainer:
         self.checkpointed_iteration: int | None = None  # iteration of the newest checkpoint in ckpt_dir
         self.last_checkpoint: Path | None = None
         self.resumes = 0  # times this run was stopped and continued with --resume, over the whole run
+        self.limits = CallLimits(cfg.learner_timeout_factor, cfg.learner_timeout_min)  # the learner watchdog
 
         # Actors, set before anything can fail so close() can clean up.
         self.learner = self._learner_pg = None
@@ -129,8 +166,61 @@ class Trainer:
         learner_id = self.learner._actor_id.hex() if self.learner is not None else None
         return getattr(exc, "actor_id", None) == learner_id
 
+    # -- the learner's calls ------------------------------------------------------------
+    def _learner_result(self, ref: ray.ObjectRef, call: str) -> Any:
+        """The result of learner call ``call``, waited for within its limit (:class:`CallLimits`).
+
+        While waiting, rollout workers whose node died are replaced: a learner fetching rollouts
+        that were on that node would otherwise wait for the dead worker's restart, forever.
+        """
+        limit, start = self.limits.limit(call), time.monotonic()
+        while True:
+            elapsed = time.monotonic() - start
+            if limit is not None and elapsed > limit:
+                raise self._timed_out(call, elapsed)
+            step = POLL_S if limit is None else min(POLL_S, limit - elapsed + 0.01)
+            if ray.wait([ref], timeout=step, fetch_local=False)[0]:
+                break
+            if self.rollouts is not None:
+                self.rollouts.drop_lost_workers()
+        self.limits.record(call, time.monotonic() - start)
+        try:
+            return ray.get(ref)
+        except RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, ObjectLostError) or (isinstance(cause, RayActorError) and not self._is_learner_error(cause)):
+                raise _RolloutsLost(f"{call}: {type(cause).__name__}") from exc
+            raise
+
+    def _timed_out(self, call: str, elapsed: float) -> LearnerTimeoutError:
+        """Stop the learner that has not answered ``call`` for ``elapsed`` s, and say so."""
+        kill_quietly(self.learner)  # it may be stuck holding a GPU; its pending calls fail with it
+        return LearnerTimeoutError(
+            f"learner call {call} of iteration {self.iteration + 1} did not return within {elapsed:.3g} s (limit: "
+            f"{self.limits.explain(call)}); the learner was stopped", self.iteration + 1, self.last_checkpoint,
+            self.resume_command,
+        )
+
     # -- one meta-iteration --------------------------------------------------------------
     def train_iteration(self) -> dict[str, Any]:
+        """One meta-iteration; re-done (same tasks, same seeds) when its rollouts were lost with a node."""
+        for attempt in range(1, MAX_ITERATION_ATTEMPTS + 1):
+            rng_state = copy.deepcopy(self.rng.bit_generator.state)
+            try:
+                return self._attempt_iteration()
+            except _RolloutsLost as exc:
+                if attempt == MAX_ITERATION_ATTEMPTS:
+                    raise RunStoppedError(f"iteration {self.iteration + 1}: its rollouts were lost with their nodes "
+                                          f"{attempt} times ({exc})", self.iteration + 1, self.last_checkpoint,
+                                          self.resume_command) from exc
+                self.rng.bit_generator.state = rng_state
+                log.warning("iteration %d: rollouts were lost with their node before the learner read them (%s); "
+                            "sampling the iteration again with the same tasks and seeds (attempt %d of %d)",
+                            self.iteration + 1, exc, attempt + 1, MAX_ITERATION_ATTEMPTS)
+        raise AssertionError("unreachable")
+
+    def _attempt_iteration(self) -> dict[str, Any]:
+        """One try at an iteration; a failure that ends the run becomes a :class:`RunStoppedError`."""
         self._iteration_refs = []
         try:
             return self._train_iteration()
@@ -139,7 +229,13 @@ class Trainer:
                 # Every call of this iteration fails with the learner's error: collect them all,
                 # so the one-line message is not followed by Ray's "unhandled error" reports.
                 drain(self._iteration_refs)
-                raise LearnerDiedError(self.iteration + 1, self.resume_command) from exc
+                raise LearnerDiedError(self.iteration + 1, self.resume_command, self.last_checkpoint) from exc
+            raise
+        except WorkersUnavailableError as exc:
+            raise WorkersLostError(f"iteration {self.iteration + 1}: {exc}", self.iteration + 1, self.last_checkpoint,
+                                   self.resume_command) from exc
+        except (LearnerTimeoutError, _RolloutsLost):
+            drain(self._iteration_refs)
             raise
         finally:
             self._iteration_refs = []
@@ -165,7 +261,7 @@ class Trainer:
             t = time.perf_counter()
             params_ref, per_task = self.learner.adapt.remote(pre_refs, step), True
             self._iteration_refs.append(params_ref)
-            ray.wait([params_ref], fetch_local=False)
+            self._learner_result(params_ref, "adapt")  # fetched: a failure shows here, not in the next phase
             timers["time/adapt"] += time.perf_counter() - t
             t = time.perf_counter()
         adapted_ref = params_ref  # θ'ᵢ for every task
@@ -173,7 +269,9 @@ class Trainer:
         post_refs = self._sample(tasks, adapted_ref, True, seeds[1], "post")
         timers["time/sample_post"], t = time.perf_counter() - t, time.perf_counter()
 
-        stats = ray.get(self.learner.meta_update.remote(post_refs))  # (θ, α) ← step on Σᵢ L(D'ᵢ; θ'ᵢ(θ, α))
+        update_ref = self.learner.meta_update.remote(post_refs)  # (θ, α) ← step on Σᵢ L(D'ᵢ; θ'ᵢ(θ, α))
+        self._iteration_refs.append(update_ref)
+        stats = self._learner_result(update_ref, "meta_update")
         timers["time/meta_update"] = time.perf_counter() - t
 
         self.iteration += 1
@@ -251,7 +349,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, directory: str | Path | None = None) -> Path:
         """Checkpoint the current state into ``directory`` (default: the run's ``checkpoints/``)."""
-        state = ray.get(self.learner.state_dict.remote())
+        state = self._learner_result(self.learner.state_dict.remote(), "state_dict")
         state.update(
             iteration=self.iteration,
             env_steps=self.env_steps,
@@ -285,7 +383,7 @@ class Trainer:
         return path
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        ray.get(self.learner.load_state_dict.remote(state))
+        self._learner_result(self.learner.load_state_dict.remote(state), "load_state_dict")
         self.iteration, self.env_steps = int(state["iteration"]), int(state["env_steps"])
         self.rollouts.restarts = int(state.get("worker_restarts", 0))
         self.resumes = int(state.get("resumes", 0))

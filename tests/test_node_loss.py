@@ -1,0 +1,364 @@
+"""Nodes lost mid-run on a real multi-node Ray: ``ray.cluster_utils.Cluster`` on loopback, one raylet per node.
+
+The head (2 CPUs) holds the driver and the learner (``learner_cpus=2``); rollout workers
+(1 CPU each) live on 1-CPU nodes. A test adds the nodes it will remove and removes them with
+``Cluster.remove_node``, as a lost spot instance would go. Each disturbed run must end with the
+metrics and parameters of an undisturbed run with the same seeds (every episode once), and
+every process a test started is checked by PID to be gone. Nothing here runs ``ray stop``.
+
+Before the fix, every disturbed run here hung in ``RolloutGroup.sample``'s ``ray.wait``: Ray
+restarted the lost worker in its placement-group bundle, which could not be re-placed while
+the cluster was full, and its call waited for that restart forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import ray
+import torch
+
+from conftest import proc_stats, ray_leftovers, short_ray_tmpdir  # tests/ is on sys.path
+from metarl.checkpoint import list_checkpoints, load_checkpoint
+from metarl.config import Config
+from metarl.metrics import read_metrics
+from metarl.trainer import LearnerDiedError, Trainer
+
+# Long episodes: one rollout slice takes a few tenths of a second (so a removal lands mid-call) and
+# its rollouts (~0.7 MB) live in the worker node's object store, where a node loss takes them along.
+RUN = dict(meta_batch_size=4, episodes_per_task=4, horizon=3000, hidden_sizes=[8], num_workers=2, worker_cpus=1.0,
+           learner_cpus=2.0, learner_threads=1, iterations=3, checkpoint_every=1, seed=11)
+HANG_S = 120  # a disturbed run that takes longer than this has hung (undisturbed: ~10 s)
+
+
+# -- processes, by PID ------------------------------------------------------------------------------
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+
+
+def _tree(pids: list[int]) -> dict[int, str]:
+    """``pids`` and all their descendants, each with its start time (a reused PID is not the same process)."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in proc_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found, todo = {}, list(pids)
+    while todo:
+        pid = todo.pop()
+        start = _start_time(pid)
+        if start is not None and pid not in found:
+            found[pid] = start
+            todo += children.get(pid, [])
+    return found
+
+
+def _still_running(tree: dict[int, str], timeout: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p, s in tree.items() if _start_time(p) == s]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _node_tree(node) -> dict[int, str]:
+    """The processes of one Cluster node (raylet, its workers, ...)."""
+    return _tree([p.process.pid for procs in node.all_processes.values() for p in procs])
+
+
+@contextlib.contextmanager
+def _within(seconds: float, what: str) -> Iterator[None]:
+    """Fail (instead of hanging the suite) when the block takes longer than ``seconds``.
+
+    SIGALRM raises KeyboardInterrupt: the only exception that Ray's blocking calls (``ray.wait``,
+    ``ray.get``) let through from a signal handler; it becomes a ``TimeoutError`` here.
+    """
+    expired = []
+
+    def expire(signum, frame):
+        expired.append(True)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if expired:
+            raise TimeoutError(f"{what} hung: still running after {seconds:g} s") from None
+        raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class Loopback:
+    """The module's Cluster, plus the nodes that tests add and remove (their processes checked by PID)."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.seen: dict[int, str] = {}  # every process of every node, ever
+        self.permanent = None  # the module's own 1-CPU node; tests remove only the nodes they added
+
+    def add(self, cpus: float) -> Any:
+        node = self.cluster.add_node(num_cpus=cpus)
+        self.cluster.wait_for_nodes()
+        self.seen.update(_node_tree(node))
+        return node
+
+    def remove(self, node) -> None:
+        """``Cluster.remove_node`` (raylet and friends stopped), then every process of that node must be gone."""
+        tree = _node_tree(node)
+        self.seen.update(tree)
+        self.cluster.remove_node(node)
+        assert not _still_running(tree), f"processes of the removed node outlived it: {_still_running(tree, 0)}"
+
+    def remove_added(self) -> None:
+        for node in [n for n in self.cluster.worker_nodes if n is not self.permanent]:
+            self.remove(node)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Loopback]:  # the name conftest knows: modules with a cluster of their own run last
+    """Head (2 CPUs: the driver and the learner) + one permanent 1-CPU node; torn down whatever happens."""
+    from ray.cluster_utils import Cluster
+
+    c = loop = None
+    with short_ray_tmpdir("mrn"):
+        try:
+            c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+            loop = Loopback(c)
+            loop.permanent = loop.add(1)
+            loop.seen.update(_node_tree(c.head_node))
+            ray.init(address=c.address, include_dashboard=False, logging_level="ERROR")
+            yield loop
+        finally:
+            ray.shutdown()
+            if c is not None:
+                for node in [c.head_node, *c.worker_nodes]:
+                    loop.seen.update(_node_tree(node))
+                c.shutdown()
+            if loop is not None:
+                assert not _still_running(loop.seen), "cluster processes outlived Cluster.shutdown()"
+
+
+@pytest.fixture
+def clean(cluster) -> Iterator[Loopback]:
+    """After each test: no actor or placement group left, every CPU free, only the permanent node left."""
+    yield cluster
+    assert not ray_leftovers(), "a test left actors or placement groups behind"
+    cluster.remove_added()
+    total = ray.cluster_resources().get("CPU", 0)
+    assert ray.available_resources().get("CPU", 0) == total == 3
+
+
+def _trainer(out: Path, **overrides) -> Trainer:
+    return Trainer(Config.from_dict({**RUN, **overrides}), out, address=ray.get_runtime_context().gcs_address)
+
+
+def _train(trainer: Trainer, callback: Callable | None = None) -> list[dict]:
+    """``trainer.train``, failing instead of hanging; the actors' PIDs must be gone after ``close``."""
+    pids = [p for p in trainer.rollouts.worker_pids if p]
+    pids.append(ray.get(trainer.learner.__ray_call__.remote(lambda self: os.getpid())))
+    try:
+        with _within(HANG_S, "training"):
+            return trainer.train(callback)
+    finally:
+        pids += [p for p in trainer.rollouts.worker_pids if p]
+        trainer.close()
+        tree = {p: s for p in pids if (s := _start_time(p)) is not None}
+        assert not _still_running(tree), "rollout or learner processes outlived the trainer"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(scope="module")
+def undisturbed(cluster, tmp_path_factory) -> Path:
+    """The run every disturbed one must equal: same config and seeds, no node lost."""
+    extra = cluster.add(1)
+    out = tmp_path_factory.mktemp("undisturbed")
+    try:
+        history = _train(_trainer(out))
+    finally:
+        cluster.remove(extra)
+    assert all(m["workers/nodes"] == 2 and m["workers/restarts"] == 0 for m in history)
+    return out
+
+
+def _assert_same_run(a: Path, b: Path, iterations: int = 3) -> None:
+    """Every iteration's metrics and the final θ, α of run ``b`` equal run ``a``'s: nothing lost, nothing twice."""
+    rows_a, rows_b = read_metrics(a / "metrics.jsonl"), read_metrics(b / "metrics.jsonl")
+    assert [r["iteration"] for r in rows_a] == [r["iteration"] for r in rows_b] == list(range(1, iterations + 1))
+    keys = [k for k in rows_a[0] if k.startswith(("return_", "outer/", "alpha/", "episodes_", "env_steps"))]
+    assert {"return_pre", "return_post", "episodes_pre", "episodes_post", "env_steps", "outer/kl"} <= set(keys)
+    for ra, rb in zip(rows_a, rows_b):
+        assert rb["episodes_pre"] == rb["episodes_post"] == 16
+        for k in keys:
+            assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (ra["iteration"], k)
+    sa, sb = (load_checkpoint(list_checkpoints(run / "checkpoints")[-1]) for run in (a, b))
+    assert sa["iteration"] == sb["iteration"] == iterations and sa["env_steps"] == sb["env_steps"]
+    for group in ("theta", "alpha"):
+        for name in sa[group]:
+            torch.testing.assert_close(sb[group][name], sa[group][name], rtol=1e-5, atol=1e-7)
+
+
+# -- a node with rollout workers lost ----------------------------------------------------------------
+def _wait_until_joined(trainer: Trainer, w: int, timeout: float = 60) -> None:
+    """Until worker ``w``'s replacement has started (it then takes calls from the next phase on)."""
+    deadline = time.monotonic() + timeout
+    while w in trainer.rollouts._starting and time.monotonic() < deadline:
+        trainer.rollouts.active_workers()
+        time.sleep(0.2)
+    assert w not in trainer.rollouts._starting, f"rollout worker {w}'s replacement did not start"
+
+
+def _lose_mid_call(cluster: Loopback, trainer: Trainer, victim, w: int, done: threading.Event) -> Callable:
+    """A ``_sample`` that removes ``victim`` while worker ``w`` computes its slice of iteration 2's pre phase."""
+    original, pid = trainer._sample, trainer.rollouts.worker_pids[w]
+
+    def remove_once_busy(cpu_at_submit: float) -> None:
+        deadline = time.monotonic() + 10
+        while _cpu_seconds(pid) - cpu_at_submit < 0.05 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        done.busy = _cpu_seconds(pid) - cpu_at_submit
+        cluster.remove(victim)
+        done.set()
+
+    def sample(tasks, params_ref, per_task, seeds, phase):
+        if trainer.iteration + 1 == 2 and phase == "pre" and not hasattr(done, "busy"):
+            threading.Thread(target=remove_once_busy, args=(_cpu_seconds(pid),), daemon=True).start()
+        return original(tasks, params_ref, per_task, seeds, phase)
+
+    return sample
+
+
+def _lose_before_the_learner_reads(cluster: Loopback, trainer: Trainer, victim, done: threading.Event) -> Callable:
+    """A ``_sample`` that removes ``victim`` once iteration 2's pre rollouts are in, before the learner reads them."""
+    original = trainer._sample
+
+    def sample(tasks, params_ref, per_task, seeds, phase):
+        refs = original(tasks, params_ref, per_task, seeds, phase)
+        if trainer.iteration + 1 == 2 and phase == "pre" and not done.is_set():
+            cluster.remove(victim)
+            done.set()
+        return refs
+
+    return sample
+
+
+@pytest.mark.parametrize("moment", [
+    "mid-call",
+    pytest.param("before-the-learner-reads", marks=pytest.mark.slow),
+    pytest.param("between-iterations", marks=pytest.mark.slow),
+])
+def test_a_lost_rollout_node_costs_no_episode(clean, undisturbed, tmp_path, caplog, moment):
+    """Remove the node of rollout worker ``w``; the run completes and equals the undisturbed one.
+
+    ``mid-call``: while ``w`` samples (its call is killed with the node and re-sent); the cluster
+    then has no room, so the run goes on with one worker, and a node added after iteration 2
+    gets the replacement (2 nodes again in iteration 3). ``between-iterations`` (the issue's
+    report): after iteration 1, no room: the run ends with one worker, the replacement still
+    waiting. Both hung before the fix. ``before-the-learner-reads``: its rollouts are lost with
+    the node; the iteration is sampled again with the same seeds, and the replacement goes to a
+    spare node that has room.
+    """
+    cluster = clean
+    victim = cluster.add(1)
+    trainer = _trainer(tmp_path)
+    w = trainer.rollouts.worker_nodes.index(victim.node_id)
+    victim_pid, done = trainer.rollouts.worker_pids[w], threading.Event()
+    callback = None
+    if moment == "mid-call":
+        trainer._sample = _lose_mid_call(cluster, trainer, victim, w, done)
+
+        def callback(m):  # a node arrives (as the autoscaler's would): the pending replacement starts there
+            if m["iteration"] == 2:
+                assert w in trainer.rollouts._starting  # no room: still waiting for a node
+                cluster.add(1)
+                _wait_until_joined(trainer, w)
+    elif moment == "before-the-learner-reads":
+        trainer._sample = _lose_before_the_learner_reads(cluster, trainer, victim, done)
+        spare = cluster.add(1)  # a surviving node with room: the replacement goes there
+
+        def callback(m):
+            if m["iteration"] == 2:
+                _wait_until_joined(trainer, w)
+                assert trainer.rollouts.worker_nodes[w] == spare.node_id
+    else:
+        def callback(m):
+            if m["iteration"] == 1:
+                cluster.remove(victim)
+                done.set()
+            else:
+                assert w in trainer.rollouts._starting  # its replacement waits for a node with room
+
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="metarl"):
+        history = _train(trainer, callback)
+    assert done.is_set() and _start_time(victim_pid) is None  # the node, and the worker on it, are gone
+    assert time.monotonic() - start < 60
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(f"rollout worker {w}" in m and f"lost with its node {victim.node_id}" in m for m in warnings), warnings
+    assert [m["workers/restarts"] for m in history][-1] >= 1
+    if moment == "mid-call":
+        assert done.busy >= 0.05, "the worker had not started its slice when its node was removed"
+        assert any(f"rollout worker {w}" in m and "failed during pre sampling" in m for m in warnings), warnings
+        assert [m["workers/nodes"] for m in history] == [2, 1, 2]  # fewer, then the arriving node's
+    if moment == "before-the-learner-reads":
+        assert any("iteration 2: rollouts were lost with their node" in m for m in warnings), warnings
+        assert history[0]["workers/nodes"] == history[2]["workers/nodes"] == 2  # re-placed on the spare node
+    if moment == "between-iterations":
+        assert [m["workers/nodes"] for m in history] == [2, 1, 1]  # fewer: no node has room
+    _assert_same_run(undisturbed, tmp_path)
+
+
+# -- the learner's node lost -------------------------------------------------------------------------
+def test_a_lost_learner_node_stops_in_one_line_and_resume_equals_the_undisturbed_run(clean, undisturbed, tmp_path):
+    """The learner on a node of its own (the only one with 3 CPUs), removed mid-iteration 2.
+
+    The run stops at once with one line naming the newest checkpoint and the resume command;
+    resumed (the learner back on the head: ``learner_cpus`` may change on resume), it equals the
+    undisturbed run.
+    """
+    cluster = clean
+    home = cluster.add(3)
+    trainer = _trainer(tmp_path, learner_cpus=3.0)
+    learner_node = ray.get(trainer.learner.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()))
+    assert learner_node == home.node_id
+    original = trainer._sample
+
+    def sample(tasks, params_ref, per_task, seeds, phase):
+        if trainer.iteration + 1 == 2 and phase == "post":
+            cluster.remove(home)
+        return original(tasks, params_ref, per_task, seeds, phase)
+
+    trainer._sample = sample
+    start = time.monotonic()
+    with pytest.raises(LearnerDiedError) as err:
+        _train(trainer)
+    assert time.monotonic() - start < 30
+    address = ray.get_runtime_context().gcs_address
+    assert str(err.value) == (
+        f"learner died at iteration 2; newest checkpoint: {tmp_path / 'checkpoints' / 'checkpoint-000001.pt'}; "
+        f"resume with: metarl train {tmp_path / 'config.yaml'} --out {tmp_path} --address {address} --resume"
+    )
+    assert [r["iteration"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+
+    cluster.add(1)  # a node for the second rollout worker (the learner goes back to the head)
+    resumed = Trainer(Config.from_dict(RUN), tmp_path, address=address, resume=True)
+    assert resumed.resume_changes == {"learner_cpus": (3.0, 2.0)} and resumed.iteration == 1
+    assert [m["iteration"] for m in _train(resumed)] == [2, 3]
+    _assert_same_run(undisturbed, tmp_path)
