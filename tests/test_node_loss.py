@@ -158,8 +158,10 @@ def clean(cluster) -> Iterator[Loopback]:
     yield cluster
     assert not ray_leftovers(), "a test left actors or placement groups behind"
     cluster.remove_added()
-    total = ray.cluster_resources().get("CPU", 0)
-    assert ray.available_resources().get("CPU", 0) == total == 3
+    deadline = time.monotonic() + 20  # a killed actor's CPU is freed shortly after the GCS calls it dead
+    while ray.available_resources().get("CPU", 0) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU", 0) == 3
 
 
 def _trainer(out: Path, **overrides) -> Trainer:
@@ -362,3 +364,40 @@ def test_a_lost_learner_node_stops_in_one_line_and_resume_equals_the_undisturbed
     assert resumed.resume_changes == {"learner_cpus": (3.0, 2.0)} and resumed.iteration == 1
     assert [m["iteration"] for m in _train(resumed)] == [2, 3]
     _assert_same_run(undisturbed, tmp_path)
+
+
+@pytest.mark.slow
+def test_losing_every_rollout_worker_stops_in_one_line_with_the_resume_command(clean, tmp_path, monkeypatch):
+    """The only worker's node is lost and no node has room: after READY_TIMEOUT_S, one line, never a hang."""
+    import metarl.rollout_group as rollout_group_mod
+    from metarl.trainer import WorkersLostError
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    class Idle:  # defined here, so that it travels by value (tests/ is not importable in actors)
+        """An actor that only holds its CPU: another job's."""
+
+    cluster = clean
+    blocker = ray.remote(num_cpus=1)(Idle).options(  # holds the permanent node's CPU
+        scheduling_strategy=NodeAffinitySchedulingStrategy(cluster.permanent.node_id, soft=False)).remote()
+    ray.get(blocker.__ray_ready__.remote(), timeout=60)
+    victim = cluster.add(1)
+    try:
+        trainer = _trainer(tmp_path, num_workers=1)
+        assert trainer.rollouts.worker_nodes == [victim.node_id]
+        monkeypatch.setattr(rollout_group_mod, "READY_TIMEOUT_S", 3.0)
+
+        def lose(m):
+            if m["iteration"] == 1:
+                cluster.remove(victim)
+
+        with pytest.raises(WorkersLostError) as err:
+            _train(trainer, lose)
+    finally:
+        ray.kill(blocker)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(
+        "iteration 2: no rollout worker is left and none could be started within 3 s (each needs worker_cpus=1 CPUs")
+    assert message.endswith(f"newest checkpoint: {tmp_path / 'checkpoints' / 'checkpoint-000001.pt'}; resume with: "
+                            f"metarl train {tmp_path / 'config.yaml'} --out {tmp_path} --address "
+                            f"{ray.get_runtime_context().gcs_address} --resume")
