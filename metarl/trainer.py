@@ -167,8 +167,9 @@ class Trainer:
         return getattr(exc, "actor_id", None) == learner_id
 
     # -- the learner's calls ------------------------------------------------------------
-    def _learner_result(self, ref: ray.ObjectRef, call: str) -> Any:
-        """The result of learner call ``call``, waited for within its limit (:class:`CallLimits`).
+    def _learner_result(self, ref: ray.ObjectRef, call: str, iteration: int | None = None) -> Any:
+        """The result of learner call ``call`` (for ``iteration``, default the one in progress), waited for
+        within its limit (:class:`CallLimits`).
 
         While waiting, rollout workers whose node died are replaced: a learner fetching rollouts
         that were on that node would otherwise wait for the dead worker's restart, forever.
@@ -177,7 +178,7 @@ class Trainer:
         while True:
             elapsed = time.monotonic() - start
             if limit is not None and elapsed > limit:
-                raise self._timed_out(call, elapsed)
+                raise self._timed_out(call, elapsed, self.iteration + 1 if iteration is None else iteration)
             step = POLL_S if limit is None else min(POLL_S, limit - elapsed + 0.01)
             if ray.wait([ref], timeout=step, fetch_local=False)[0]:
                 break
@@ -192,12 +193,12 @@ class Trainer:
                 raise _RolloutsLost(f"{call}: {type(cause).__name__}") from exc
             raise
 
-    def _timed_out(self, call: str, elapsed: float) -> LearnerTimeoutError:
+    def _timed_out(self, call: str, elapsed: float, iteration: int) -> LearnerTimeoutError:
         """Stop the learner that has not answered ``call`` for ``elapsed`` s, and say so."""
         kill_quietly(self.learner)  # it may be stuck holding a GPU; its pending calls fail with it
         return LearnerTimeoutError(
-            f"learner call {call} of iteration {self.iteration + 1} did not return within {elapsed:.3g} s (limit: "
-            f"{self.limits.explain(call)}); the learner was stopped", self.iteration + 1, self.last_checkpoint,
+            f"learner call {call} of iteration {iteration} did not return within {elapsed:.3g} s (limit: "
+            f"{self.limits.explain(call)}); the learner was stopped", iteration, self.last_checkpoint,
             self.resume_command,
         )
 
@@ -349,7 +350,7 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
     def save(self, directory: str | Path | None = None) -> Path:
         """Checkpoint the current state into ``directory`` (default: the run's ``checkpoints/``)."""
-        state = self._learner_result(self.learner.state_dict.remote(), "state_dict")
+        state = self._learner_result(self.learner.state_dict.remote(), "state_dict", self.iteration)
         state.update(
             iteration=self.iteration,
             env_steps=self.env_steps,
@@ -383,7 +384,7 @@ class Trainer:
         return path
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self._learner_result(self.learner.load_state_dict.remote(state), "load_state_dict")
+        self._learner_result(self.learner.load_state_dict.remote(state), "load_state_dict", int(state["iteration"]))
         self.iteration, self.env_steps = int(state["iteration"]), int(state["env_steps"])
         self.rollouts.restarts = int(state.get("worker_restarts", 0))
         self.resumes = int(state.get("resumes", 0))

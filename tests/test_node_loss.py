@@ -328,6 +328,7 @@ def test_a_lost_rollout_node_costs_no_episode(clean, undisturbed, tmp_path, capl
 
 
 # -- the learner's node lost -------------------------------------------------------------------------
+@pytest.mark.slow  # the default suite's test_distributed kills the learner's process: the same path, 15 s less
 def test_a_lost_learner_node_stops_in_one_line_and_resume_equals_the_undisturbed_run(clean, undisturbed, tmp_path):
     """The learner on a node of its own (the only one with 3 CPUs), removed mid-iteration 2.
 
