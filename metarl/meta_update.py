@@ -126,8 +126,9 @@ def _unflat(vec: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
 
 # Rows (episodes × steps) per task group on a CPU learner. Why groups: the Fisher-vector product's
 # elementwise passes and per-task matmuls over the whole meta-batch stream ~64 MB tensors through
-# memory; on groups of ~8k rows the working set stays in cache and each product took about half the
-# time on the 2-core machine (BENCHMARKS.md, "Locomotion at the paper protocol"). A GPU wants one group.
+# memory; on groups of ~8k rows the working set stays in cache and an exact product on the HalfCheetah
+# batch took 0.72-0.75 s instead of 1.075 s on the 2-core machine (BENCHMARKS.md, "Locomotion at the
+# paper protocol"). A GPU wants one group.
 CPU_GROUP_ROWS = 8192
 
 
@@ -143,20 +144,24 @@ def group_weights(groups: list["MetaObjective"]) -> list[float]:
     return [g.post.num_tasks / total for g in groups]
 
 
-def old_loss_and_gradient(meta: "MetaParameters", groups: list["MetaObjective"], create_graph: bool):
-    """Freeze every group's current distribution as the old one; return (the groups' distributions,
-    the surrogate loss, its flat gradient). The distributions keep their graphs for curvature products."""
-    alpha = meta.alpha_values()
-    dists, loss, grads = [], 0.0, None
-    for group, weight in zip(groups, group_weights(groups)):
-        dist = group.distribution(meta.theta, alpha, create_graph=create_graph)
+def freeze_old(meta: "MetaParameters", groups: list["MetaObjective"], create_graph: bool) -> list[Dist]:
+    """Every group's current distribution, frozen as its old one; the returned ones keep their graphs
+    (for the gradient and the curvature products)."""
+    dists = [group.distribution(meta.theta, meta.alpha_values(), create_graph=create_graph) for group in groups]
+    for group, dist in zip(groups, dists):
         group.set_old(dist)
+    return dists
+
+
+def loss_and_gradient(meta: "MetaParameters", groups: list["MetaObjective"], dists: list[Dist]):
+    """The surrogate loss at the old distributions and its flat gradient, summed over the groups."""
+    loss, grads = 0.0, None
+    for group, dist, weight in zip(groups, dists, group_weights(groups)):
         part = group.loss(dist) * weight
         part_grads = torch.autograd.grad(part, meta.leaves, retain_graph=True)
         grads = part_grads if grads is None else [a + b for a, b in zip(grads, part_grads)]
         loss = loss + part.detach()
-        dists.append(dist)
-    return dists, loss, _flat(grads)
+    return loss, _flat(grads)
 
 
 def loss_and_kl(meta: "MetaParameters", groups: list["MetaObjective"]) -> tuple[float, float]:
@@ -262,7 +267,8 @@ class TRPO:
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
         create_graph = not objective.first_order
         groups = task_groups(objective, meta)
-        dists, loss, g = old_loss_and_gradient(meta, groups, create_graph)
+        dists = freeze_old(meta, groups, create_graph)
+        loss, g = loss_and_gradient(meta, groups, dists)
         leaves = meta.leaves
         if not torch.isfinite(loss):
             return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite loss")
@@ -272,10 +278,7 @@ class TRPO:
             # Fisher = mean of per-task Fishers; a subset of tasks estimates it without bias.
             sub = objective.subset(max(1, round(self.fisher_subsample * objective.post.num_tasks)))
             curvature_groups = task_groups(sub, meta)
-            curvature_dists = [group.distribution(meta.theta, meta.alpha_values(), create_graph=create_graph)
-                               for group in curvature_groups]
-            for group, dist in zip(curvature_groups, curvature_dists):
-                group.set_old(dist)
+            curvature_dists = freeze_old(meta, curvature_groups, create_graph)
         else:
             curvature_groups, curvature_dists = groups, dists
         fvp = self._grouped_fisher_vector_product(curvature_groups, curvature_dists, leaves)
@@ -374,8 +377,7 @@ class TRPO:
         return lambda v: sum(weight * product(v) for weight, product in zip(weights, products))
 
     def _line_search(self, meta, groups, full_step, loss_before, g, max_kl: float) -> UpdateResult:
-        """Backtrack from the full step; ``groups``: the objective's task groups (or the objective itself)."""
-        groups = groups if isinstance(groups, list) else [groups]
+        """Backtrack from the full step, judging each candidate on the objective's task ``groups``."""
         start = meta.get_flat()
         any_finite = False
         for j in range(self.ls_max_steps):

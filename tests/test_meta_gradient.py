@@ -208,7 +208,8 @@ def test_task_groups_give_the_whole_batch_step(monkeypatch, alpha_update):
         objective = MetaObjective(spec, [pre], post, False)
         groups = mu.task_groups(objective, meta)
         assert len(groups) == (1 if name == "whole" else 3)
-        dists, loss, g = mu.old_loss_and_gradient(meta, groups, True)
+        dists = mu.freeze_old(meta, groups, True)
+        loss, g = mu.loss_and_gradient(meta, groups, dists)
         fvp = TRPO()._grouped_fisher_vector_product(groups, dists, meta.leaves)
         v = torch.randn(g.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         product = fvp(v)
@@ -276,7 +277,7 @@ def test_line_search_backtracks_to_the_first_acceptable_step():
     verdicts = [_loss_and_kl(objective, meta, x) for x in candidates]
     first = next(j for j, (loss, kl) in enumerate(verdicts) if loss < loss0 and kl <= trpo.max_kl)
     assert first >= 2, "the case should make the line search backtrack"
-    result = trpo._line_search(meta, objective, step, loss0, g, trpo.max_kl)
+    result = trpo._line_search(meta, [objective], step, loss0, g, trpo.max_kl)
     assert result.accepted and result.line_search_steps == first + 1 and result.reason == ""
     torch.testing.assert_close(meta.get_flat(), candidates[first], rtol=0, atol=0)
     assert (result.loss_after, result.kl) == pytest.approx(verdicts[first], rel=1e-12)
@@ -291,7 +292,7 @@ def test_rejected_line_search_reverts_theta_and_alpha(direction, reason):
     start = meta.get_flat()
     if direction == "uphill":  # every candidate raises the surrogate: nothing to accept
         assert all(_loss_and_kl(objective, meta, start - 0.5**j * step)[0] > loss0 for j in range(4))
-    result = trpo._line_search(meta, objective, step, loss0, g, trpo.max_kl)
+    result = trpo._line_search(meta, [objective], step, loss0, g, trpo.max_kl)
     assert not result.accepted and result.reason == reason and result.line_search_steps == 4
     assert result.loss_after == loss0 and result.kl == 0.0
     assert torch.equal(meta.get_flat(), start), "a rejected step must leave (θ, α) exactly as they were"
