@@ -34,12 +34,12 @@ from typing import Any
 
 import mujoco
 import numpy as np
-from gymnasium.utils.seeding import np_random
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
+from gymnasium.utils.seeding import np_random
 
-from metarl.envs.task_env import Task, check_float_scalar
+from metarl.envs.task_env import Task, check_float_scalar, episode_seed
 
 CHEETAH_CTRL_COST = 0.05
 ANT_CTRL_COST, ANT_CONTACT_COST, ANT_SURVIVE = 0.005, 0.0005, 0.05
@@ -189,8 +189,6 @@ class _MujocoVectorEnv:
     def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None) -> "_MujocoVectorEnv":
         """New tasks and reset seeds for the same number of copies (building the copies costs far more);
         takes effect at the next ``reset``."""
-        from metarl.rollouts import episode_seed  # the Gymnasium path's per-episode reset seeds
-
         if len(tasks) * episodes_per_task != self.num_envs:
             raise ValueError(f"{len(tasks)} tasks x {episodes_per_task} episodes != {self.num_envs} copies")
         self.num_tasks, self.episodes_per_task = len(tasks), episodes_per_task

@@ -84,3 +84,8 @@ def task_from_json(text: str) -> Task:
     if not isinstance(task, dict):
         raise ValueError(f"invalid task {task!r}: a task is a JSON object")
     return task
+
+
+def episode_seed(task_seed: int, episode: int) -> int:
+    """Reset seed of episode ``episode`` of a task (Gymnasium path): a function of the task's seed alone."""
+    return int(np.random.SeedSequence([task_seed, episode]).generate_state(1)[0])

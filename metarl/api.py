@@ -22,7 +22,7 @@
 
 The builders only collect keys of :class:`metarl.config.Config`; ``to_config()`` validates
 them exactly as a YAML file is validated. :class:`MetaAlgorithm` is a thin handle on the same
-:class:`metarl.trainer.Trainer` that ``metarl train`` runs: one training core, with the same
+:class:`metarl.runtime.trainer.Trainer` that ``metarl train`` runs: one training core, with the same
 run directory (``config.yaml``, ``metrics.jsonl``/``.csv``, ``tensorboard/``, ``checkpoints/``).
 
 Setters mutate and return the builder (RLlib's convention); ``copy()`` branches a variant.
@@ -136,13 +136,14 @@ class MAMLConfig(MetaRLConfig):
 class MetaAlgorithm:
     """A running meta-learner: ``train()`` one meta-iteration at a time, save, restore, evaluate.
 
-    A handle on :class:`metarl.trainer.Trainer` (the loop behind ``metarl train``).
+    A handle on :class:`metarl.runtime.trainer.Trainer` (the loop behind ``metarl train``).
     """
 
     def __init__(self, config: Config, out_dir: str | Path | None = None, address: str | None = None,
                  resume: bool = False):
-        from metarl.rundir import default_run_dir
-        from metarl.trainer import Trainer
+        # lazy: building a config loads neither torch nor Ray
+        from metarl.runtime.rundir import default_run_dir
+        from metarl.runtime.trainer import Trainer
 
         config.validate()
         self.config = config
@@ -191,8 +192,9 @@ class MetaAlgorithm:
         past the checkpoint). ``trust_env_module``: allow a config whose ``env`` is ``module:id`` to
         import that module (a checkpoint alone never makes metarl import code).
         """
-        from metarl.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, run_config
-        from metarl.rundir import default_run_dir
+        # lazy: building a config loads neither torch nor Ray
+        from metarl.runtime.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, run_config
+        from metarl.runtime.rundir import default_run_dir
 
         file = resolve_checkpoint(path)
         state = load_checkpoint(file, trust_env_module=trust_env_module)
@@ -208,6 +210,7 @@ class MetaAlgorithm:
 
     def get_weights(self) -> dict[str, dict[str, np.ndarray]]:
         """``{"theta": {name: array}, "alpha": {name: array}}`` (α is a scalar per tensor for MAML)."""
+        # lazy: building a config loads neither torch nor Ray
         import ray
 
         state = ray.get(self.trainer.learner.state_dict.remote())
@@ -222,10 +225,13 @@ class MetaAlgorithm:
         samples from the policy with ``rng``. ``params`` replaces θ, e.g. adapted parameters from
         :func:`metarl.export.adapted_params`. Returns what the env's ``step`` takes.
         """
+        # lazy: building a config loads neither torch nor Ray
         import torch
 
+        from metarl.core.policies import env_actions, forward, sample
+
+        # lazy: building a config loads neither torch nor Ray
         from metarl.export import deterministic_action
-        from metarl.policies import env_actions, forward, sample
 
         spec = self.trainer.spec
         if params is None:
@@ -243,17 +249,19 @@ class MetaAlgorithm:
 
     def evaluate(self, goals=None, num_tasks: int | None = None, steps: int = 3, episodes: int | None = None,
                  seed: int = 0, local: bool = False, num_workers: int | None = None) -> dict[str, Any]:
-        """The papers' test protocol on the current (θ, α): :func:`metarl.evaluation.evaluate`.
+        """The papers' test protocol on the current (θ, α): :func:`metarl.runtime.evaluation.evaluate`.
 
         Evaluates the checkpoint of the current iteration (written first if there is none), so
         the report names a file that ``metarl evaluate`` reproduces. Sampling uses fresh
         RolloutWorker actors on this Ray; when the cluster has no CPU free for one (training's
         actors hold them), it samples in-process instead, which gives the same numbers.
         """
+        # lazy: building a config loads neither torch nor Ray
         import ray
 
-        from metarl.checkpoint import list_checkpoints
-        from metarl.evaluation import evaluate
+        # lazy: building a config loads neither torch nor Ray
+        from metarl.runtime.checkpoint import list_checkpoints
+        from metarl.runtime.evaluation import evaluate
 
         trainer = self.trainer
         current = [p for p in list_checkpoints(trainer.ckpt_dir) if p.name == f"checkpoint-{trainer.iteration:06d}.pt"]

@@ -19,18 +19,20 @@ import time
 from typing import Any
 
 import numpy as np
+import ray
+import torch
 
 from metarl.config import Config
+from metarl.core.policies import PolicySpec, init_params
+from metarl.envs.tasks import env_horizon, make_env, policy_spec, sample_tasks
+from metarl.runtime.learner import Learner
+from metarl.runtime.rollout_group import cpus_needed, init_ray
+from metarl.runtime.trainer import Trainer
+from metarl.runtime.workers import RolloutWorker
 
 
 def _one_worker(cfg: Config):
     """One rollout worker in this process, with θ at its seed-0 initialisation and a meta-batch of tasks."""
-    import torch
-
-    from metarl.policies import init_params
-    from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
-    from metarl.workers import RolloutWorker
-
     env = make_env(cfg.env, cfg.env_kwargs)
     spec = policy_spec(cfg, env)
     worker = RolloutWorker(cfg.env, cfg.env_kwargs, spec, env_horizon(env, cfg.horizon))
@@ -83,10 +85,6 @@ def cluster_estimate(cfg: Config, horizon: int, worker_steps_per_second: float, 
 
 
 def run_protocol(cfg: Config, iterations: int, warmup: int) -> dict[str, Any]:
-    import ray
-
-    from metarl.trainer import Trainer
-
     cfg.iterations, cfg.checkpoint_every = warmup + iterations, 10**6
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, out)
@@ -118,10 +116,6 @@ def run_protocol(cfg: Config, iterations: int, warmup: int) -> dict[str, Any]:
 
 def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: int,
               workers: list[int] | None, threads: list[str]) -> dict[str, Any]:
-    import ray
-
-    from metarl.rollout_group import cpus_needed, init_ray
-
     base = Config.load(config_path, overrides)
     results: dict[str, Any] = {
         "config": config_path,
@@ -144,9 +138,6 @@ def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: i
     for key in ("iteration_seconds", "sample_env_steps_per_second", "learner_seconds", "peak_rss_mb", "device"):
         results[key] = best[key]
     results["best"] = {"num_workers": best["num_workers"], "learner_threads": best["learner_threads"]}
-    import torch
-
-    from metarl.tasks import env_horizon, make_env
 
     results["machine"].update(torch=torch.__version__, device=best["device"])
     horizon = env_horizon(make_env(base.env, base.env_kwargs), base.horizon)
@@ -196,11 +187,6 @@ def learner_benchmark(cfg: Config, obs_dim: int, act_dim: int, horizon: int, rep
     HalfCheetah's (obs 17, act 6, 40 tasks x 20 episodes x 200 steps) measures CPU vs GPU
     without MuJoCo or Ray on the GPU machine.
     """
-    import torch
-
-    from metarl.learner import Learner
-    from metarl.policies import PolicySpec
-
     spec = PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std)
     learner = Learner(cfg, spec)
     rng = np.random.default_rng(cfg.seed)

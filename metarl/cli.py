@@ -6,13 +6,14 @@ PyTorch policy), render (MuJoCo videos), plot. ``--set`` takes YAML values and d
 
 Exit status: 0 done; 2 bad input (config, arguments, files, checkpoints: one line on stderr);
 1 a run that failed (diverged, learner died or timed out, rollout workers lost, resources; ``render`` without an OpenGL backend); 130 / 143 ``metarl train`` stopped by
-SIGINT / SIGTERM after checkpointing (see :mod:`metarl.signals`). ``--debug`` shows tracebacks.
+SIGINT / SIGTERM after checkpointing (see :mod:`metarl.runtime.signals`). ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import re
@@ -20,28 +21,33 @@ import sys
 import time
 from pathlib import Path
 
-from metarl.config import ConfigError
+import yaml
+
+from metarl import __version__
+from metarl.config import Config, ConfigError, apply_overrides, describe_keys
+from metarl.limits import check_dpi, check_evaluation
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metarl.config import Config
-
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR, the run directory to continue")
     cfg = Config.load(args.config, args.set or [])
-    from metarl.rundir import default_run_dir
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+    from metarl.runtime.rundir import default_run_dir
 
     out = Path(args.out) if args.out else default_run_dir(Path(args.config).stem)
 
-    from metarl.signals import StopSignals
-    from metarl.trainer import Trainer
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+    from metarl.runtime.signals import StopSignals
+    from metarl.runtime.trainer import Trainer
 
     with StopSignals() as stop:  # SIGINT/SIGTERM: finish the iteration, checkpoint, exit 130/143
         trainer = Trainer(cfg, out, address=args.address, resume=args.resume, config_path=args.config,
                           overrides=args.set or [])
         stop.install()  # ray.init replaced our SIGTERM handler with its own
         if trainer.resume_changes:
-            from metarl.rundir import format_changes
+            # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+            from metarl.runtime.rundir import format_changes
 
             print(f"metarl: resuming with changed {format_changes(trainer.resume_changes)}", file=sys.stderr)
         print(f"metarl: training {cfg.algorithm} on {cfg.env}, run directory {out}", file=sys.stderr)
@@ -74,15 +80,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     from metarl.benchmark import main as benchmark_main
 
     if args.iterations < 1 or args.warmup < 0:
         raise ValueError("--iterations must be >= 1 and --warmup >= 0")
     if args.learner_only:
-        import json
-
+        # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
         from metarl.benchmark import learner_benchmark
-        from metarl.config import Config
 
         try:
             obs_dim, act_dim, horizon = (int(x) for x in args.learner_only.split(","))
@@ -106,6 +111,7 @@ class Progress:
         self.last = time.monotonic()
         self.bar = None
         if not quiet and self.stream.isatty():
+            # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="it", file=self.stream)
@@ -131,19 +137,19 @@ class Progress:
 
 def _tasks(args: argparse.Namespace) -> list | None:
     """``--goal X,Y`` (numbers typed as written: ``2,3`` are ints) and ``--task JSON``, in that order."""
-    from metarl.evaluation import parse_goal, parse_task
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+    from metarl.runtime.evaluation import parse_goal, parse_task
 
     given = [parse_goal(g) for g in args.goal or []] + [parse_task(t) for t in getattr(args, "task", None) or []]
     return given or None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
-
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     import ray
 
-    from metarl.evaluation import evaluate, format_report, parse_step_sizes
-    from metarl.limits import check_evaluation
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+    from metarl.runtime.evaluation import evaluate, format_report, parse_step_sizes
 
     check_evaluation(args.tasks, args.steps, args.episodes)
     scales = parse_step_sizes(args.alpha_scales) if args.alpha_scales else None
@@ -161,15 +167,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     from metarl import plots
-    from metarl.limits import check_dpi, check_evaluation
 
     check_dpi(args.dpi)
     if args.figure == "trajectories":
         check_evaluation(None, args.steps, args.episodes)
     plots.output_format(args.out)
     if args.figure == "trajectories":
-        from metarl.evaluation import parse_step_sizes
+        # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+        from metarl.runtime.evaluation import parse_step_sizes
 
         fig = plots.trajectories_figure(args.runs, _tasks(args), steps=args.steps, episodes=args.episodes,
                                         seed=args.seed, dpi=args.dpi,
@@ -183,12 +190,11 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    import json
-
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     import ray
 
-    from metarl.config import Config
-    from metarl.rundir import default_run_dir
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+    from metarl.runtime.rundir import default_run_dir
     from metarl.tune import format_summary, parse_grid, run_sweep, summarize
 
     if args.iterations is not None and args.iterations < 1:
@@ -219,10 +225,9 @@ def _one_task(args: argparse.Namespace) -> object | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import json
-
-    from metarl.evaluation import check_counts, load_run
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     from metarl.export import FORMATS, adapted_params, policy_module, save_policy
+    from metarl.runtime.evaluation import check_counts, load_run
 
     if Path(args.out).suffix not in FORMATS:
         raise ValueError(f"--out {args.out!r}: use .pt2 (torch.export) or .pt (TorchScript)")
@@ -243,6 +248,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     from metarl.render import check_video_path, choose_gl_backend
 
     check_video_path(args.out)
@@ -253,8 +259,9 @@ def _render(args: argparse.Namespace) -> int:
         raise ValueError(f"--width/--height {args.width}x{args.height}: use 16..4096 pixels each")
     choose_gl_backend()  # before mujoco is imported: it reads MUJOCO_GL once
 
-    from metarl.evaluation import check_counts, load_run
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     from metarl.render import RenderUnavailable, check_gl, render_adaptation
+    from metarl.runtime.evaluation import check_counts, load_run
 
     check_counts(args.steps, args.episodes)
     try:
@@ -271,12 +278,6 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    import json
-
-    import yaml
-
-    from metarl.config import Config, apply_overrides, describe_keys
-
     if args.keys:
         rows = describe_keys()
         if args.json:
@@ -355,8 +356,6 @@ def _one_line(message: object) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metarl import __version__
-
     parser = _Parser(prog="metarl", description="Distributed gradient-based meta-RL (MAML, Meta-SGD).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"metarl {__version__}")
@@ -494,9 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     if getattr(args, "trust_env_module", False):
-        import metarl.checkpoint
+        # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+        import metarl.runtime.checkpoint
 
-        metarl.checkpoint.TRUST_ENV_MODULES = True
+        metarl.runtime.checkpoint.TRUST_ENV_MODULES = True
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -512,11 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        import yaml
 
-        from metarl.checkpoint import CheckpointError, NonFiniteStateError
-        from metarl.rollout_group import ResourceError
-        from metarl.trainer import RunStoppedError, TrainingDivergedError
+        # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+        from metarl.runtime.checkpoint import CheckpointError, NonFiniteStateError
+        from metarl.runtime.rollout_group import ResourceError
+        from metarl.runtime.trainer import RunStoppedError, TrainingDivergedError
 
         if isinstance(exc, (CheckpointError, yaml.YAMLError)):
             print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)

@@ -1,10 +1,10 @@
 """Typed training configuration: YAML presets + ``--set`` overrides, validated before Ray starts.
 
 A pydantic model (:class:`Config`) with run-wide keys and one section per object that consumes
-its keys: ``trpo`` (exactly :class:`metarl.meta_update.TRPO`'s constructor arguments), ``adam``,
+its keys: ``trpo`` (exactly :class:`metarl.core.meta_update.TRPO`'s constructor arguments), ``adam``,
 ``reptile``, ``alpha`` (Meta-SGD's α), ``advantages``, ``policy`` and ``resources``. The
-defaults live here and only here: the optimizer dataclasses and :class:`~metarl.policies.PolicySpec`
-take theirs from these sections.
+algorithm's defaults live in the core's dataclasses (:mod:`metarl.core.options`, which imports nothing)
+and the sections read them there: the config depends on the core, never the reverse.
 
 Every key also has a flat name (``max_kl``, ``meta_lr`` for ``adam.lr``, ``reptile_step_size``
 for ``reptile.step_size``): the presets, ``--set``, checkpoints and ``config.yaml`` use it, and
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import json
 import math
 import os
 import types
@@ -27,13 +28,33 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from metarl.config_checks import _check_env, _check_memory, _check_plain_data, _is_int
-from metarl.config_text import (MAX_INNER_STEPS, MAX_LAYERS, MAX_NUMBER, MAX_POLICY_PARAMETERS, MAX_STEPS_PER_PHASE,
-                                ConfigError, _show, _yaml_problem, parse_override, read_config_bytes, yaml_load)
-
+from metarl.config_text import (
+    MAX_INNER_STEPS,
+    MAX_LAYERS,
+    MAX_NUMBER,
+    MAX_POLICY_PARAMETERS,
+    MAX_STEPS_PER_PHASE,
+    ConfigError,
+    _show,
+    _yaml_problem,
+    parse_override,
+    read_config_bytes,
+    yaml_load,
+)
+from metarl.core.options import AdamOptions, AdvantageOptions, AlphaOptions, PolicyOptions, ReptileOptions, TRPOOptions
 
 
 # -- overrides on raw (nested or flat) config dicts: they need the model's sections --------------------
@@ -151,81 +172,81 @@ class Section(BaseModel):
 
 
 class AlphaConfig(Section):
-    """Meta-SGD's learned α (``algorithm: metasgd``); :meth:`metarl.alpha.Alpha.create`'s options."""
+    """Meta-SGD's learned α (``algorithm: metasgd``); :meth:`metarl.core.alpha.Alpha.create`'s options."""
 
     FLAT_PREFIX: ClassVar[str] = "alpha_"
     granularity: Literal["scalar", "per_layer", "per_parameter"] = _f(
-        "per_parameter", "metasgd's learned α: one value (scalar), one per parameter tensor (per_layer) or one per "
+        AlphaOptions.granularity, "metasgd's learned α: one value (scalar), one per parameter tensor (per_layer) or one per "
         "element (per_parameter, Meta-SGD proper)",
     )
     parametrization: Literal["direct", "log"] = _f(
-        "direct", "metasgd's α as learned: direct (α itself; may change sign) or log (α = sign·exp(ρ), ρ learned; "
+        AlphaOptions.parametrization, "metasgd's α as learned: direct (α itself; may change sign) or log (α = sign·exp(ρ), ρ learned; "
         "relative updates, sign fixed)",
     )
 
 
 class TRPOConfig(Section):
-    """:class:`metarl.meta_update.TRPO`'s constructor arguments, field for field (its defaults are these)."""
+    """:class:`metarl.core.meta_update.TRPO`'s constructor arguments, field for field (its defaults are read there)."""
 
-    max_kl: Float = _f(0.01, "TRPO trust-region size (mean KL of post-adaptation policies)", low=0.0, exclusive_low=True)
-    cg_iters: Int = _f(10, "TRPO conjugate-gradient iterations", low=1)
-    cg_damping: Float = _f(1e-5, "TRPO damping added to the Fisher", low=0.0)
-    ls_ratio: Float = _f(0.8, "TRPO backtracking ratio", low=0.0, high=1.0, exclusive_low=True, exclusive_high=True)
-    ls_max_steps: Int = _f(15, "TRPO backtracking steps", low=1)
+    max_kl: Float = _f(TRPOOptions.max_kl, "TRPO trust-region size (mean KL of post-adaptation policies)", low=0.0, exclusive_low=True)
+    cg_iters: Int = _f(TRPOOptions.cg_iters, "TRPO conjugate-gradient iterations", low=1)
+    cg_damping: Float = _f(TRPOOptions.cg_damping, "TRPO damping added to the Fisher", low=0.0)
+    ls_ratio: Float = _f(TRPOOptions.ls_ratio, "TRPO backtracking ratio", low=0.0, high=1.0, exclusive_low=True, exclusive_high=True)
+    ls_max_steps: Int = _f(TRPOOptions.ls_max_steps, "TRPO backtracking steps", low=1)
     fisher_subsample: Float = _f(
-        1.0, "share of the meta-batch's tasks used for TRPO's Fisher-vector products (1.0 = exact)", low=0.0,
+        TRPOOptions.fisher_subsample, "share of the meta-batch's tasks used for TRPO's Fisher-vector products (1.0 = exact)", low=0.0,
         high=1.0, exclusive_low=True,
     )
     alpha_update: Literal["joint", "natural", "adam"] = _f(
-        "joint", "how TRPO moves metasgd's α: joint (one trust region with θ), natural (its own natural step and "
+        TRPOOptions.alpha_update, "how TRPO moves metasgd's α: joint (one trust region with θ), natural (its own natural step and "
         "trust region alpha_max_kl) or adam (Adam on α with alpha_lr beside TRPO on θ; joint KL checked)",
     )
-    alpha_max_kl: Float = _f(0.01, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True)
+    alpha_max_kl: Float = _f(TRPOOptions.alpha_max_kl, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True)
     alpha_damping: Float = _f(
-        0.1, "alpha_update natural: damping of α's block, relative to its curvature along its gradient (gᵀFg/gᵀg); "
+        TRPOOptions.alpha_damping, "alpha_update natural: damping of α's block, relative to its curvature along its gradient (gᵀFg/gᵀg); "
         "without it entries whose inner gradient is ~0 have ~0 curvature and CG moves them without bound", low=0.0,
     )
-    alpha_lr: Float = _f(0.01, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True)
+    alpha_lr: Float = _f(TRPOOptions.alpha_lr, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True)
 
 
 class AdamConfig(Section):
-    """:class:`metarl.meta_update.Adam`'s constructor arguments (``meta_optimizer: adam``)."""
+    """:class:`metarl.core.meta_update.Adam`'s constructor arguments (``meta_optimizer: adam``)."""
 
     FLAT_NAMES: ClassVar[dict[str, str]] = {"lr": "meta_lr"}
-    lr: Float = _f(1e-3, "Adam learning rate (meta_optimizer: adam)", low=0.0, exclusive_low=True)
+    lr: Float = _f(AdamOptions.lr, "Adam learning rate (meta_optimizer: adam)", low=0.0, exclusive_low=True)
 
 
 class ReptileConfig(Section):
-    """``algorithm: reptile``: :class:`metarl.meta_update.Reptile`'s ``step_size``; ``anneal`` sets its
+    """``algorithm: reptile``: :class:`metarl.core.meta_update.Reptile`'s ``step_size``; ``anneal`` sets its
     ``anneal_over`` to the run's iterations."""
 
     FLAT_PREFIX: ClassVar[str] = "reptile_"
-    step_size: Float = _f(0.5, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True)
+    step_size: Float = _f(ReptileOptions.step_size, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True)
     anneal: bool = _f(True, "reptile: anneal β linearly to 0 over the run's iterations")
 
 
 class AdvantagesConfig(Section):
-    """Returns, advantages and loss averaging (:meth:`metarl.batch.Batch.from_rollouts`)."""
+    """Returns, advantages and loss averaging (:meth:`metarl.core.batch.Batch.from_rollouts`)."""
 
-    gamma: Float = _f(0.99, "discount", low=0.0, high=1.0)
-    gae_lambda: Float = _f(1.0, "GAE λ", low=0.0, high=1.0)
-    normalize_advantages: bool = _f(True, "normalise advantages per task")
+    gamma: Float = _f(AdvantageOptions.gamma, "discount", low=0.0, high=1.0)
+    gae_lambda: Float = _f(AdvantageOptions.gae_lambda, "GAE λ", low=0.0, high=1.0)
+    normalize_advantages: bool = _f(AdvantageOptions.normalize_advantages, "normalise advantages per task")
     loss_average: Literal["steps", "episodes"] = _f(
-        "steps", "how a task's per-step losses, KL and advantage statistics are averaged: steps (pooled over valid "
+        AdvantageOptions.loss_average, "how a task's per-step losses, KL and advantage statistics are averaged: steps (pooled over valid "
         "steps) or episodes (per episode, then over episodes: pytorch-maml-rl / rllab); they differ when episodes end early",
     )
     bootstrap_truncated: bool = _f(
-        False, "GAE: where the horizon (not termination) ends an episode, bootstrap from the baseline's value of the "
+        AdvantageOptions.bootstrap_truncated, "GAE: where the horizon (not termination) ends an episode, bootstrap from the baseline's value of the "
         "state it was cut in; off = the horizon counts as termination, as the MAML reference code does",
     )
 
 
 class PolicyConfig(Section):
-    """The policy network (:class:`metarl.policies.PolicySpec`, whose defaults are these)."""
+    """The policy network (:class:`metarl.core.policies.PolicySpec`, whose defaults these read)."""
 
-    hidden_sizes: list = _f([100, 100], "policy MLP hidden layer sizes")
-    activation: Literal["relu", "tanh"] = _f("relu", "relu or tanh")
-    init_std: Float = _f(1.0, "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",
+    hidden_sizes: list = _f(list(PolicyOptions.hidden_sizes), "policy MLP hidden layer sizes")
+    activation: Literal["relu", "tanh"] = _f(PolicyOptions.activation, "relu or tanh")
+    init_std: Float = _f(PolicyOptions.init_std, "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",
                          low=0.0, exclusive_low=True)
 
     @field_validator("hidden_sizes")
@@ -454,8 +475,6 @@ class Config(BaseModel):
         return self.model_dump()
 
     def to_dict_json(self) -> str:
-        import json
-
         return json.dumps(self.to_dict())
 
     def dump(self, path: str | Path) -> None:

@@ -9,8 +9,13 @@ import importlib
 import math
 import os
 import re
+import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
+
+import metarl.envs  # noqa: F401  (registers the metarl families)
 from metarl.config_text import ENV_IMPORT_TIMEOUT_S, MAX_ENV_KWARGS_NODES, ConfigError, _show
 
 if TYPE_CHECKING:
@@ -115,9 +120,6 @@ def _import_env_module(env_id: str, module: str) -> None:
     In the main thread the import is given :data:`ENV_IMPORT_TIMEOUT_S` (``SIGALRM``); an import
     blocked inside C code that ignores signals can still hang (documented in docs/reliability.md).
     """
-    import signal
-    import threading
-
     def too_slow(signum, frame):
         raise TimeoutError(f"no result after {ENV_IMPORT_TIMEOUT_S:g} s")
 
@@ -142,10 +144,8 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str
     A family has Box observations, Box or Discrete actions and the task API (``sample_tasks``,
     ``set_task``, ``get_task``). Returns ``(obs_dim, act_dim, max_episode_steps, policy kind)``.
     """
-    import gymnasium as gym
-
-    import metarl.envs  # noqa: F401  (registers the metarl families)
-    from metarl.tasks import space_dims
+    # lazy: metarl.envs.tasks loads torch; config errors stay fast
+    from metarl.envs.tasks import space_dims
 
     module, _, name = env_id.rpartition(":")
     if module:  # Gymnasium's "module:id": importing the module registers the family

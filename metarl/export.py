@@ -1,7 +1,7 @@
 """A trained (or task-adapted) policy as a self-contained PyTorch module: ``metarl export``.
 
 metarl keeps a policy as a dict of tensors with weights stored ``(in, out)`` (so one
-``addmm``/``baddbmm`` serves θ and a stack of per-task θ'ᵢ, see :mod:`metarl.policies`).
+``addmm``/``baddbmm`` serves θ and a stack of per-task θ'ᵢ, see :mod:`metarl.core.policies`).
 Users outside metarl want an ``nn.Module``: this module builds one (``nn.Linear`` layers,
 weights transposed to ``(out, in)``) and saves it in a format that loads without metarl:
 
@@ -14,7 +14,7 @@ weights transposed to ``(out, in)``) and saves it in a format that loads without
 
 ``obs`` is a float tensor ``(batch, obs_dim)`` in the run's dtype (float32 unless the config
 says ``dtype: float64``). The deterministic action is ``mean`` (Gaussian) or
-``logits.argmax(-1)`` (categorical), as :func:`metarl.policies.mode`; the env's own action
+``logits.argmax(-1)`` (categorical), as :func:`metarl.core.policies.mode`; the env's own action
 bounds (e.g. Navigation2D's ``action_mode: clip``) are applied by the env, not the policy.
 """
 
@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from metarl.core.policies import Params, PolicySpec, forward, mode
 from metarl.envs.task_env import Task
-from metarl.policies import Params, PolicySpec, forward, mode
+from metarl.runtime.evaluation import LocalSampler, adaptation_sweep, resolve_tasks
 
 FORMATS = {".pt2": "torch.export", ".pt": "TorchScript"}
 ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -58,7 +59,7 @@ class CategoricalPolicy(nn.Module):
 
 
 def policy_module(spec: PolicySpec, params: Params) -> nn.Module:
-    """The policy ``(spec, params)`` as an ``nn.Module`` giving :func:`metarl.policies.forward`'s outputs.
+    """The policy ``(spec, params)`` as an ``nn.Module`` giving :func:`metarl.core.policies.forward`'s outputs.
 
     ``params`` is one parameter set (θ, or one task's θ'), not a per-task stack.
     """
@@ -98,11 +99,9 @@ def save_policy(module: nn.Module, spec: PolicySpec, out: str | Path) -> Path:
 def adapted_params(run, task: Task | list, steps: int, episodes: int | None = None, seed: int = 0) -> Params:
     """θ adapted to ``task`` with ``steps`` inner steps, exactly as ``metarl evaluate --seed seed`` adapts it.
 
-    ``run`` is a :class:`metarl.evaluation.TrainedRun`; sampling runs in-process (same numbers as
+    ``run`` is a :class:`metarl.runtime.evaluation.TrainedRun`; sampling runs in-process (same numbers as
     on Ray actors). ``task`` is a task dict or a goal's coordinates; ``steps`` 0 gives θ.
     """
-    from metarl.evaluation import LocalSampler, adaptation_sweep, resolve_tasks
-
     tasks = resolve_tasks(run, [task], None, seed)
     if steps == 0:
         return {k: v.detach().clone() for k, v in run.theta.items()}

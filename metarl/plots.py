@@ -15,20 +15,23 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from scipy.stats import t as student_t
 
-from metarl.evaluation import (
+from metarl.config_text import load_yaml_file
+from metarl.runtime.checkpoint import load_checkpoint, resolve_checkpoint
+from metarl.runtime.evaluation import (
     DEFAULT_STEPS,
     LocalSampler,
     adaptation_sweep,
-    step_scales,
     check_counts,
     load_run,
     mean_action_paths,
     resolve_tasks,
+    step_scales,
 )
-from metarl.metrics import read_metrics
+from metarl.runtime.metrics import read_metrics
+from metarl.runtime.stats import mean_ci95
 
 FORMATS = ("png", "svg", "pdf")
 TRAJECTORY_GID, CURVE_GID, GOAL_GID = "trajectory", "curve", "goal"
@@ -166,7 +169,6 @@ def _read_config(run: Path) -> dict:
     path = run / "config.yaml"
     if not path.is_file():
         raise ValueError(f"{run}: not a run directory (no config.yaml)")
-    from metarl.config_text import load_yaml_file  # size cap, no YAML aliases (a merge-key bomb would hang)
 
     cfg = load_yaml_file(path) or {}
     if not isinstance(cfg, dict):
@@ -237,16 +239,6 @@ def _short(value: object, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def mean_ci95(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over axis 0 and the half-width of its 95 % Student-t interval (NaN where fewer than 2 values)."""
-    n = np.sum(np.isfinite(values), axis=0)
-    mean = np.nanmean(values, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(n) if values.shape[0] > 1 else np.full_like(mean, np.nan)
-        half = student_t.ppf(0.975, np.maximum(n - 1, 1)) * sem
-    return mean, np.where(n >= 2, half, np.nan)
-
-
 def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 100) -> Figure:
     """Return before (dashed) and after (solid) adaptation, one colour per configuration.
 
@@ -282,7 +274,6 @@ def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 1
             if len(members) > 1:
                 ax.fill_between(xs, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
         handles.append(line)
-    from matplotlib.lines import Line2D
 
     handles += [Line2D([], [], color="gray", linestyle="--", label="before adaptation"),
                 Line2D([], [], color="gray", linestyle="-", label="after adaptation")]
@@ -304,8 +295,6 @@ def alpha_figure(run_or_checkpoint: str | Path, bins: int = 40, dpi: int = 100) 
     Refuses runs that learn no α (MAML's is the fixed ``inner_lr``): a histogram of a constant
     says nothing. See :func:`alpha_layers_figure` for the scale.
     """
-    from metarl.checkpoint import load_checkpoint, resolve_checkpoint
-
     path = resolve_checkpoint(run_or_checkpoint)
     state = load_checkpoint(path)
     cfg = json.loads(state["config"]) if "config" in state else {}

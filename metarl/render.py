@@ -11,6 +11,7 @@ imageio's FFmpeg plugin (``pip install imageio-ffmpeg``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarl.core.policies import Params
 from metarl.envs.task_env import Task
-from metarl.policies import Params
+from metarl.export import adapted_params, deterministic_action
+from metarl.runtime.evaluation import resolve_tasks
 
 VIDEO_FORMATS = (".gif", ".mp4")
 
@@ -42,6 +45,7 @@ def check_gl(width: int = 16, height: int = 16) -> None:
     """Make and free one offscreen OpenGL context, so a machine that cannot render fails here in one
     line (:class:`RenderUnavailable`) instead of deep inside env construction."""
     try:
+        # lazy: MuJoCo reads MUJOCO_GL when imported: only after choose_gl_backend
         import mujoco
 
         context = mujoco.GLContext(width, height)
@@ -66,8 +70,6 @@ def check_video_path(out: str | Path) -> Path:
     if out.suffix.lower() not in VIDEO_FORMATS:
         raise ValueError(f"--out {str(out)!r}: use .gif or .mp4")
     if out.suffix.lower() == ".mp4":
-        import importlib.util
-
         if importlib.util.find_spec("imageio_ffmpeg") is None and importlib.util.find_spec("av") is None:
             raise ValueError(f"--out {str(out)!r}: .mp4 needs imageio's FFmpeg plugin (pip install imageio-ffmpeg); "
                              "or write a .gif")
@@ -76,6 +78,7 @@ def check_video_path(out: str | Path) -> Path:
 
 def make_render_env(run, width: int, height: int):
     """The run's env with offscreen rendering; ``ValueError`` for a family MuJoCo does not draw."""
+    # lazy: MuJoCo reads MUJOCO_GL when imported: only after choose_gl_backend
     import gymnasium as gym
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
@@ -89,8 +92,6 @@ def make_render_env(run, width: int, height: int):
 @torch.no_grad()
 def episode_frames(run, env, task: Task, params: Params, seed: int) -> tuple[list[np.ndarray], float]:
     """One mean-action episode of ``params`` on ``task``: its frames and undiscounted return."""
-    from metarl.export import deterministic_action
-
     env.unwrapped.set_task(task)
     obs, _ = env.reset(seed=seed)
     frames, total = [_frame(env)], 0.0
@@ -112,6 +113,7 @@ def _frame(env) -> np.ndarray:
 
 def side_by_side(left: list[np.ndarray], right: list[np.ndarray], labels: tuple[str, str]) -> list[np.ndarray]:
     """Frames of two episodes next to each other, each captioned; the shorter one holds its last frame."""
+    # lazy: video-only dependencies (Pillow, imageio)
     from PIL import Image, ImageDraw
 
     n = max(len(left), len(right))
@@ -127,6 +129,7 @@ def side_by_side(left: list[np.ndarray], right: list[np.ndarray], labels: tuple[
 
 
 def write_video(frames: list[np.ndarray], out: Path, fps: float) -> Path:
+    # lazy: video-only dependencies (Pillow, imageio)
     import imageio.v3 as iio
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +146,6 @@ def render_adaptation(run, task: Task | list, out: str | Path, steps: int = 1, e
 
     Returns the two episodes' returns and the frame count.
     """
-    from metarl.export import adapted_params
-    from metarl.evaluation import resolve_tasks
-
     out = check_video_path(out)
     env = make_render_env(run, width, height)
     try:

@@ -1,4 +1,4 @@
-"""Ray Tune: :class:`MetaRLTrainable` runs the same :class:`~metarl.trainer.Trainer` as ``metarl train``.
+"""Ray Tune: :class:`MetaRLTrainable` runs the same :class:`~metarl.runtime.trainer.Trainer` as ``metarl train``.
 
 ::
 
@@ -23,7 +23,7 @@ crashed trial continues exactly from its last one (``FailureConfig(max_failures=
 
 Resources: the trial's placement group reserves what the trainer's actors need —
 ``[{CPU: 0}, {CPU: learner_cpus (+1 GPU)}, {CPU: worker_cpus} x num_workers]``, by the rules of
-:mod:`metarl.rollout_group`: the trainable itself only waits on its actors — and the trainer
+:mod:`metarl.runtime.rollout_group`: the trainable itself only waits on its actors — and the trainer
 places its learner and rollout workers in those bundles instead of creating placement groups
 of its own, so Tune starts a trial only when all of its actors fit. A trial given other
 resources (``tune.with_resources``) falls back to the trainer's own placement groups, which
@@ -49,7 +49,9 @@ from ray.tune import PlacementGroupFactory
 
 from metarl.config import Config, ConfigError, get_dotted, set_dotted
 from metarl.config_text import parse_value
-from metarl.rollout_group import learner_bundle, learner_uses_gpu, worker_bundles
+from metarl.runtime.checkpoint import list_checkpoints
+from metarl.runtime.rollout_group import ReservedBundles, init_ray, learner_bundle, learner_uses_gpu, worker_bundles
+from metarl.runtime.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def trial_layout(cfg: Config) -> tuple[list[dict[str, float]], int | None, list[
 
 
 class MetaRLTrainable(tune.Trainable):
-    """One Tune trial = one :class:`~metarl.trainer.Trainer` (learner + rollout actors)."""
+    """One Tune trial = one :class:`~metarl.runtime.trainer.Trainer` (learner + rollout actors)."""
 
     @classmethod
     def metarl_config(cls, config: dict[str, Any]) -> Config:
@@ -94,10 +96,6 @@ class MetaRLTrainable(tune.Trainable):
         return PlacementGroupFactory(bundles, strategy=TRIAL_STRATEGY)
 
     def setup(self, config: dict[str, Any]) -> None:
-        from metarl.checkpoint import list_checkpoints
-        from metarl.rollout_group import ReservedBundles
-        from metarl.trainer import Trainer
-
         cfg = self.metarl_config(config)
         bundles, learner, workers = trial_layout(cfg)
         group = ray.util.get_current_placement_group()
@@ -202,8 +200,6 @@ def run_sweep(
     (default: the config's), checkpoint every ``checkpoint_every`` iterations and at the end,
     and are restarted from their last checkpoint up to ``max_failures`` times.
     """
-    from metarl.rollout_group import init_ray
-
     base = dict(base)
     if iterations is not None:
         base["iterations"] = iterations

@@ -51,12 +51,11 @@ def event_times(tb_dir: Path, tag: str = "return_pre") -> list[float]:
 
 def api_child(out: str, overrides: list[str]) -> None:
     """The API path: the same YAML + overrides through MetaSGDConfig, then train() N times."""
-    from metarl.api import MetaAlgorithm, MetaSGDConfig
-    from metarl.config import Config
-
     import ray
 
-    from metarl.rollout_group import init_ray
+    from metarl.api import MetaAlgorithm, MetaSGDConfig
+    from metarl.config import Config
+    from metarl.runtime.rollout_group import init_ray
 
     cfg = Config.load(BASE_CONFIG, overrides)
     values = cfg.to_dict()

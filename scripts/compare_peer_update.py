@@ -66,13 +66,13 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def compare(peer, std: float, num_tasks: int, episodes: int, average: str, seed: int) -> None:
+    from metarl.core.adaptation import adapt
+    from metarl.core.alpha import Alpha
+    from metarl.core.batch import Batch
+    from metarl.core.meta_update import TRPO, MetaObjective, MetaParameters
+    from metarl.core.policies import PolicySpec, init_params
     from metarl.envs.navigation_2d import Navigation2DVectorEnv
-    from metarl.adaptation import adapt
-    from metarl.alpha import Alpha
-    from metarl.batch import Batch
-    from metarl.meta_update import TRPO, MetaObjective, MetaParameters
-    from metarl.policies import PolicySpec, init_params
-    from metarl.rollouts import sample_rollouts
+    from metarl.runtime.rollouts import sample_rollouts
 
     spec = PolicySpec(2, 2, (64, 64), "tanh", 1.0)
     theta = init_params(spec, torch.Generator().manual_seed(seed))

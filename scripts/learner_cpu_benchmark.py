@@ -23,8 +23,8 @@ import torch
 
 def main() -> None:
     from metarl.config import Config
-    from metarl.learner import Learner
-    from metarl.tasks import make_env, policy_spec
+    from metarl.envs.tasks import make_env, policy_spec
+    from metarl.runtime.learner import Learner
 
     torch.set_num_threads(1)
     cfg = Config.load(sys.argv[1], ["learner_threads=1", *sys.argv[2:]])

@@ -24,10 +24,10 @@ def main() -> None:
     import torch
 
     from metarl.config import Config
-    from metarl.policies import init_params
-    from metarl.tasks import env_horizon, make_env, sample_tasks
-    from metarl.trainer import policy_spec
-    from metarl.workers import RolloutWorker
+    from metarl.core.policies import init_params
+    from metarl.envs.tasks import env_horizon, make_env, sample_tasks
+    from metarl.runtime.trainer import policy_spec
+    from metarl.runtime.workers import RolloutWorker
 
     torch.set_num_threads(1)
     cfg = Config.load(sys.argv[1], sys.argv[2:])

@@ -8,18 +8,18 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import ray
 import torch
 
+from metarl.core.batch import Batch
+from metarl.core.policies import PolicySpec, init_params
 from metarl.envs.navigation_2d import Navigation2DEnv
-from metarl.batch import Batch
-from metarl.policies import PolicySpec, init_params
-from metarl.rollouts import sample_rollouts
+from metarl.runtime.rollouts import sample_rollouts
 
 
 def tiny_batches(num_batches=2, num_tasks=3, episodes=3, horizon=6, hidden=(5,), activation="tanh", seed=0):
@@ -51,7 +51,7 @@ def tiny():
 
 def tiny_discrete_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), seed=0):
     """As ``tiny_problem`` with a categorical policy on GridNavigation (the Gymnasium vector path)."""
-    from metarl.rollouts import VectorEnvs
+    from metarl.runtime.rollouts import VectorEnvs
 
     spec = PolicySpec(2, 4, hidden, "tanh", kind="categorical")
     theta = init_params(spec, torch.Generator().manual_seed(seed), torch.float64)

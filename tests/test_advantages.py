@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import metarl.advantages as adv
-from metarl.advantages import baseline_features, discounted_cumsum, fit_linear_baseline, gae_advantages
+import metarl.core.advantages as adv
+from metarl.core.advantages import baseline_features, discounted_cumsum, fit_linear_baseline, gae_advantages
 
 # -- numpy references, written independently of metarl ------------------------------------
 
@@ -136,7 +136,7 @@ def test_fit_linear_baseline_matches_numpy_ridge_per_task():
 
 _ANT_SIZED_FIT = """
 import numpy as np, torch
-from metarl.advantages import fit_linear_baseline
+from metarl.core.advantages import fit_linear_baseline
 torch.set_num_threads(2)  # the learner's setting on a 2-core machine; batched LU hung here
 rng = np.random.default_rng(0)
 obs = rng.normal(size=(3, 4, 60, 105))  # Ant: 105-d observations -> 2*105 + 4 = 214 features
@@ -418,8 +418,8 @@ class _CountingEnv:
 
 
 def test_rollouts_say_which_episodes_the_horizon_cut():
-    from metarl.policies import PolicySpec, init_params
-    from metarl.rollouts import sample_rollouts
+    from metarl.core.policies import PolicySpec, init_params
+    from metarl.runtime.rollouts import sample_rollouts
 
     spec = PolicySpec(1, 1, (4,), "tanh")
     theta = {k: v.float() for k, v in init_params(spec, torch.Generator().manual_seed(0), torch.float64).items()}

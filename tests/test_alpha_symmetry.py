@@ -7,10 +7,10 @@ step sizes; the log-std and the output bias have no such partner."""
 from __future__ import annotations
 
 import torch
-
 from conftest import tiny_batches
-from metarl.adaptation import adapt
-from metarl.policies import forward
+
+from metarl.core.adaptation import adapt
+from metarl.core.policies import forward
 
 
 def _unit_scaling(theta, c):

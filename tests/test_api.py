@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from test_tensorboard import read_csv, read_scalars  # tests/ is on sys.path (pytest's rootdir-less import)
 
 from metarl.api import MAMLConfig, MetaAlgorithm, MetaSGDConfig
-from metarl.checkpoint import load_checkpoint
 from metarl.config import Config, ConfigError
-from metarl.metrics import read_metrics
-from test_tensorboard import read_csv, read_scalars  # tests/ is on sys.path (pytest's rootdir-less import)
+from metarl.runtime.checkpoint import load_checkpoint
+from metarl.runtime.metrics import read_metrics
 
 
 def tiny(config):
@@ -88,7 +88,7 @@ def test_train_save_restore_and_continue(local_ray, tmp_path):
         assert restored.config == algo.config and restored.iteration == 2
         assert _same(restored.get_weights(), saved), "θ/α differ at the restore point"
         again = restored.train()  # ... and the restored copy does the same iteration 3
-        report = restored.evaluate(num_tasks=2, steps=1, episodes=2, local=True)  # metarl.evaluation's protocol
+        report = restored.evaluate(num_tasks=2, steps=1, episodes=2, local=True)  # metarl.runtime.evaluation's protocol
     finally:
         restored.stop()
     assert again["iteration"] == 3

@@ -4,7 +4,6 @@ positionals in any order, ``metarl config``, ``--version``, task-typed goals, qu
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import subprocess
@@ -19,7 +18,7 @@ import yaml
 from metarl import __version__
 from metarl.cli import Progress, build_parser, main
 from metarl.config import Config, ConfigError, describe_keys
-from metarl.evaluation import noise_seed, parse_goal, parse_task, resolve_tasks
+from metarl.runtime.evaluation import noise_seed, parse_goal, parse_task, resolve_tasks
 from metarl.tune import grid_configs, parse_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +161,7 @@ def test_progress_off_a_terminal_prints_periodic_plain_lines():
 AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
 INIT = """
 import os, ray
-from metarl.trainer import init_ray
+from metarl.runtime.trainer import init_ray
 {start}
 print("mode", os.environ.get("RAY_AUTH_MODE"))
 ray.shutdown()
@@ -184,7 +183,7 @@ def test_the_embedded_ray_starts_with_authentication_but_without_its_notice(tmp_
 def test_the_same_goal_twice_gets_the_same_rollouts(tmp_path):
     from test_export import fake_run
 
-    from metarl.evaluation import evaluate
+    from metarl.runtime.evaluation import evaluate
 
     run = fake_run(tmp_path / "nav")
     result = evaluate(run, goals=[[0.3, -0.2], [-0.4, 0.1], [0.3, -0.2]], steps=1, episodes=2, seed=0, local=True)

@@ -11,13 +11,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metarl import checkpoint as ckpt
-from metarl import cli, rundir
-from metarl.alpha import Alpha
-from metarl.config import (SECTIONS, AdamConfig, Config, ConfigError, PolicyConfig, ReptileConfig, TRPOConfig,
-                           apply_overrides, describe_keys, flat_defaults, flat_keys)
-from metarl.meta_update import TRPO, Adam, Reptile
-from metarl.policies import PolicySpec
+from metarl.runtime import checkpoint as ckpt
+from metarl import cli
+from metarl.runtime import rundir
+from metarl.config import (
+    SECTIONS,
+    AdamConfig,
+    Config,
+    ConfigError,
+    PolicyConfig,
+    ReptileConfig,
+    TRPOConfig,
+    apply_overrides,
+    describe_keys,
+    flat_defaults,
+    flat_keys,
+)
+from metarl.core.alpha import Alpha
+from metarl.core.meta_update import TRPO, Adam, Reptile
+from metarl.core.policies import PolicySpec
 
 REPO = Path(__file__).resolve().parents[1]
 NAV_MAML = REPO / "configs/navigation2d-maml.yaml"
@@ -49,7 +61,7 @@ def test_adam_reptile_policy_and_alpha_defaults_come_from_their_sections():
 
 
 def test_the_learner_builds_its_optimizer_from_the_section():
-    from metarl.learner import Learner
+    from metarl.runtime.learner import Learner
 
     spec = PolicySpec(2, 2, (8,))
     learner = Learner(Config.from_dict({**SMALL, "max_kl": 0.03, "alpha_update": "natural", "alpha_max_kl": 0.002},
@@ -191,8 +203,8 @@ LEGACY = {
 
 
 def _legacy_run(tmp_path: Path) -> Path:
-    from metarl.learner import Learner
-    from metarl.policies import PolicySpec
+    from metarl.core.policies import PolicySpec
+    from metarl.runtime.learner import Learner
 
     cfg = Config.from_dict(LEGACY, drop_inapplicable=True)
     state = Learner(cfg, PolicySpec(2, 2, (8,))).state_dict()

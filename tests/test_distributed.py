@@ -21,15 +21,14 @@ import numpy as np
 import pytest
 import ray
 import torch
-
-import metarl.rollout_group as rollout_group_mod
-
 from conftest import short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
-from metarl.checkpoint import list_checkpoints, load_checkpoint
+
+import metarl.runtime.rollout_group as rollout_group_mod
 from metarl.config import Config
-from metarl.metrics import read_metrics
-from metarl.rollout_group import ResourceError, check_placement, split_by_share
-from metarl.trainer import LearnerDiedError, Trainer
+from metarl.runtime.checkpoint import list_checkpoints, load_checkpoint
+from metarl.runtime.metrics import read_metrics
+from metarl.runtime.rollout_group import ResourceError, check_placement, split_by_share
+from metarl.runtime.trainer import LearnerDiedError, Trainer
 
 TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], num_workers=2, worker_cpus=1.0,
             learner_cpus=1.0, learner_threads=1, iterations=2, checkpoint_every=1)
@@ -184,7 +183,7 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
             return original(*args)
 
         trainer._sample = sample_then_kill
-        with caplog.at_level(logging.WARNING, logger="metarl.rollout_group"):
+        with caplog.at_level(logging.WARNING, logger="metarl.runtime.rollout_group"):
             second = trainer.train_iteration()
         assert killed.is_set() and not _alive(pid)
         for m in (first, second):

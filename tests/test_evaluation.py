@@ -10,11 +10,19 @@ import pytest
 import ray
 import torch
 
-from metarl.adaptation import adapt, expand_to_tasks
 from metarl.cli import main
 from metarl.config import Config
-from metarl.evaluation import evaluate, format_report, inner_step, load_run, noise_seed, parse_goal, resolve_tasks
-from metarl.trainer import Trainer
+from metarl.core.adaptation import adapt, expand_to_tasks
+from metarl.runtime.evaluation import (
+    evaluate,
+    format_report,
+    inner_step,
+    load_run,
+    noise_seed,
+    parse_goal,
+    resolve_tasks,
+)
+from metarl.runtime.trainer import Trainer
 
 GOALS = [[0.3, -0.2], [-0.4, 0.1], [0.0, 0.45]]
 TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], checkpoint_every=1)

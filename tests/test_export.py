@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from metarl.api import MetaAlgorithm
-from metarl.checkpoint import save_checkpoint
 from metarl.cli import main
 from metarl.config import Config
-from metarl.evaluation import load_run
+from metarl.core.policies import forward, init_params, mode
+from metarl.envs.tasks import make_env
 from metarl.export import adapted_params, deterministic_action, policy_module, save_policy
-from metarl.policies import forward, init_params, mode
-from metarl.tasks import make_env
-from metarl.trainer import policy_spec
+from metarl.runtime.checkpoint import save_checkpoint
+from metarl.runtime.evaluation import load_run
+from metarl.runtime.trainer import policy_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(meta_batch_size=4, episodes_per_task=3, hidden_sizes=[8, 8])

@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
 import torch
 
-from metarl.checkpoint import list_checkpoints, load_checkpoint
 from metarl.config import Config
-from metarl.trainer import Trainer
+from metarl.runtime.checkpoint import list_checkpoints, load_checkpoint
+from metarl.runtime.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[16], learner_threads=1,

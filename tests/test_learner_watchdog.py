@@ -1,6 +1,6 @@
 """The learner watchdog: a learner call that takes far longer than it has been taking stops the run, in one line.
 
-The limits scale with the call's recent durations (:class:`metarl.watchdog.CallLimits`), so a
+The limits scale with the call's recent durations (:class:`metarl.runtime.watchdog.CallLimits`), so a
 learner that is slow, or slower each time, is never stopped; one that hangs is, with the call's
 name, how long it was waited for, the newest checkpoint and the resume command.
 """
@@ -16,12 +16,12 @@ import pytest
 import ray
 
 import metarl.cli as cli
-import metarl.learner as learner_mod
+import metarl.runtime.learner as learner_mod
 from metarl.config import Config
-from metarl.learner import Learner
-from metarl.metrics import read_metrics
-from metarl.trainer import Trainer
-from metarl.watchdog import WINDOW, CallLimits
+from metarl.runtime.learner import Learner
+from metarl.runtime.metrics import read_metrics
+from metarl.runtime.trainer import Trainer
+from metarl.runtime.watchdog import WINDOW, CallLimits
 
 TINY = dict(meta_batch_size=2, episodes_per_task=2, hidden_sizes=[8], learner_cpus=0.5, worker_cpus=0.5,
             learner_threads=1, num_workers=1, checkpoint_every=1)

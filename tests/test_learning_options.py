@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.adaptation import adapt, inner_losses, log_probs
-from metarl.advantages import gae_advantages, step_weights
-from metarl.alpha import Alpha
-from metarl.batch import Batch
 from metarl.config import Config
-from metarl.learner import Learner
-from metarl.meta_update import TRPO, MetaObjective, MetaParameters, _flat
-from metarl.policies import PolicySpec, forward, init_params
+from metarl.core.adaptation import adapt, inner_losses, log_probs
+from metarl.core.advantages import gae_advantages, step_weights
+from metarl.core.alpha import Alpha
+from metarl.core.batch import Batch
+from metarl.core.meta_update import TRPO, MetaObjective, MetaParameters, _flat
+from metarl.core.policies import forward
+from metarl.runtime.learner import Learner
 from tests.conftest import tiny_batches, tiny_problem
 
 
@@ -154,7 +154,7 @@ def test_lvc_meta_gradient_equals_its_closed_form():
     post_objective.set_old(post_objective.distribution(meta.theta, meta.alpha_values(), create_graph=False))
 
     def post_loss(x):
-        from metarl.policies import forward
+        from metarl.core.policies import forward
 
         return post_objective.loss(forward(spec, {k: v[None] for k, v in unflat(x).items()}, post.flat("obs")))
 
@@ -246,7 +246,7 @@ def test_the_objective_differentiates_the_theta_prime_the_post_phase_sampled_wit
 
 # -- evaluation's step sizes ---------------------------------------------------------------------------
 def test_inner_step_scale_scales_the_step():
-    from metarl.evaluation import inner_step
+    from metarl.runtime.evaluation import inner_step
 
     spec, theta, pre, _ = tiny_problem()
     alpha = {k: torch.tensor(0.2, dtype=torch.float64) for k in theta}
@@ -259,7 +259,7 @@ def test_inner_step_scale_scales_the_step():
 def test_step_scales_from_sizes_and_refusals():
     from types import SimpleNamespace
 
-    from metarl.evaluation import parse_step_sizes, step_scales
+    from metarl.runtime.evaluation import parse_step_sizes, step_scales
 
     maml = SimpleNamespace(cfg=Config.from_dict({"algorithm": "maml", "inner_lr": 0.5}))
     assert step_scales(maml, 3, step_sizes=[0.5, 0.25]) == [1.0, 0.5, 0.5]
@@ -277,9 +277,9 @@ def test_mean_action_return_is_the_reward_along_the_mean_action_path(tmp_path):
     """`evaluate --deterministic`'s return: −Σ distance to the goal along the noiseless path (Navigation2D)."""
     from test_export import fake_run
 
-    from metarl.adaptation import expand_to_tasks
-    from metarl.evaluation import load_run, mean_action_rollout
-    from metarl.policies import to_numpy
+    from metarl.core.adaptation import expand_to_tasks
+    from metarl.core.policies import to_numpy
+    from metarl.runtime.evaluation import load_run, mean_action_rollout
 
     run = load_run(fake_run(tmp_path / "run", algorithm="maml"))
     tasks = [{"goal": [0.3, -0.2]}, {"goal": [-0.1, 0.4]}]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from metarl.envs.locomotion import AntDirEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv
-from metarl.rollouts import GymTaskVectorEnv, VectorEnvs
+from metarl.runtime.rollouts import GymTaskVectorEnv, VectorEnvs
 
 
 @pytest.mark.parametrize("cls, tasks, obs_dim, act_dim", [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarl.adaptation import adapt, inner_losses
-from metarl.alpha import Alpha
-from metarl.meta_update import TRPO, MetaObjective, MetaParameters, _flat
-from metarl.policies import forward
+from metarl.core.adaptation import adapt, inner_losses
+from metarl.core.alpha import Alpha
+from metarl.core.meta_update import TRPO, MetaObjective, MetaParameters, _flat
+from metarl.core.policies import forward
 from tests.conftest import tiny_batches, tiny_discrete_problem, tiny_problem
 
 PROBLEMS = {"gaussian": tiny_problem, "categorical": tiny_discrete_problem}
@@ -197,7 +197,7 @@ def test_maml_keeps_alpha_fixed(tiny):
 def test_task_groups_give_the_whole_batch_step(monkeypatch, alpha_update):
     """On a CPU the objective is evaluated in groups of tasks (cache-sized, for speed): the loss, gradient,
     Fisher-vector product, line search and so the TRPO step equal the one-group computation."""
-    import metarl.meta_update as mu
+    import metarl.core.meta_update as mu
 
     spec, theta, pre, post = tiny_problem(num_tasks=5, episodes=3, horizon=6)
     rows = post.mask[0].numel()
@@ -226,7 +226,7 @@ def test_task_groups_give_the_whole_batch_step(monkeypatch, alpha_update):
 
 
 def test_conjugate_gradient_solves_spd_system_and_reports_quadratic_form():
-    from metarl.meta_update import conjugate_gradient
+    from metarl.core.meta_update import conjugate_gradient
 
     gen = torch.Generator().manual_seed(0)
     m = torch.randn(6, 6, generator=gen, dtype=torch.float64)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarl.adaptation import inner_losses
 from metarl.config import Config
-from metarl.learner import init_alpha
-from metarl.alpha import Alpha
-from metarl.meta_update import MetaObjective, MetaParameters, Reptile, _flat
+from metarl.core.adaptation import inner_losses
+from metarl.core.alpha import Alpha
+from metarl.core.meta_update import MetaObjective, MetaParameters, Reptile, _flat
+from metarl.runtime.learner import init_alpha
 from tests.conftest import tiny_problem
 
 

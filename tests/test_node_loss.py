@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterator
 import pytest
 import ray
 import torch
-
 from conftest import proc_stats, ray_leftovers, short_ray_tmpdir  # tests/ is on sys.path
-from metarl.checkpoint import list_checkpoints, load_checkpoint
+
 from metarl.config import Config
-from metarl.metrics import read_metrics
-from metarl.trainer import LearnerDiedError, Trainer
+from metarl.runtime.checkpoint import list_checkpoints, load_checkpoint
+from metarl.runtime.metrics import read_metrics
+from metarl.runtime.trainer import LearnerDiedError, Trainer
 
 # Long episodes: one rollout slice takes a few tenths of a second (so a removal lands mid-call) and
 # its rollouts (~0.7 MB) live in the worker node's object store, where a node loss takes them along.
@@ -370,10 +370,10 @@ def test_a_lost_learner_node_stops_in_one_line_and_resume_equals_the_undisturbed
 @pytest.mark.slow
 def test_losing_every_rollout_worker_stops_in_one_line_with_the_resume_command(clean, tmp_path, monkeypatch):
     """The only worker's node is lost and no node has room: after READY_TIMEOUT_S, one line, never a hang."""
-    import metarl.rollout_group as rollout_group_mod
-    from metarl.trainer import WorkersLostError
-
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import metarl.runtime.rollout_group as rollout_group_mod
+    from metarl.runtime.trainer import WorkersLostError
 
     class Idle:  # defined here, so that it travels by value (tests/ is not importable in actors)
         """An actor that only holds its CPU: another job's."""

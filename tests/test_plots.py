@@ -21,7 +21,7 @@ from metarl.plots import (
     save_figure,
     trajectories_figure,
 )
-from metarl.trainer import Trainer
+from metarl.runtime.trainer import Trainer
 
 TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], checkpoint_every=1)
 GOALS = [[0.3, -0.2], [-0.4, 0.1]]

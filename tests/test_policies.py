@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.policies import PolicySpec, env_actions, forward, init_params, kl, log_prob, mode, sample
-from metarl.rollouts import gumbel_noise
+from metarl.core.policies import PolicySpec, env_actions, forward, init_params, kl, log_prob, mode, sample
+from metarl.runtime.rollouts import gumbel_noise
 
 
 def _spec(kind: str) -> PolicySpec:

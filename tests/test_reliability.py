@@ -27,12 +27,14 @@ import numpy as np
 import pytest
 import ray
 import torch
-
 from conftest import proc_stats, short_ray_tmpdir  # tests/ is on sys.path (pytest rootdir-less import)
+
 import metarl.cli as cli
-import metarl.learner as learner_mod
-from metarl import meta_update
-from metarl.checkpoint import (
+import metarl.runtime.learner as learner_mod
+from metarl.core import meta_update
+from metarl.config import Config
+from metarl.core.policies import PolicySpec
+from metarl.runtime.checkpoint import (
     CheckpointError,
     NonFiniteStateError,
     list_checkpoints,
@@ -40,11 +42,9 @@ from metarl.checkpoint import (
     load_latest,
     save_checkpoint,
 )
-from metarl.config import Config
-from metarl.learner import Learner
-from metarl.metrics import read_metrics
-from metarl.policies import PolicySpec
-from metarl.trainer import Trainer, TrainingDivergedError
+from metarl.runtime.learner import Learner
+from metarl.runtime.metrics import read_metrics
+from metarl.runtime.trainer import Trainer, TrainingDivergedError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], learner_cpus=0.5, worker_cpus=0.5,
@@ -167,7 +167,7 @@ def test_load_latest_falls_back_and_quarantines(tmp_path, caplog):
     (tmp_path / "checkpoint-000003.pt").write_bytes(b"torn")  # checksum no longer matches
     save_checkpoint(tmp_path, 4, _state(4), keep=5)
     (tmp_path / "checkpoint-000004.json").unlink()  # killed between the .pt and its .json
-    with caplog.at_level(logging.WARNING, logger="metarl.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="metarl.runtime.checkpoint"):
         path, state = load_latest(tmp_path, quarantine=True)
     assert path.name == "checkpoint-000002.pt" and state["iteration"] == 2
     assert "checksum mismatch" in caplog.text and "incomplete write" in caplog.text
@@ -183,7 +183,7 @@ def test_load_latest_falls_back_and_quarantines(tmp_path, caplog):
 
 WRITER = """
 import os, sys, torch
-from metarl.checkpoint import save_checkpoint
+from metarl.runtime.checkpoint import save_checkpoint
 torch.set_num_threads(1)  # no OpenMP pool in this process: its forked children stay safe
 directory, w = sys.argv[1], torch.zeros(256, 1024)  # 1 MiB: writes take long enough to be hit mid-way
 for line in sys.stdin:  # START: fork a writer process that checkpoints START, START+1, ...
@@ -398,7 +398,7 @@ def test_consecutive_nan_updates_stop_training_with_a_diagnosis(ray_address, tmp
     try:
         assert trainer.train(should_stop=lambda: True) == [] and trainer.stopped  # stop before any iteration:
         assert list_checkpoints(tmp_path / "checkpoints") == []  # nothing trained, nothing written
-        with caplog.at_level(logging.WARNING, logger="metarl.trainer"), pytest.raises(TrainingDivergedError) as err:
+        with caplog.at_level(logging.WARNING, logger="metarl.runtime.trainer"), pytest.raises(TrainingDivergedError) as err:
             trainer.train()
     finally:
         trainer.close()
@@ -469,7 +469,7 @@ def test_worker_count_does_not_change_results(seeded_run_a, tmp_path):
 
 # -- signals and kills on a real `metarl train` ----------------------------------------------------
 def test_stop_signals_set_a_flag_then_abort_and_restore_handlers():
-    from metarl.signals import StopSignals
+    from metarl.runtime.signals import StopSignals
 
     before = signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
@@ -527,7 +527,7 @@ def test_sigint_to_the_process_group_exits_130_with_a_checkpoint(tmp_path):
 def _quiet_latest_iteration(ckpt: Path) -> int:
     """``_latest_iteration`` without the "skipping checkpoint" warning of every poll (a torn
     newest write of the previous trial stays on disk until the resumed run quarantines it)."""
-    logger = logging.getLogger("metarl.checkpoint")
+    logger = logging.getLogger("metarl.runtime.checkpoint")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:

@@ -26,14 +26,21 @@ from pathlib import Path
 import pytest
 import torch
 
-import metarl.checkpoint as ckpt
-from metarl import cli, rundir
-from metarl.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint, resolve_checkpoint, run_config
+import metarl.runtime.checkpoint as ckpt
+from metarl import cli
+from metarl.runtime import rundir
 from metarl.config import Config, ConfigError
-from metarl.evaluation import load_run
-from metarl.learner import Learner
-from metarl.metrics import read_metrics
-from metarl.trainer import Trainer, policy_spec
+from metarl.runtime.checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    load_checkpoint,
+    resolve_checkpoint,
+    run_config,
+)
+from metarl.runtime.evaluation import load_run
+from metarl.runtime.learner import Learner
+from metarl.runtime.metrics import read_metrics
+from metarl.runtime.trainer import Trainer, policy_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(meta_batch_size=2, episodes_per_task=2, hidden_sizes=[8], learner_cpus=0.5, worker_cpus=0.5,
@@ -50,7 +57,7 @@ def _run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
 
 def _real_state(cfg: Config, iteration: int = 1) -> dict:
     """What ``Trainer.save`` writes, built in-process (no Ray): θ, α, optimizer, counters, config."""
-    from metarl.tasks import make_env
+    from metarl.envs.tasks import make_env
 
     env = make_env(cfg.env, cfg.env_kwargs)
     state = Learner(cfg, policy_spec(cfg, env)).state_dict()
@@ -401,7 +408,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(run, cfg):
 
 def test_the_lock_dies_with_its_process(run):
     """SIGKILL leaves no stale lock: the kernel drops a flock with its last descriptor."""
-    code = ("import sys, time; from pathlib import Path; from metarl.rundir import RunLock; "
+    code = ("import sys, time; from pathlib import Path; from metarl.runtime.rundir import RunLock; "
             "lock = RunLock(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(run)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -574,7 +581,6 @@ def test_two_live_writers_and_an_allowed_resume(tmp_path):
     """A second ``metarl train --resume`` into a live run is refused in one line; after SIGTERM,
     a resume that changes ``iterations`` prints the diff and finishes with every iteration once."""
     import ray
-
     from conftest import short_ray_tmpdir
 
     with short_ray_tmpdir("r19w"):
@@ -683,9 +689,8 @@ def test_soak_random_kills_then_auto_resume_give_the_undisturbed_result(tmp_path
     import random
 
     import ray
-    from ray._private import ray_constants
-
     from conftest import short_ray_tmpdir
+    from ray._private import ray_constants
 
     rng = random.Random(int(os.environ.get("METARL_SOAK_SEED", "19")))
     kills = int(os.environ.get("METARL_SOAK_KILLS", "6"))

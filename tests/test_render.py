@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_export import fake_run  # tests/ is on sys.path (pytest's rootdir-less import)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from metarl import study
+REPO = Path(__file__).resolve().parents[1]
+# scripts/study.py lives outside the package (an experiment that imports metarl like a user): load it by path.
+_spec = importlib.util.spec_from_file_location("study", REPO / "scripts" / "study.py")
+study = importlib.util.module_from_spec(_spec)
+sys.modules["study"] = study  # its dataclasses look their module up
+_spec.loader.exec_module(study)
 
 
 def _write_eval(runs, variant, seed, protocol, per_goal):

@@ -17,12 +17,12 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from metarl import envs
-from metarl.envs import locomotion as loco
-from metarl.envs.task_env import task_from_json, task_to_json
 from examples.my_task_family import ENV_ID as EXAMPLE_ID
-from metarl.policies import PolicySpec, init_params
-from metarl.rollouts import GymTaskVectorEnv, VectorEnvs, episode_seed, sample_rollouts
+from metarl import envs
+from metarl.core.policies import PolicySpec, init_params
+from metarl.envs import locomotion as loco
+from metarl.envs.task_env import episode_seed, task_from_json, task_to_json
+from metarl.runtime.rollouts import GymTaskVectorEnv, VectorEnvs, sample_rollouts
 
 NAN, INF = float("nan"), float("inf")
 BAD_ANY = [{}, None, [0.5], "task", {"other": 1}]

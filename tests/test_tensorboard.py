@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metarl.metrics import MetricsWriter, read_metrics
+from metarl.runtime.metrics import MetricsWriter, read_metrics
 
 
 def read_events(directory: Path) -> list:

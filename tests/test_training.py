@@ -11,13 +11,13 @@ import pytest
 import ray
 import torch
 import yaml
+from conftest import ray_leftovers  # tests/ is on sys.path (pytest rootdir-less import)
 from ray.util.placement_group import placement_group, remove_placement_group
 
-from conftest import ray_leftovers  # tests/ is on sys.path (pytest rootdir-less import)
-from metarl.checkpoint import list_checkpoints, load_checkpoint
 from metarl.config import Config
-from metarl.metrics import read_metrics
-from metarl.trainer import Trainer
+from metarl.runtime.checkpoint import list_checkpoints, load_checkpoint
+from metarl.runtime.metrics import read_metrics
+from metarl.runtime.trainer import Trainer
 
 SMALL = dict(meta_batch_size=10, episodes_per_task=10, hidden_sizes=[32, 32], checkpoint_every=5)
 

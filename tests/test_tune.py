@@ -12,9 +12,9 @@ import ray
 from ray import tune
 
 from metarl.api import MetaSGDConfig
-from metarl.checkpoint import load_checkpoint, resolve_checkpoint
 from metarl.config import Config, ConfigError
-from metarl.metrics import read_metrics
+from metarl.runtime.checkpoint import load_checkpoint, resolve_checkpoint
+from metarl.runtime.metrics import read_metrics
 from metarl.tune import MetaRLTrainable, parse_grid, split_values, trial_layout
 
 TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], learner_threads=1, device="cpu",

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import torch
 
-from metarl.batch import Batch
-from metarl.policies import Params, PolicySpec, forward, log_prob
+from metarl.core.batch import Batch
+from metarl.core.policies import Params, PolicySpec, forward, log_prob
 
 
 def expand_to_tasks(params: Params, num_tasks: int) -> Params:
@@ -24,9 +24,6 @@ def expand_to_tasks(params: Params, num_tasks: int) -> Params:
 def log_probs(spec: PolicySpec, params: Params, batch: Batch) -> torch.Tensor:
     """``(T, E*H)`` log π(a|s) for every task's rows under that task's parameters."""
     return log_prob(spec, forward(spec, params, batch.flat("obs")), batch.flat("actions"))
-
-
-META_GRADIENTS = ("maml", "lvc")
 
 
 def inner_losses(spec: PolicySpec, params: Params, batch: Batch, meta_gradient: str = "maml") -> torch.Tensor:

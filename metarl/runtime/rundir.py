@@ -31,8 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from metarl.checkpoint import CheckpointError, config_dict, list_checkpoints, load_latest
-from metarl.config import Config, ConfigError, flat_defaults, flatten
+from metarl.config import Config, ConfigError, _show, flat_defaults, flatten
+from metarl.runtime.checkpoint import CheckpointError, config_dict, list_checkpoints, load_latest
 
 LOCK_NAME = ".lock"
 RESUMABLE_KEYS = (
@@ -178,6 +178,4 @@ def resume_changes(out: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
 
 def format_changes(changes: dict[str, tuple[Any, Any]]) -> str:
     """``inner_lr 0.1 -> 0.2, seed 0 -> 1`` (values shortened)."""
-    from metarl.config import _show
-
     return ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())

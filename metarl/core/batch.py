@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metarl.advantages import gae_advantages, step_weights
+from metarl.core.advantages import gae_advantages, step_weights
+from metarl.core.options import AdvantageOptions
 
 ROLLOUT_KEYS = ("obs", "actions", "rewards", "mask")
 CUT_KEYS = ("last_obs", "truncated")  # where the horizon cut episodes (see ``sample_rollouts``)
@@ -26,7 +27,7 @@ class Batch:
     """Arrays are ``(T tasks, E episodes, H steps, ...)``; ``mask`` is 1 while an episode is alive.
 
     ``weights`` (each task's valid steps sum to 1) says how per-step quantities are averaged
-    into a task's loss or KL: pooled over steps or per episode (:func:`~metarl.advantages.step_weights`).
+    into a task's loss or KL: pooled over steps or per episode (:func:`~metarl.core.advantages.step_weights`).
     """
 
     obs: torch.Tensor
@@ -38,9 +39,10 @@ class Batch:
 
     @classmethod
     def from_rollouts(
-        cls, rollouts: dict[str, np.ndarray], gamma: float, gae_lambda: float, normalize: bool,
-        dtype: torch.dtype, device: torch.device | str, loss_average: str = "steps",
-        bootstrap_truncated: bool = False,
+        cls, rollouts: dict[str, np.ndarray], gamma: float = AdvantageOptions.gamma,
+        gae_lambda: float = AdvantageOptions.gae_lambda, normalize: bool = AdvantageOptions.normalize_advantages,
+        dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+        loss_average: str = AdvantageOptions.loss_average, bootstrap_truncated: bool = AdvantageOptions.bootstrap_truncated,
     ) -> "Batch":
         """``bootstrap_truncated``: GAE bootstraps where the horizon cut an episode (needs the rollouts' cut keys)."""
         t = {k: torch.as_tensor(rollouts[k]).to(device=device, dtype=dtype) for k in ROLLOUT_KEYS}

@@ -93,6 +93,7 @@ class MetricsWriter:
         if not isinstance(step, int):
             return
         if self._tb is None:
+            # lazy: tensorboardX (and protobuf) load only once an event file is written
             from tensorboardX import SummaryWriter
 
             # Names are "events.out.tfevents.<seconds>.<host>"; a suffix in nanoseconds keeps two files of

@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarl.core.policies import PolicySpec
 from metarl.envs.task_env import Task  # importing metarl registers the families
 
 
@@ -44,7 +45,5 @@ def space_dims(env: gym.Env) -> tuple[int, int, str]:
 
 def policy_spec(cfg, env: gym.Env):
     """The policy network for ``cfg`` (hidden sizes, activation, initial std) on ``env``'s spaces."""
-    from metarl.policies import PolicySpec
-
     obs_dim, act_dim, kind = space_dims(env)
     return PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std, kind)

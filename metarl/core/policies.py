@@ -19,22 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metarl.config import PolicyConfig
+from metarl.core.options import PolicyOptions
 
 Params = dict[str, torch.Tensor]
 Dist = tuple[torch.Tensor, ...]
 KINDS = ("gaussian", "categorical")
-_DEFAULTS = PolicyConfig.model_construct()  # the config's policy section holds the defaults
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
 
 @dataclass(frozen=True)
 class PolicySpec:
+    """The policy network: the env's spaces and the :class:`~metarl.core.options.PolicyOptions`."""
+
     obs_dim: int
     act_dim: int  # action dimensions (gaussian) or number of actions (categorical)
-    hidden_sizes: tuple[int, ...] = tuple(_DEFAULTS.hidden_sizes)
-    activation: str = _DEFAULTS.activation
-    init_std: float = _DEFAULTS.init_std  # gaussian only
+    hidden_sizes: tuple[int, ...] = PolicyOptions.hidden_sizes
+    activation: str = PolicyOptions.activation
+    init_std: float = PolicyOptions.init_std  # gaussian only
     kind: str = "gaussian"  # follows the env's action space: Box -> gaussian, Discrete -> categorical
 
     def __post_init__(self) -> None:

@@ -42,6 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metarl.config import Config, ConfigError
+from metarl.envs.tasks import make_env, space_dims
+
 if TYPE_CHECKING:
     from metarl.config import Config
 
@@ -307,7 +310,7 @@ def _check_env_trust(path: Path, raw: dict[str, Any], trusted: bool) -> None:
 
 
 def expected_shapes(cfg: "Config", obs_dim: int, act_dim: int, kind: str) -> dict[str, tuple[int, ...]]:
-    """θ's names and shapes for ``cfg``'s policy (the layout of :func:`metarl.policies.init_params`)."""
+    """θ's names and shapes for ``cfg``'s policy (the layout of :func:`metarl.core.policies.init_params`)."""
     sizes = (obs_dim, *cfg.hidden_sizes, act_dim)
     shapes: dict[str, tuple[int, ...]] = {}
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -322,9 +325,6 @@ def run_config(path: str | Path, state: dict[str, Any], trust_env_module: bool |
 
     ``trust_env_module`` as in :func:`load_checkpoint`; validating the config imports the module.
     """
-    from metarl.config import Config, ConfigError
-    from metarl.tasks import make_env, space_dims
-
     path = Path(path)
     raw = config_dict(path, state)
     _check_env_trust(path, raw, TRUST_ENV_MODULES if trust_env_module is None else trust_env_module)

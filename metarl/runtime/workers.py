@@ -7,11 +7,12 @@ import socket
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
+from metarl.core.policies import PolicySpec, from_numpy
 from metarl.envs.task_env import Task
-from metarl.policies import PolicySpec, from_numpy
-from metarl.rollouts import VectorEnvs, sample_rollouts
+from metarl.runtime.rollouts import VectorEnvs, sample_rollouts
 
 
 class RolloutWorker:
@@ -61,6 +62,4 @@ class RolloutWorker:
         return info, rollouts
 
     def node_info(self) -> dict[str, Any]:
-        import ray
-
         return {"pid": os.getpid(), "host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}

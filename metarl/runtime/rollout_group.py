@@ -1,6 +1,6 @@
 """Where a run's actors go, and a group of rollout actors whose ``sample()`` survives their failures.
 
-The trainer, evaluation (:class:`metarl.evaluation.RaySampler`), ``metarl benchmark`` (through
+The trainer, evaluation (:class:`metarl.runtime.evaluation.RaySampler`), ``metarl benchmark`` (through
 the trainer) and Ray Tune (:func:`metarl.tune.trial_layout`) all place and sample through here,
 so there is one sampling path and one rule for the learner's GPU and bundle.
 
@@ -48,9 +48,11 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from metarl.policies import PolicySpec
-from metarl.runtime import ACTOR_RUNTIME_ENV
-from metarl.workers import RolloutWorker
+from metarl.core.policies import PolicySpec
+from metarl.runtime.actor_env import ACTOR_RUNTIME_ENV, quiet_local_ray_auth_notice
+from metarl.runtime.learner import Learner
+from metarl.runtime.signals import ray_processes_in_own_session
+from metarl.runtime.workers import RolloutWorker
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,6 @@ def init_ray(address: str | None, **kwargs: Any) -> None:
 
     ``kwargs`` go to ``ray.init`` (e.g. ``num_cpus`` for a local Ray, ``logging_level``).
     """
-    from metarl.runtime import quiet_local_ray_auth_notice
-    from metarl.signals import ray_processes_in_own_session
-
     if not ray.is_initialized():
         options = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True, **kwargs}
         with ray_processes_in_own_session(), quiet_local_ray_auth_notice(address):
@@ -267,8 +266,6 @@ def kill_quietly(actor) -> None:
 
 def start_learner(cfg, spec: PolicySpec, use_gpu: bool, reserved: ReservedBundles | None = None):
     """Start the learner actor in its own bundle; returns ``(actor, placement group or None)``."""
-    from metarl.learner import Learner
-
     bundle = learner_bundle(cfg.learner_cpus, use_gpu)
     options: dict[str, Any] = {}
     pg = None
@@ -302,7 +299,7 @@ def drain(refs: list[ray.ObjectRef], timeout: float = 10.0) -> None:
 
 # -- the rollout actors ---------------------------------------------------------------------------
 class RolloutGroup:
-    """``num_workers`` :class:`~metarl.workers.RolloutWorker` actors and one fault-tolerant ``sample()``.
+    """``num_workers`` :class:`~metarl.runtime.workers.RolloutWorker` actors and one fault-tolerant ``sample()``.
 
     ``reserved``: bundles someone else holds for the workers (:class:`ReservedBundles`);
     otherwise each worker gets a one-bundle placement group of its own (none for zero-CPU workers).

@@ -14,18 +14,20 @@ fault (``outer/non_finite``), which the trainer counts toward ``max_consecutive_
 from __future__ import annotations
 
 import os
+import resource
 import time
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
-from metarl.adaptation import adapt, expand_to_tasks
-from metarl.alpha import Alpha
-from metarl.batch import Batch, merge_rollouts
 from metarl.config import Config
-from metarl.meta_update import TRPO, Adam, Reptile, MetaObjective, MetaParameters, UpdateResult
-from metarl.policies import PolicySpec, init_params, to_numpy
+from metarl.core.adaptation import adapt, expand_to_tasks
+from metarl.core.alpha import Alpha
+from metarl.core.batch import Batch, merge_rollouts
+from metarl.core.meta_update import TRPO, Adam, MetaObjective, MetaParameters, Reptile, UpdateResult
+from metarl.core.policies import PolicySpec, init_params, to_numpy
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -39,7 +41,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def init_alpha(theta: dict[str, torch.Tensor], cfg: Config) -> Alpha:
-    """α beside θ as the config asks (see :mod:`metarl.alpha`): learned by Meta-SGD, fixed otherwise."""
+    """α beside θ as the config asks (see :mod:`metarl.core.alpha`): learned by Meta-SGD, fixed otherwise."""
     return Alpha.create(theta, cfg.inner_lr, cfg.learns_alpha, **cfg.alpha.model_dump())
 
 
@@ -68,7 +70,6 @@ class Learner:
 
     def _batch(self, parts: list) -> Batch:
         if any(type(p).__name__ == "ObjectRef" for p in parts):  # refs nested in a list are not auto-resolved
-            import ray
 
             parts = ray.get(list(parts))
         c = self.cfg
@@ -141,8 +142,6 @@ class Learner:
         return self.meta.alpha.stats()
 
     def peak_rss_mb(self) -> float:
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def device_name(self) -> str:

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from metarl.config import AlphaConfig
+from metarl.core.options import GRANULARITIES, PARAMETRIZATIONS, AlphaOptions
 
 Params = dict[str, torch.Tensor]
-GRANULARITIES = ("scalar", "per_layer", "per_parameter")
-_DEFAULTS = AlphaConfig.model_construct()  # the config's alpha section holds the defaults
-PARAMETRIZATIONS = ("direct", "log")
 
 
 class Alpha:
@@ -47,8 +44,8 @@ class Alpha:
         self._raw = {k: v.requires_grad_(learned) for k, v in raw.items()}
 
     @classmethod
-    def create(cls, theta: Params, init: float, learned: bool, granularity: str = _DEFAULTS.granularity,
-               parametrization: str = _DEFAULTS.parametrization) -> "Alpha":
+    def create(cls, theta: Params, init: float, learned: bool, granularity: str = AlphaOptions.granularity,
+               parametrization: str = AlphaOptions.parametrization) -> "Alpha":
         """α = ``init`` everywhere, at ``granularity`` when learned (a fixed scalar otherwise)."""
         if granularity not in GRANULARITIES:
             raise ValueError(f"alpha granularity {granularity!r} is not one of {GRANULARITIES}")

@@ -1,9 +1,9 @@
 """The meta-training loop: :class:`Trainer` (its docstring is the algorithm).
 
-The pieces it drives live elsewhere: the run directory's rules in :mod:`metarl.rundir`, the
-actors' placement and the fault-tolerant rollout group in :mod:`metarl.rollout_group`, the
-inner step, meta-update and α in the learner actor (:mod:`metarl.learner`), the checkpoint
-format in :mod:`metarl.checkpoint` and the metrics files in :mod:`metarl.metrics`.
+The pieces it drives live elsewhere: the run directory's rules in :mod:`metarl.runtime.rundir`, the
+actors' placement and the fault-tolerant rollout group in :mod:`metarl.runtime.rollout_group`, the
+inner step, meta-update and α in the learner actor (:mod:`metarl.runtime.learner`), the checkpoint
+format in :mod:`metarl.runtime.checkpoint` and the metrics files in :mod:`metarl.runtime.metrics`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,24 @@ import numpy as np
 import ray
 from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 
-from metarl import rundir
-from metarl.checkpoint import load_checkpoint, load_latest, resolve_checkpoint, save_checkpoint
 from metarl.config import Config
-from metarl.metrics import MetricsWriter
-from metarl.rollout_group import (
-    POLL_S, ReservedBundles, RolloutGroup, WorkersUnavailableError, check_resources, drain, init_ray, kill_quietly,
-    remove_quietly, start_learner,
+from metarl.envs.tasks import env_horizon, make_env, policy_spec, sample_tasks
+from metarl.runtime import rundir
+from metarl.runtime.checkpoint import load_checkpoint, load_latest, resolve_checkpoint, save_checkpoint
+from metarl.runtime.metrics import MetricsWriter
+from metarl.runtime.rollout_group import (
+    POLL_S,
+    ReservedBundles,
+    RolloutGroup,
+    WorkersUnavailableError,
+    check_resources,
+    drain,
+    init_ray,
+    kill_quietly,
+    remove_quietly,
+    start_learner,
 )
-from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
-from metarl.watchdog import CallLimits
+from metarl.runtime.watchdog import CallLimits
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +103,16 @@ class Trainer:
     Rollouts go from the workers to the learner through the object store as contiguous numpy
     arrays; the driver only passes references. θ (pre) and the stack of all θ'ᵢ (post) are put
     in the object store once per phase and shared by every worker. A worker that dies costs
-    time, never episodes (:class:`~metarl.rollout_group.RolloutGroup`), and so does a lost node
+    time, never episodes (:class:`~metarl.runtime.rollout_group.RolloutGroup`), and so does a lost node
     that held workers: they are replaced, and an iteration whose rollouts were lost with the node
     before the learner read them is sampled again with the same tasks and seeds. A dead learner
     ends training with :class:`LearnerDiedError`, a learner call that takes far longer than it
-    has been taking with :class:`LearnerTimeoutError` (:class:`~metarl.watchdog.CallLimits`), the
+    has been taking with :class:`LearnerTimeoutError` (:class:`~metarl.runtime.watchdog.CallLimits`), the
     loss of every rollout worker with :class:`WorkersLostError`: :class:`RunStoppedError` subclasses,
     whose one-line message names the newest checkpoint and the command that resumes. A run of
     ``max_consecutive_skips`` non-finite meta-updates ends it with :class:`TrainingDivergedError`.
 
-    ``out_dir`` is the run directory (:mod:`metarl.rundir`); ``placement``: bundles a Ray Tune
+    ``out_dir`` is the run directory (:mod:`metarl.runtime.rundir`); ``placement``: bundles a Ray Tune
     trial reserved for the actors; ``managed``: ``out_dir`` belongs to a caller that restores
     state itself (a Tune trial restarted in its own directory), so a fresh start there is not
     refused.

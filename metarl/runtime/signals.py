@@ -1,6 +1,6 @@
 """Graceful stop of ``metarl train`` on SIGINT (Ctrl-C) or SIGTERM (``kill``, a scheduler).
 
-The first signal only sets a flag; :meth:`metarl.trainer.Trainer.train` checks it between
+The first signal only sets a flag; :meth:`metarl.runtime.trainer.Trainer.train` checks it between
 meta-iterations, so the iteration in progress finishes, a checkpoint of it is written, and the
 command exits with ``128 + signal number``: **130** after SIGINT, **143** after SIGTERM (the
 shell's convention for "ended by this signal", so a script can tell a stopped run from a
@@ -27,6 +27,8 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+
+from ray._private import services, utils
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -88,8 +90,6 @@ def ray_processes_in_own_session() -> Iterator[None]:
     Only where Ray has kernel fate-sharing (Linux): there its processes die with the driver
     whatever group they are in; elsewhere Ray's reaper needs them in the driver's group.
     """
-    from ray._private import services, utils
-
     if not utils.detect_fate_sharing_support():
         yield
         return

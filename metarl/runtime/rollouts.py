@@ -14,9 +14,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from metarl.envs.task_env import Task
-from metarl.policies import Params, PolicySpec, env_actions, forward, sample
-from metarl.tasks import make_env
+from metarl.core.policies import Params, PolicySpec, env_actions, forward, sample
+from metarl.envs.task_env import Task, episode_seed
+from metarl.envs.tasks import make_env
 
 
 def action_noise(seeds: list[int], horizon: int, episodes: int, act_dim: int) -> np.ndarray:
@@ -84,11 +84,6 @@ def sample_rollouts(
     last_obs = np.asarray(obs, dtype=np.float32).reshape(T, E, *obs_shape)  # after the last step (= next_obs)
     return {"obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "mask": mask_buf,
             "last_obs": last_obs, "truncated": alive.astype(np.float32)}
-
-
-def episode_seed(task_seed: int, episode: int) -> int:
-    """Reset seed of episode ``episode`` of a task (Gymnasium path): a function of the task's seed alone."""
-    return int(np.random.SeedSequence([task_seed, episode]).generate_state(1)[0])
 
 
 class _DropInfo(gym.Wrapper):

@@ -35,17 +35,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import ray
 import torch
 
-from metarl.envs.task_env import Task, task_to_json
-from metarl.adaptation import expand_to_tasks, inner_losses
-from metarl.batch import Batch, merge_rollouts
-from metarl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from metarl.config import Config
-from metarl.policies import Params, PolicySpec, env_actions, forward, from_numpy, mode, to_numpy
-from metarl.rollouts import VectorEnvs
-from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
-from metarl.workers import RolloutWorker
+from metarl.core.adaptation import expand_to_tasks, inner_losses
+from metarl.core.batch import Batch, merge_rollouts
+from metarl.core.policies import Params, PolicySpec, env_actions, forward, from_numpy, mode, to_numpy
+from metarl.envs.task_env import Task, task_to_json
+from metarl.envs.tasks import env_horizon, make_env, policy_spec, sample_tasks
+from metarl.runtime.checkpoint import load_checkpoint, resolve_checkpoint, run_config
+from metarl.runtime.rollout_group import RolloutGroup, init_ray
+from metarl.runtime.rollouts import VectorEnvs
+from metarl.runtime.stats import ci95
+from metarl.runtime.workers import RolloutWorker
 
 EVAL_STREAM = 0x6576616C  # "eval": keeps evaluation's random stream apart from training's
 DEFAULT_TASKS = 40  # MAML paper: 40 test goals
@@ -171,14 +174,10 @@ def noise_seed(seed: int, step: int, task: Task | int) -> int:
 
 # -- samplers: the same RolloutWorker, on Ray actors or in-process ----------------------------
 class RaySampler:
-    """Rollouts on the trainer's :class:`~metarl.rollout_group.RolloutGroup`: one call per worker
+    """Rollouts on the trainer's :class:`~metarl.runtime.rollout_group.RolloutGroup`: one call per worker
     per phase, a failed worker's slice re-sent, a dead worker replaced."""
 
     def __init__(self, run: TrainedRun, num_tasks: int, num_workers: int | None = None):
-        import ray
-
-        from metarl.rollout_group import RolloutGroup
-
         cfg = run.cfg
         n = min(num_workers or cfg.num_workers, num_tasks)
         if cfg.worker_cpus > 0:  # a training config sized for a cluster must not hang a laptop
@@ -189,8 +188,6 @@ class RaySampler:
 
     def sample(self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int,
                seeds: Sequence[int]) -> dict[str, np.ndarray]:
-        import ray
-
         refs = self.group.sample(tasks, ray.put(params), per_task, seeds, episodes, f"evaluation step {self.steps}")
         self.steps += 1
         return merge_rollouts(ray.get(refs))
@@ -310,16 +307,6 @@ def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: i
     return Sweep(tasks, np.stack(returns), stacks, scales, np.stack(mean_returns) if deterministic else None)
 
 
-def ci95(values: np.ndarray) -> float | None:
-    """Half-width of the 95 % Student-t confidence interval of the mean; None for one value."""
-    n = len(values)
-    if n < 2:
-        return None
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
-
-
 def evaluate(
     run_or_checkpoint: str | Path | TrainedRun,
     goals: Sequence[Sequence[float]] | None = None,
@@ -350,8 +337,6 @@ def evaluate(
     if local:
         sampler = LocalSampler(run)
     else:
-        from metarl.rollout_group import init_ray
-
         init_ray(address)
         sampler = RaySampler(run, len(tasks), num_workers)
     try:

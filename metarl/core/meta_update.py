@@ -14,11 +14,11 @@ from typing import Callable
 
 import torch
 
-from metarl.adaptation import adapt
-from metarl.alpha import Alpha
-from metarl.batch import Batch
-from metarl.config import AdamConfig, ReptileConfig, TRPOConfig
-from metarl.policies import Dist, Params, PolicySpec, forward, kl, log_prob
+from metarl.core.adaptation import adapt
+from metarl.core.alpha import Alpha
+from metarl.core.batch import Batch
+from metarl.core.options import AdamOptions, ReptileOptions, TRPOOptions
+from metarl.core.policies import Dist, Params, PolicySpec, forward, kl, log_prob
 
 
 @dataclass
@@ -225,13 +225,10 @@ class MetaParameters:
             leaf.copy_(value)
 
 
-ALPHA_UPDATES = ("joint", "natural", "adam")
-# The optimizers' defaults have one home, the config's sections (documented and range-checked there).
-_TRPO, _ADAM, _REPTILE = TRPOConfig.model_construct(), AdamConfig.model_construct(), ReptileConfig.model_construct()
 
 
 @dataclass
-class TRPO:
+class TRPO(TRPOOptions):
     """TRPO on (θ, α): CG on the Fisher of the post-adaptation policies, KL-constrained
     step, backtracking line search that reverts a rejected step.
 
@@ -252,16 +249,6 @@ class TRPO:
     The constructor's arguments are the config's ``trpo`` section: ``TRPO(**cfg.trpo.model_dump())``.
     """
 
-    max_kl: float = _TRPO.max_kl
-    cg_iters: int = _TRPO.cg_iters
-    cg_damping: float = _TRPO.cg_damping
-    ls_ratio: float = _TRPO.ls_ratio
-    ls_max_steps: int = _TRPO.ls_max_steps
-    fisher_subsample: float = _TRPO.fisher_subsample
-    alpha_update: str = _TRPO.alpha_update
-    alpha_max_kl: float = _TRPO.alpha_max_kl
-    alpha_damping: float = _TRPO.alpha_damping
-    alpha_lr: float = _TRPO.alpha_lr
     _alpha_adam: torch.optim.Adam | None = field(default=None, init=False, repr=False)
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
@@ -393,10 +380,9 @@ class TRPO:
 
 
 @dataclass
-class Adam:
+class Adam(AdamOptions):
     """Adam on (θ, α); a step with a non-finite loss or gradient is skipped. Arguments: the config's ``adam`` section."""
 
-    lr: float = _ADAM.lr
     _opt: torch.optim.Adam | None = field(default=None, init=False, repr=False)
 
     def bind(self, meta: MetaParameters) -> "Adam":
@@ -432,7 +418,7 @@ class Adam:
 
 
 @dataclass
-class Reptile:
+class Reptile(ReptileOptions):
     """Reptile for RL (Nichol et al. 2018): θ ← θ + β · mean_i(θ'ᵢ − θ), first order by construction.
 
     θ'ᵢ are the same k inner policy-gradient steps as MAML's, on the pre-adaptation batches;
@@ -440,7 +426,6 @@ class Reptile:
     linearly to 0 over that many updates.
     """
 
-    step_size: float = _REPTILE.step_size
     anneal_over: int | None = None
     updates: int = 0
 
