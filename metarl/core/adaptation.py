@@ -41,6 +41,35 @@ def inner_losses(spec: PolicySpec, params: Params, batch: Batch, meta_gradient: 
     return -batch.task_mean(lp * batch.flat("advantages"))
 
 
+def inner_step(
+    spec: PolicySpec,
+    params: Params,
+    alpha: Params,
+    batch: Batch,
+    scale: float = 1.0,
+    create_graph: bool = True,
+    meta_gradient: str = "maml",
+) -> Params:
+    """One inner step for every task at once, φ − scale · α ∘ ∇φ L(D; φ), on a per-task stack ``(T, …)``.
+
+    The one inner step of metarl: :func:`adapt` chains it for training, evaluation calls it per step
+    (``scale``: its step-size schedule). ``create_graph=False`` treats the inner gradient as a constant
+    (first order). Parameters that need no gradient (evaluation's φ) are differentiated as fresh leaves,
+    and the result then carries no graph.
+    """
+    if not any(v.requires_grad for v in params.values()):
+        with torch.enable_grad():
+            leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
+            stepped = inner_step(spec, leaves, alpha, batch, scale, False, meta_gradient)
+        return {k: v.detach() for k, v in stepped.items()}
+    loss = inner_losses(spec, params, batch, meta_gradient).sum()
+    names = list(params)
+    grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph)
+    if scale == 1.0:  # training's step: no extra op in the second-order graph
+        return {k: params[k] - alpha[k] * g for k, g in zip(names, grads)}
+    return {k: params[k] - scale * alpha[k] * g for k, g in zip(names, grads)}
+
+
 def adapt(
     spec: PolicySpec,
     theta: Params,
@@ -63,8 +92,5 @@ def adapt(
         batches = [batches] * (1 if steps is None else steps)
     params = expand_to_tasks(theta, batches[0].num_tasks)
     for batch in batches:
-        loss = inner_losses(spec, params, batch, meta_gradient).sum()
-        names = list(params)
-        grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=create_graph)
-        params = {k: params[k] - alpha[k] * g for k, g in zip(names, grads)}
+        params = inner_step(spec, params, alpha, batch, create_graph=create_graph, meta_gradient=meta_gradient)
     return params

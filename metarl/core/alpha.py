@@ -73,6 +73,23 @@ class Alpha:
         """The tensors the meta-optimizer updates (none for a fixed α)."""
         return list(self._raw.values()) if self.learned else []
 
+    def flat(self) -> torch.Tensor:
+        """The learned leaves as one detached vector (empty for a fixed α)."""
+        leaves = self.leaves()
+        if not leaves:
+            return torch.zeros(0, dtype=self._raw[next(iter(self._raw))].dtype, device=self._raw[next(iter(self._raw))].device)
+        return torch.cat([v.detach().reshape(-1) for v in leaves])
+
+    @torch.no_grad()
+    def assign(self, flat: torch.Tensor) -> None:
+        """Set the learned leaves from a flat vector in :meth:`leaves` order: the meta-optimizers' update of α."""
+        i = 0
+        for leaf in self.leaves():
+            leaf.copy_(flat[i : i + leaf.numel()].view_as(leaf))
+            i += leaf.numel()
+        if i != flat.numel():
+            raise ValueError(f"alpha.assign: {flat.numel()} values for {i} learned entries")
+
     def num_learned(self) -> int:
         return sum(v.numel() for v in self.leaves())
 

@@ -10,7 +10,7 @@ one graph built once per update: no third-order derivatives, no graph rebuilt pe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -94,6 +94,12 @@ class UpdateResult:
     accepted: bool
     line_search_steps: int
     reason: str = ""  # why the update was skipped ("" when accepted)
+
+    @classmethod
+    def skipped(cls, reason: str, loss: float = float("nan"), grad_norm: float = float("nan"), kl: float = 0.0,
+                line_search_steps: int = 0) -> "UpdateResult":
+        """An update that left (θ, α) as they were, and why."""
+        return cls(loss, loss, kl, grad_norm, False, line_search_steps, reason)
 
     @property
     def non_finite(self) -> bool:
@@ -221,8 +227,67 @@ class MetaParameters:
 
     @torch.no_grad()
     def set_flat(self, vec: torch.Tensor) -> None:
-        for leaf, value in zip(self.leaves, _unflat(vec, self.leaves)):
+        """θ's entries, then α's (:meth:`set_theta`, then :meth:`Alpha.assign`)."""
+        self.set_theta(vec[: self.num_theta])
+        self.alpha.assign(vec[self.num_theta :])
+
+    @torch.no_grad()
+    def set_theta(self, vec: torch.Tensor) -> None:
+        leaves = list(self.theta.values())
+        for leaf, value in zip(leaves, _unflat(vec, leaves)):
             leaf.copy_(value)
+
+
+class MetaOptimizer(Protocol):
+    """What every meta-optimizer offers (TRPO, Adam, Reptile): the learner calls only these."""
+
+    def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class AlphaAdam:
+    """Adam's step for Meta-SGD's α beside TRPO on θ (``alpha_update: adam``), *proposed*, not taken:
+    TRPO's line search scales it with θ's step and applies both. The arithmetic is ``torch.optim.Adam``'s
+    (default betas and eps) on the flat vector of α's leaves; its moments are this object's state."""
+
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.steps = 0
+        self.exp_avg: torch.Tensor | None = None
+        self.exp_avg_sq: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def propose(self, grad: torch.Tensor) -> torch.Tensor:
+        """The decrease of α Adam takes for ``grad`` (flat); advances the moments."""
+        if self.exp_avg is None or self.exp_avg.shape != grad.shape:
+            self.steps, self.exp_avg, self.exp_avg_sq = 0, torch.zeros_like(grad), torch.zeros_like(grad)
+        self.exp_avg, self.exp_avg_sq = self.exp_avg.to(grad), self.exp_avg_sq.to(grad)  # loaded on the CPU
+        (b1, b2), self.steps = self.betas, self.steps + 1
+        self.exp_avg.lerp_(grad, 1 - b1)
+        self.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (self.exp_avg_sq.sqrt() / (1 - b2**self.steps) ** 0.5).add_(self.eps)
+        return self.exp_avg / denom * (self.lr / (1 - b1**self.steps))
+
+    def state_dict(self) -> dict:
+        if self.exp_avg is None:
+            return {}
+        return {"steps": self.steps, "exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "state" in state:  # checkpoints before the named keys held torch.optim.Adam's own state dict
+            order = state["param_groups"][0]["params"]
+            per_leaf = [state["state"][i] for i in order if i in state["state"]]
+            if not per_leaf:
+                return
+            state = {"steps": int(per_leaf[0]["step"]),
+                     "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_leaf]),
+                     "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_leaf])}
+        if state:
+            self.steps = int(state["steps"])
+            self.exp_avg, self.exp_avg_sq = state["exp_avg"].clone(), state["exp_avg_sq"].clone()
 
 
 
@@ -249,7 +314,10 @@ class TRPO(TRPOOptions):
     The constructor's arguments are the config's ``trpo`` section: ``TRPO(**cfg.trpo.model_dump())``.
     """
 
-    _alpha_adam: torch.optim.Adam | None = field(default=None, init=False, repr=False)
+    alpha_adam: AlphaAdam = field(init=False, repr=False)  # alpha_update adam: α's moments
+
+    def __post_init__(self) -> None:
+        self.alpha_adam = AlphaAdam(self.alpha_lr)
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
         create_graph = not objective.first_order
@@ -258,9 +326,9 @@ class TRPO(TRPOOptions):
         loss, g = loss_and_gradient(meta, groups, dists)
         leaves = meta.leaves
         if not torch.isfinite(loss):
-            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite loss")
+            return UpdateResult.skipped("non-finite loss", loss.item())
         if not torch.isfinite(g).all():
-            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
+            return UpdateResult.skipped("non-finite gradient", loss.item())
         if self.fisher_subsample < 1.0:
             # Fisher = mean of per-task Fishers; a subset of tasks estimates it without bias.
             sub = objective.subset(max(1, round(self.fisher_subsample * objective.post.num_tasks)))
@@ -269,21 +337,21 @@ class TRPO(TRPOOptions):
         else:
             curvature_groups, curvature_dists = groups, dists
         fvp = self._grouped_fisher_vector_product(curvature_groups, curvature_dists, leaves)
+        n = meta.num_theta
         separate = self.alpha_update != "joint" and meta.alpha.learned
-        n = meta.num_theta if separate else g.numel()
-        theta_step = self._natural_step(fvp, g, 0, n, self.max_kl)
-        if isinstance(theta_step, str):
-            return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, theta_step)
-        if not separate:
-            return self._line_search(meta, groups, theta_step, loss.item(), g, self.max_kl)
-        if self.alpha_update == "natural":
+        direction = self._natural_step(fvp, g, 0, n if separate else g.numel(), self.max_kl)
+        if isinstance(direction, str):
+            return UpdateResult.skipped(direction, loss.item(), g.norm().item())
+        if not separate:  # one natural step on (θ, α) together
+            return self._line_search(meta, groups, direction, loss.item(), g, self.max_kl)
+        if self.alpha_update == "natural":  # α's own natural step in its own trust region
+            theta_step = direction
             alpha_step = self._natural_step(fvp, g, n, g.numel(), self.alpha_max_kl, self.alpha_damping)
             if isinstance(alpha_step, str):
-                return UpdateResult(loss.item(), loss.item(), 0.0, g.norm().item(), False, 0, f"α block: {alpha_step}")
+                return UpdateResult.skipped(f"α block: {alpha_step}", loss.item(), g.norm().item())
             bound = self.max_kl + self.alpha_max_kl
-        else:
-            alpha_step = self._adam_alpha_step(meta, g[n:])
-            bound = self.max_kl
+        else:  # adam: Adam's step for α beside θ's natural step
+            theta_step, alpha_step, bound = direction, self.alpha_adam.propose(g[n:]), self.max_kl
         return self._line_search(meta, groups, torch.cat([theta_step, alpha_step]), loss.item(), g, bound)
 
     def _natural_step(self, fvp, g: torch.Tensor, lo: int, hi: int, max_kl: float,
@@ -314,30 +382,13 @@ class TRPO(TRPOOptions):
             return "non-positive curvature"
         return direction * torch.sqrt(2 * max_kl / shs)
 
-    def _adam_alpha_step(self, meta: MetaParameters, g_alpha: torch.Tensor) -> torch.Tensor:
-        """Adam's proposed decrease of α for gradient ``g_alpha`` (α itself is left unchanged here)."""
-        leaves = meta.alpha.leaves()
-        bound = self._alpha_adam.param_groups[0]["params"] if self._alpha_adam is not None else []
-        if len(bound) != len(leaves) or any(a is not b for a, b in zip(bound, leaves)):
-            self._alpha_adam = torch.optim.Adam(leaves, lr=self.alpha_lr)
-        before = _flat(leaves).detach().clone()
-        for leaf, grad in zip(leaves, _unflat(g_alpha, leaves)):
-            leaf.grad = grad.clone()
-        self._alpha_adam.step()
-        self._alpha_adam.zero_grad(set_to_none=True)
-        after = _flat(leaves).detach().clone()
-        with torch.no_grad():
-            for leaf, value in zip(leaves, _unflat(before, leaves)):
-                leaf.copy_(value)
-        return before - after  # the line search subtracts its steps
-
     def state_dict(self) -> dict:
-        return {"alpha_adam": self._alpha_adam.state_dict()} if self._alpha_adam is not None else {}
+        alpha_adam = self.alpha_adam.state_dict()
+        return {"alpha_adam": alpha_adam} if alpha_adam else {}
 
-    def load_state_dict(self, state: dict, meta: MetaParameters) -> None:
-        if "alpha_adam" in state and meta.alpha.learned:
-            self._alpha_adam = torch.optim.Adam(meta.alpha.leaves(), lr=self.alpha_lr)
-            self._alpha_adam.load_state_dict(state["alpha_adam"])
+    def load_state_dict(self, state: dict) -> None:
+        if "alpha_adam" in state:
+            self.alpha_adam.load_state_dict(state["alpha_adam"])
 
     def _fisher_vector_product(self, objective: MetaObjective, dist: Dist, leaves: list[torch.Tensor]):
         """v ↦ (F + damping·I) v for one objective, F = Jᵀ H_y J the KL's Hessian through the inner step."""
@@ -363,20 +414,26 @@ class TRPO(TRPOOptions):
         weights = group_weights(groups)
         return lambda v: sum(weight * product(v) for weight, product in zip(weights, products))
 
-    def _line_search(self, meta, groups, full_step, loss_before, g, max_kl: float) -> UpdateResult:
-        """Backtrack from the full step, judging each candidate on the objective's task ``groups``."""
-        start = meta.get_flat()
+    def _line_search(self, meta: MetaParameters, groups: list[MetaObjective], full_step: torch.Tensor,
+                     loss_before: float, g: torch.Tensor, max_kl: float) -> UpdateResult:
+        """Backtrack from the full step of (θ, α) (θ's entries, then α's), judging each candidate on the
+        objective's task ``groups``; a rejected step is reverted. These are the lines where TRPO changes θ and α."""
+        n = meta.num_theta
+        theta0, alpha0, theta_step, alpha_step = meta.get_flat()[:n], meta.alpha.flat(), full_step[:n], full_step[n:]
         any_finite = False
         for j in range(self.ls_max_steps):
-            meta.set_flat(start - (self.ls_ratio**j) * full_step)
+            scale = self.ls_ratio**j
+            meta.set_theta(theta0 - scale * theta_step)
+            meta.alpha.assign(alpha0 - scale * alpha_step)  # Meta-SGD's α moves here (a fixed α has no leaves)
             new_loss, kl = loss_and_kl(meta, groups)
             finite = all(map(lambda x: x == x and abs(x) != float("inf"), (new_loss, kl)))
             any_finite |= finite
             if finite and new_loss < loss_before and kl <= max_kl:
                 return UpdateResult(loss_before, new_loss, kl, g.norm().item(), True, j + 1)
-        meta.set_flat(start)
+        meta.set_theta(theta0)
+        meta.alpha.assign(alpha0)
         reason = "line search failed" if any_finite else "non-finite loss or KL at every line-search step"
-        return UpdateResult(loss_before, loss_before, 0.0, g.norm().item(), False, self.ls_max_steps, reason)
+        return UpdateResult.skipped(reason, loss_before, g.norm().item(), line_search_steps=self.ls_max_steps)
 
 
 @dataclass
@@ -384,26 +441,34 @@ class Adam(AdamOptions):
     """Adam on (θ, α); a step with a non-finite loss or gradient is skipped. Arguments: the config's ``adam`` section."""
 
     _opt: torch.optim.Adam | None = field(default=None, init=False, repr=False)
+    _pending: dict | None = field(default=None, init=False, repr=False)  # state loaded before the first step
 
-    def bind(self, meta: MetaParameters) -> "Adam":
-        self._opt = torch.optim.Adam(meta.leaves, lr=self.lr)
-        return self
+    def _bound(self, meta: MetaParameters) -> torch.optim.Adam:
+        """torch's Adam on ``meta``'s leaves (made at the first step, with any state loaded before it)."""
+        bound = self._opt.param_groups[0]["params"] if self._opt is not None else []
+        if len(bound) != len(meta.leaves) or any(a is not b for a, b in zip(bound, meta.leaves)):
+            self._opt = torch.optim.Adam(meta.leaves, lr=self.lr)
+            if self._pending is not None:
+                self._opt.load_state_dict(self._pending)
+                self._pending = None
+        return self._opt
 
     def step(self, meta: MetaParameters, objective: MetaObjective) -> UpdateResult:
+        opt = self._bound(meta)
         create_graph = not objective.first_order
         dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=create_graph)
         objective.set_old(dist)
         loss = objective.loss(dist)
         if not torch.isfinite(loss):
-            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite loss")
+            return UpdateResult.skipped("non-finite loss", loss.item())
         grads = torch.autograd.grad(loss, meta.leaves)
         g = _flat(grads)
         if not torch.isfinite(g).all():
-            return UpdateResult(loss.item(), loss.item(), 0.0, float("nan"), False, 0, "non-finite gradient")
+            return UpdateResult.skipped("non-finite gradient", loss.item())
         for leaf, grad in zip(meta.leaves, grads):
             leaf.grad = grad
-        self._opt.step()
-        self._opt.zero_grad(set_to_none=True)
+        opt.step()  # θ and (Meta-SGD) α move here
+        opt.zero_grad(set_to_none=True)
         with torch.enable_grad():
             new_dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=False)
         with torch.no_grad():
@@ -411,10 +476,17 @@ class Adam(AdamOptions):
         return UpdateResult(loss.item(), loss_after, kl, g.norm().item(), True, 0)
 
     def state_dict(self) -> dict:
-        return self._opt.state_dict()
+        state = self._opt.state_dict() if self._opt is not None else self._pending
+        return {"adam": state} if state is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        self._opt.load_state_dict(state)
+        state = state.get("adam", state)  # checkpoints before the named keys held torch's state dict itself
+        if not state:
+            return
+        if self._opt is not None:
+            self._opt.load_state_dict(state)
+        else:
+            self._pending = state
 
 
 @dataclass
@@ -441,7 +513,7 @@ class Reptile(ReptileOptions):
             deltas = {k: (adapted[k] - meta.theta[k]).mean(0) for k in meta.theta}
             norm = torch.sqrt(sum(d.square().sum() for d in deltas.values()))
             if not torch.isfinite(norm):
-                return UpdateResult(float("nan"), float("nan"), float("nan"), float("nan"), False, 0, "non-finite Reptile step")
+                return UpdateResult.skipped("non-finite Reptile step", kl=float("nan"))
             for k, d in deltas.items():
                 meta.theta[k].add_(beta * d)
         self.updates += 1
@@ -451,4 +523,5 @@ class Reptile(ReptileOptions):
         return {"updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state["updates"])
+        if "updates" in state:
+            self.updates = int(state["updates"])

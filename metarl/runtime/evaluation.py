@@ -39,7 +39,7 @@ import ray
 import torch
 
 from metarl.config import Config
-from metarl.core.adaptation import expand_to_tasks, inner_losses
+from metarl.core.adaptation import expand_to_tasks, inner_step
 from metarl.core.batch import Batch, merge_rollouts
 from metarl.core.policies import Params, PolicySpec, env_actions, forward, from_numpy, mode, to_numpy
 from metarl.envs.task_env import Task, task_to_json
@@ -211,19 +211,6 @@ class LocalSampler:
 
     def close(self) -> None:
         pass
-
-
-# -- adaptation, step by step -----------------------------------------------------------------------
-def inner_step(spec: PolicySpec, params: Params, alpha: Params, batch: Batch, scale: float = 1.0) -> Params:
-    """One inner step from a per-task stack ``(T, …)``: φ − scale · α ∘ ∇φ L(D; φ), without a graph.
-
-    For ``params = expand_to_tasks(θ)`` and ``scale = 1`` this equals ``adaptation.adapt(…, steps=1)``.
-    """
-    with torch.enable_grad():
-        leaves = {k: v.detach().requires_grad_() for k, v in params.items()}
-        loss = inner_losses(spec, leaves, batch).sum()
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-    return {k: (leaves[k] - scale * alpha[k] * g).detach() for k, g in zip(leaves, grads)}
 
 
 def parse_step_sizes(text: str) -> list[float]:

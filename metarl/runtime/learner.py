@@ -26,7 +26,7 @@ from metarl.config import Config
 from metarl.core.adaptation import adapt, expand_to_tasks
 from metarl.core.alpha import Alpha
 from metarl.core.batch import Batch, merge_rollouts
-from metarl.core.meta_update import TRPO, Adam, MetaObjective, MetaParameters, Reptile, UpdateResult
+from metarl.core.meta_update import TRPO, Adam, MetaObjective, MetaOptimizer, MetaParameters, Reptile, UpdateResult
 from metarl.core.policies import PolicySpec, init_params, to_numpy
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -55,12 +55,13 @@ class Learner:
         gen = torch.Generator().manual_seed(cfg.seed)
         theta = {k: v.to(self.device).requires_grad_() for k, v in init_params(spec, gen, self.dtype).items()}
         self.meta = MetaParameters(theta, init_alpha(theta, cfg))
+        self.optimizer: MetaOptimizer
         if cfg.algorithm == "reptile":
             self.optimizer = Reptile(cfg.reptile.step_size, cfg.iterations if cfg.reptile.anneal else None)
         elif cfg.meta_optimizer == "trpo":
             self.optimizer = TRPO(**cfg.trpo.model_dump())
         else:
-            self.optimizer = Adam(**cfg.adam.model_dump()).bind(self.meta)
+            self.optimizer = Adam(**cfg.adam.model_dump())
         self._pre: list[Batch] = []  # one batch per inner step of this iteration
         self._skip_reason = ""  # set by adapt when this iteration's meta-update must be skipped
 
@@ -107,18 +108,16 @@ class Learner:
         post = self._batch(post_parts)
         reason = self._skip_reason or _non_finite_batch(post, "post-adaptation")
         if reason:
-            nan = float("nan")
-            result = UpdateResult(nan, nan, nan, nan, False, 0, reason)
+            result = UpdateResult.skipped(reason, kl=float("nan"))
         else:
             objective = MetaObjective(self.spec, self._pre, post, self.cfg.first_order, self.cfg.meta_gradient)
-            before = self.meta.get_flat()
-            result = self.optimizer.step(self.meta, objective)
+            before, before_state = self.meta.get_flat(), _clone(self.optimizer.state_dict())
+            result = self.optimizer.step(self.meta, objective)  # TRPO, Adam or Reptile: θ and α change in there
             if not bool(torch.isfinite(self.meta.get_flat()).all()):
                 self.meta.set_flat(before)
-                if isinstance(self.optimizer, Adam):  # its moments may be poisoned too
-                    self.optimizer.bind(self.meta)
-                result = UpdateResult(result.loss_before, result.loss_before, float("nan"), result.grad_norm, False,
-                                      result.line_search_steps, "non-finite parameters after the update (reverted)")
+                self.optimizer.load_state_dict(before_state)  # its moments may be poisoned too
+                result = UpdateResult.skipped("non-finite parameters after the update (reverted)", result.loss_before,
+                                              result.grad_norm, float("nan"), result.line_search_steps)
         first = self._pre[0]
         metrics = {
             "return_pre": first.episode_returns().mean().item(),
@@ -153,8 +152,9 @@ class Learner:
             "theta": {k: v.detach().cpu() for k, v in self.meta.theta.items()},
             "alpha": self.meta.alpha.state_dict(),
         }
-        if isinstance(self.optimizer, (Adam, Reptile)) or (isinstance(self.optimizer, TRPO) and self.optimizer.state_dict()):
-            state["optimizer"] = _to_cpu(self.optimizer.state_dict())
+        optimizer = self.optimizer.state_dict()  # under named keys: adam, alpha_adam, updates
+        if optimizer:
+            state["optimizer"] = _to_cpu(optimizer)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -166,16 +166,25 @@ class Learner:
                                      f"{tuple(target[k].shape) if k in target else 'no such parameter'}")
                 target[k].copy_(v.to(target[k].device, target[k].dtype))
         self.meta.alpha.load_state_dict(state["alpha"])
-        if isinstance(self.optimizer, (Adam, Reptile)) and "optimizer" in state:
+        if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
-        elif isinstance(self.optimizer, TRPO) and "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"], self.meta)
 
 
 def _non_finite_batch(batch: Batch, phase: str) -> str:
     """A skip reason naming the non-finite fields of ``batch``, or ``""``."""
     bad = [f for f in ("obs", "actions", "rewards", "advantages") if not bool(torch.isfinite(getattr(batch, f)).all())]
     return f"non-finite {phase} rollouts ({', '.join(bad)})" if bad else ""
+
+
+def _clone(obj: Any) -> Any:
+    """A copy of a state dict whose tensors do not change with the live ones."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone(v) for v in obj]
+    return obj
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -96,7 +96,9 @@ class Trainer:
             Dʲᵢ   ← K episodes of π_θʲᵢ on each Tᵢ            rollouts.sample: phase "pre" (j>0: "inner step j+1")
             θʲ⁺¹ᵢ ← θʲᵢ − α ∘ ∇ L(Dʲᵢ; θʲᵢ)  (all i at once)    learner.adapt
         D'ᵢ  ← K episodes of π_θ'ᵢ on each Tᵢ  (θ'ᵢ = θᵏᵢ)    rollouts.sample: phase "post"
-        (θ, α) ← TRPO/Adam step on Σᵢ L(D'ᵢ; θ'ᵢ(θ, α))      learner.meta_update (through all k steps)
+        (θ, α) ← TRPO/Adam step on Σᵢ L(D'ᵢ; θ'ᵢ(θ, α))      learner.meta_update (through all k steps) →
+                                                              optimizer.step; α moves in TRPO._line_search
+                                                              (meta.alpha.assign) or Adam.step
         metrics row: returns, KL, α, timings per phase        metrics.jsonl / .csv / tensorboard/
         checkpoint every checkpoint_every iterations          save (θ, α, optimizer, counters, RNG)
 
