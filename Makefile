@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CONFIG ?= configs/navigation2d-metasgd.yaml
 OUT ?= runs/navigation2d-metasgd
 
-.PHONY: setup train test test-slow test-launcher benchmark clean
+.PHONY: setup train test lint test-slow test-launcher benchmark clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ train: setup
 
 test: setup
 	$(PY) -m pytest
+
+lint: setup   # ruff's lint rules and formatting, as configured in pyproject.toml
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-slow: setup
 	$(PY) -m pytest -m slow
