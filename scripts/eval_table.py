@@ -7,6 +7,9 @@ tasks mostly measures the draw. This script also prints each direction's mean an
 (``balanced``), the number to compare across reports.
 
     python scripts/eval_table.py docs/data/locomotion/eval/*.json
+    python scripts/eval_table.py --training docs/data/locomotion/halfcheetah-dir-maml-seed0/metrics.jsonl
+
+``--training`` prints a run's training returns instead: pre → post adaptation, mean of every 10 iterations.
 """
 
 from __future__ import annotations
@@ -44,7 +47,21 @@ def rows(path: Path) -> list[str]:
     return out
 
 
+def training_rows(path: Path, every: int = 10) -> list[str]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = ["| iterations | pre-adaptation | post-adaptation |", "| --- | --- | --- |"]
+    for start in range(0, len(rows), every):
+        chunk = rows[start:start + every]
+        pre, post = (np.mean([r[k] for r in chunk]) for k in ("return_pre", "return_post"))
+        out.append(f"| {chunk[0]['iteration']}–{chunk[-1]['iteration']} | {pre:.1f} | {post:.1f} |")
+    return out
+
+
 def main(paths: list[str]) -> None:
+    if paths and paths[0] == "--training":
+        for p in paths[1:]:
+            print("\n".join(training_rows(Path(p))))
+        return
     steps = max(len(json.loads(Path(p).read_text())["returns_by_step"]) for p in paths)
     print("| report | tasks | " + " | ".join(f"step {j}" for j in range(steps)) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in range(steps)) + " |")
