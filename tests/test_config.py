@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metarl.runtime import checkpoint as ckpt
 from metarl import cli
-from metarl.runtime import rundir
 from metarl.config import (
     SECTIONS,
     AdamConfig,
@@ -30,6 +28,8 @@ from metarl.config import (
 from metarl.core.alpha import Alpha
 from metarl.core.meta_update import TRPO, Adam, Reptile
 from metarl.core.policies import PolicySpec
+from metarl.runtime import checkpoint as ckpt
+from metarl.runtime import rundir
 
 REPO = Path(__file__).resolve().parents[1]
 NAV_MAML = REPO / "configs/navigation2d-maml.yaml"

@@ -31,8 +31,8 @@ from conftest import proc_stats, short_ray_tmpdir  # tests/ is on sys.path (pyte
 
 import metarl.cli as cli
 import metarl.runtime.learner as learner_mod
-from metarl.core import meta_update
 from metarl.config import Config
+from metarl.core import meta_update
 from metarl.core.policies import PolicySpec
 from metarl.runtime.checkpoint import (
     CheckpointError,

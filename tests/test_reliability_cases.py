@@ -28,8 +28,8 @@ import torch
 
 import metarl.runtime.checkpoint as ckpt
 from metarl import cli
-from metarl.runtime import rundir
 from metarl.config import Config, ConfigError
+from metarl.runtime import rundir
 from metarl.runtime.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
