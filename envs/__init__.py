@@ -24,5 +24,11 @@ for _id, (_entry_point, _steps) in FAMILIES.items():
         register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
 
 __all__ = [
-    "FAMILIES", "GridNavigationEnv", "Navigation2DEnv", "Navigation2DVectorEnv", "Task", "TaskEnv", "TaskVectorEnv",
+    "FAMILIES",
+    "GridNavigationEnv",
+    "Navigation2DEnv",
+    "Navigation2DVectorEnv",
+    "Task",
+    "TaskEnv",
+    "TaskVectorEnv",
 ]

@@ -48,8 +48,11 @@ class GridNavigationEnv(gym.Env):
         if not isinstance(task, dict) or "goal" not in task:
             raise ValueError(f"invalid task {task!r}: must be a dict with key 'goal'")
         goal = task["goal"]
-        if (not isinstance(goal, (list, tuple, np.ndarray)) or len(goal) != 2
-                or not all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) for g in goal)):
+        if (
+            not isinstance(goal, (list, tuple, np.ndarray))
+            or len(goal) != 2
+            or not all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) for g in goal)
+        ):
             raise ValueError(f"invalid task {task!r}: 'goal' must be a list of 2 integers")
         if not all(0 <= g < self.size for g in goal):
             raise ValueError(f"invalid task {task!r}: 'goal' must lie in [0, {self.size - 1}] element-wise")

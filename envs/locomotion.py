@@ -165,8 +165,15 @@ class _MujocoVectorEnv:
     family's observation and step.
     """
 
-    def __init__(self, env_cls: type, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None,
-                 reset_noise_scale: float = 0.1, **_render: Any):
+    def __init__(
+        self,
+        env_cls: type,
+        tasks: list[Task],
+        episodes_per_task: int,
+        seeds: list[int] | None = None,
+        reset_noise_scale: float = 0.1,
+        **_render: Any,
+    ):
         template = env_cls(reset_noise_scale=reset_noise_scale)
         self.model, self.frame_skip, self.dt = template.model, template.frame_skip, template.dt
         self.init_qpos, self.init_qvel = template.init_qpos.copy(), template.init_qvel.copy()
@@ -186,7 +193,7 @@ class _MujocoVectorEnv:
     def num_envs(self) -> int:
         return len(self.datas)
 
-    def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None) -> "_MujocoVectorEnv":
+    def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int] | None = None) -> _MujocoVectorEnv:
         """New tasks and reset seeds for the same number of copies (building the copies costs far more);
         takes effect at the next ``reset``."""
         if len(tasks) * episodes_per_task != self.num_envs:

@@ -87,7 +87,7 @@ class Navigation2DEnv(gym.Env):
         return {"goal": [float(g) for g in self._goal]}
 
     @classmethod
-    def make_vector(cls, tasks: list[Task], episodes_per_task: int, **env_kwargs: Any) -> "Navigation2DVectorEnv":
+    def make_vector(cls, tasks: list[Task], episodes_per_task: int, **env_kwargs: Any) -> Navigation2DVectorEnv:
         return Navigation2DVectorEnv(tasks, episodes_per_task, **env_kwargs)
 
     # -- Gymnasium API --------------------------------------------------------------

@@ -43,7 +43,9 @@ class TaskVectorEnv(Protocol):
         """Returns ``(obs, reward, terminated)``."""
 
 
-def check_float_vector(task: Task, key: str, size: int, low: float | None = None, high: float | None = None) -> np.ndarray:
+def check_float_vector(
+    task: Task, key: str, size: int, low: float | None = None, high: float | None = None
+) -> np.ndarray:
     """Validate ``task[key]`` as a finite float vector, raising ``ValueError`` naming task and rule."""
     if not isinstance(task, dict) or key not in task:
         raise ValueError(f"invalid task {task!r}: must be a dict with key {key!r}")

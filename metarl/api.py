@@ -56,32 +56,34 @@ class MetaRLConfig:
         self._values: dict[str, Any] = {"algorithm": self.algorithm}
 
     # -- chained setters (RLlib's names) ------------------------------------------------------
-    def environment(self, env: str = _UNSET, env_kwargs: dict | None = _UNSET, horizon: int | None = _UNSET) -> "MetaRLConfig":
+    def environment(
+        self, env: str = _UNSET, env_kwargs: dict | None = _UNSET, horizon: int | None = _UNSET
+    ) -> MetaRLConfig:
         """Task family: a registered Gymnasium id, its keyword arguments, steps per episode."""
         if env_kwargs is not _UNSET:
             env_kwargs = dict(env_kwargs or {})
         return self._set(env=env, env_kwargs=env_kwargs, horizon=horizon)
 
-    def env_runners(self, num_env_runners: int = _UNSET, num_cpus_per_env_runner: float = _UNSET) -> "MetaRLConfig":
+    def env_runners(self, num_env_runners: int = _UNSET, num_cpus_per_env_runner: float = _UNSET) -> MetaRLConfig:
         """Rollout actors (``num_workers``) and the CPUs Ray reserves for each (``worker_cpus``)."""
         return self._set(num_workers=num_env_runners, worker_cpus=num_cpus_per_env_runner)
 
-    def learners(self, device: str = _UNSET, num_cpus: float = _UNSET, num_threads: int = _UNSET) -> "MetaRLConfig":
+    def learners(self, device: str = _UNSET, num_cpus: float = _UNSET, num_threads: int = _UNSET) -> MetaRLConfig:
         """The learner actor: ``device`` (auto/cpu/cuda), ``learner_cpus``, ``learner_threads``."""
         return self._set(device=device, learner_cpus=num_cpus, learner_threads=num_threads)
 
-    def training(self, **kwargs: Any) -> "MetaRLConfig":
+    def training(self, **kwargs: Any) -> MetaRLConfig:
         """Any other :class:`Config` key: ``inner_lr``, ``meta_batch_size``, ``episodes_per_task``,
         ``iterations``, ``meta_optimizer``, ``max_kl``, ``hidden_sizes``, ``checkpoint_every``, …"""
         if "algorithm" in kwargs:
             raise ConfigError("training(algorithm=...): choose the builder instead (MetaSGDConfig or MAMLConfig)")
         return self._set(**kwargs)
 
-    def debugging(self, seed: int = _UNSET) -> "MetaRLConfig":
+    def debugging(self, seed: int = _UNSET) -> MetaRLConfig:
         """Seed for initialisation, tasks and action noise."""
         return self._set(seed=seed)
 
-    def update_from_dict(self, values: dict[str, Any]) -> "MetaRLConfig":
+    def update_from_dict(self, values: dict[str, Any]) -> MetaRLConfig:
         """Set keys from a plain ``Config``-style dict (e.g. a parsed YAML preset)."""
         values = dict(values)
         algorithm = values.pop("algorithm", self.algorithm)
@@ -89,7 +91,7 @@ class MetaRLConfig:
             raise ConfigError(f"algorithm: {algorithm!r} given to {type(self).__name__} ({self.algorithm!r})")
         return self._set(**values)
 
-    def _set(self, **values: Any) -> "MetaRLConfig":
+    def _set(self, **values: Any) -> MetaRLConfig:
         names = Config.field_names()
         for key, value in values.items():
             if value is _UNSET:
@@ -100,7 +102,7 @@ class MetaRLConfig:
         return self
 
     # -- results ------------------------------------------------------------------------------
-    def copy(self) -> "MetaRLConfig":
+    def copy(self) -> MetaRLConfig:
         return copy.deepcopy(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,7 +113,7 @@ class MetaRLConfig:
         """The validated :class:`Config` (raises :class:`ConfigError` naming a bad key)."""
         return Config.from_dict(self.to_dict(), source=type(self).__name__)
 
-    def build_algo(self, out_dir: str | Path | None = None, address: str | None = None) -> "MetaAlgorithm":
+    def build_algo(self, out_dir: str | Path | None = None, address: str | None = None) -> MetaAlgorithm:
         """Start the algorithm: Ray (``address``, or the one already initialised, or a new local
         one), the learner and the rollout actors. ``out_dir`` is the run directory (default:
         ``runs/<algorithm>-<time>-<id>``)."""
@@ -139,8 +141,9 @@ class MetaAlgorithm:
     A handle on :class:`metarl.runtime.trainer.Trainer` (the loop behind ``metarl train``).
     """
 
-    def __init__(self, config: Config, out_dir: str | Path | None = None, address: str | None = None,
-                 resume: bool = False):
+    def __init__(
+        self, config: Config, out_dir: str | Path | None = None, address: str | None = None, resume: bool = False
+    ):
         # lazy: building a config loads neither torch nor Ray
         from metarl.runtime.rundir import default_run_dir
         from metarl.runtime.trainer import Trainer
@@ -182,8 +185,13 @@ class MetaAlgorithm:
         return str(self.trainer.restore(path))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, out_dir: str | Path | None = None,
-                        address: str | None = None, trust_env_module: bool = False) -> "MetaAlgorithm":
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        out_dir: str | Path | None = None,
+        address: str | None = None,
+        trust_env_module: bool = False,
+    ) -> MetaAlgorithm:
         """Rebuild an algorithm from a checkpoint's own config and state.
 
         ``path`` is a checkpoint file, a directory of checkpoints, or a run directory (its
@@ -216,8 +224,9 @@ class MetaAlgorithm:
         state = ray.get(self.trainer.learner.state_dict.remote())
         return {group: {k: v.numpy().copy() for k, v in state[group].items()} for group in ("theta", "alpha")}
 
-    def compute_single_action(self, observation, explore: bool = False, params: dict | None = None,
-                              rng: np.random.Generator | None = None):
+    def compute_single_action(
+        self, observation, explore: bool = False, params: dict | None = None, rng: np.random.Generator | None = None
+    ):
         """The action for one observation under the current θ (RLlib's method name).
 
         ``explore=False`` (the default here) is deterministic: the Gaussian's mean or the
@@ -247,8 +256,16 @@ class MetaAlgorithm:
             action = sample(spec, dist, torch.as_tensor(noise, dtype=dtype)).numpy()
         return env_actions(spec, action)[0]
 
-    def evaluate(self, goals=None, num_tasks: int | None = None, steps: int = 3, episodes: int | None = None,
-                 seed: int = 0, local: bool = False, num_workers: int | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        goals=None,
+        num_tasks: int | None = None,
+        steps: int = 3,
+        episodes: int | None = None,
+        seed: int = 0,
+        local: bool = False,
+        num_workers: int | None = None,
+    ) -> dict[str, Any]:
         """The papers' test protocol on the current (θ, α): :func:`metarl.runtime.evaluation.evaluate`.
 
         Evaluates the checkpoint of the current iteration (written first if there is none), so
@@ -269,8 +286,16 @@ class MetaAlgorithm:
         if not local and ray.available_resources().get("CPU", 0.0) + 1e-9 < self.config.worker_cpus:
             log.info("evaluate: no free CPU for a rollout actor; sampling in-process (same numbers)")
             local = True
-        return evaluate(checkpoint, goals=goals, num_tasks=num_tasks, steps=steps, episodes=episodes, seed=seed,
-                        local=local, num_workers=num_workers)
+        return evaluate(
+            checkpoint,
+            goals=goals,
+            num_tasks=num_tasks,
+            steps=steps,
+            episodes=episodes,
+            seed=seed,
+            local=local,
+            num_workers=num_workers,
+        )
 
     def stop(self) -> None:
         """End this algorithm's actors and placement groups (Ray itself keeps running)."""
@@ -278,7 +303,7 @@ class MetaAlgorithm:
             self._trainer.close()
             self._trainer = None
 
-    def __enter__(self) -> "MetaAlgorithm":
+    def __enter__(self) -> MetaAlgorithm:
         return self
 
     def __exit__(self, *exc) -> None:

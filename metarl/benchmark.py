@@ -72,8 +72,13 @@ def transfer_sizes(cfg: Config) -> dict[str, int]:
     }
 
 
-def cluster_estimate(cfg: Config, horizon: int, worker_steps_per_second: float, learner_seconds: float,
-                     cores: tuple[int, ...] = (1, 2, 8, 20, 40)) -> dict[int, float]:
+def cluster_estimate(
+    cfg: Config,
+    horizon: int,
+    worker_steps_per_second: float,
+    learner_seconds: float,
+    cores: tuple[int, ...] = (1, 2, 8, 20, 40),
+) -> dict[int, float]:
     """Seconds per iteration with N rollout cores, from one core's measured rate and the learner time.
 
     Simple cost model: a phase takes ceil(tasks / N) tasks' rollouts on the busiest core (a task's
@@ -114,8 +119,9 @@ def run_protocol(cfg: Config, iterations: int, warmup: int) -> dict[str, Any]:
     }
 
 
-def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: int,
-              workers: list[int] | None, threads: list[str]) -> dict[str, Any]:
+def benchmark(
+    config_path: str, overrides: list[str], iterations: int, warmup: int, workers: list[int] | None, threads: list[str]
+) -> dict[str, Any]:
     base = Config.load(config_path, overrides)
     results: dict[str, Any] = {
         "config": config_path,
@@ -127,7 +133,9 @@ def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: i
     }
     for w in workers or [base.num_workers]:
         for th in threads:
-            cfg = Config.from_dict({**base.to_dict(), "num_workers": w, "learner_threads": 0 if th == "default" else int(th)})
+            cfg = Config.from_dict(
+                {**base.to_dict(), "num_workers": w, "learner_threads": 0 if th == "default" else int(th)}
+            )
             init_ray(None, num_cpus=max(os.cpu_count() or 1, int(np.ceil(cpus_needed(cfg)))), logging_level="ERROR")
             try:
                 run = run_protocol(cfg, iterations, warmup)
@@ -142,7 +150,8 @@ def benchmark(config_path: str, overrides: list[str], iterations: int, warmup: i
     results["machine"].update(torch=torch.__version__, device=best["device"])
     horizon = env_horizon(make_env(base.env, base.env_kwargs), base.horizon)
     results["cluster_estimate_seconds"] = cluster_estimate(
-        base, horizon, results["worker_env_steps_per_second"], best["learner_seconds"])
+        base, horizon, results["worker_env_steps_per_second"], best["learner_seconds"]
+    )
     return results
 
 
@@ -151,18 +160,26 @@ def print_table(r: dict[str, Any], file=sys.stdout) -> None:
     print(f"machine: {r['machine']['cores']} cores, {r['machine']['device']}, torch {r['machine']['torch']}", file=file)
     print(f"one rollout worker: {r['worker_env_steps_per_second']:,.0f} env steps/s", file=file)
     t = r["transfer"]
-    print(f"object store per iteration: {t['bytes_per_iteration'] / 1e6:.2f} MB (rollouts "
-          f"{t['rollout_bytes_per_phase'] / 1e6:.2f} MB per phase, θ {t['theta_bytes'] / 1e3:.0f} kB, "
-          f"θ'ᵢ {t['adapted_params_bytes'] / 1e6:.2f} MB)", file=file)
-    head = (f"{'workers':>7} {'threads':>8} {'iter s':>8} {'sample s':>9} {'adapt s':>8} {'meta s':>8} {'lrn cpu s':>9} "
-            f"{'steps/s':>10} {'RSS drv/lrn MB':>15}")
+    print(
+        f"object store per iteration: {t['bytes_per_iteration'] / 1e6:.2f} MB (rollouts "
+        f"{t['rollout_bytes_per_phase'] / 1e6:.2f} MB per phase, θ {t['theta_bytes'] / 1e3:.0f} kB, "
+        f"θ'ᵢ {t['adapted_params_bytes'] / 1e6:.2f} MB)",
+        file=file,
+    )
+    head = (
+        f"{'workers':>7} {'threads':>8} {'iter s':>8} {'sample s':>9} {'adapt s':>8} {'meta s':>8} {'lrn cpu s':>9} "
+        f"{'steps/s':>10} {'RSS drv/lrn MB':>15}"
+    )
     print(head, file=file)
     for run in r["runs"]:
         rss = run["peak_rss_mb"]
-        print(f"{run['num_workers']:>7} {run['learner_threads']:>8} {run['iteration_seconds']:>8.3f} "
-              f"{run['sample_seconds']:>9.3f} {run['adapt_seconds']:>8.3f} {run['meta_update_seconds']:>8.3f} "
-              f"{run['learner_cpu_seconds']:>9.3f} "
-              f"{run['sample_env_steps_per_second']:>10,.0f} {rss['driver']:>7.0f}/{rss['learner']:<7.0f}", file=file)
+        print(
+            f"{run['num_workers']:>7} {run['learner_threads']:>8} {run['iteration_seconds']:>8.3f} "
+            f"{run['sample_seconds']:>9.3f} {run['adapt_seconds']:>8.3f} {run['meta_update_seconds']:>8.3f} "
+            f"{run['learner_cpu_seconds']:>9.3f} "
+            f"{run['sample_env_steps_per_second']:>10,.0f} {rss['driver']:>7.0f}/{rss['learner']:<7.0f}",
+            file=file,
+        )
     estimate = ", ".join(f"{n}: {s:.1f} s" for n, s in r["cluster_estimate_seconds"].items())
     print(f"estimated iteration on N rollout cores (one core's rate, this learner): {estimate}", file=file)
 

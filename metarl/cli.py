@@ -5,8 +5,9 @@ PyTorch policy), render (MuJoCo videos), plot. ``--set`` takes YAML values and d
 (``env_kwargs.action_mode=scale``); flags and positionals go in any order (see ``_split_repeated``).
 
 Exit status: 0 done; 2 bad input (config, arguments, files, checkpoints: one line on stderr);
-1 a run that failed (diverged, learner died or timed out, rollout workers lost, resources; ``render`` without an OpenGL backend); 130 / 143 ``metarl train`` stopped by
-SIGINT / SIGTERM after checkpointing (see :mod:`metarl.runtime.signals`). ``--debug`` shows tracebacks.
+1 a run that failed (diverged, learner died or timed out, rollout workers lost, resources; ``render``
+without an OpenGL backend); 130 / 143 ``metarl train`` stopped by SIGINT / SIGTERM after checkpointing
+(see :mod:`metarl.runtime.signals`). ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def _train(args: argparse.Namespace) -> int:
     from metarl.runtime.trainer import Trainer
 
     with StopSignals() as stop:  # SIGINT/SIGTERM: finish the iteration, checkpoint, exit 130/143
-        trainer = Trainer(cfg, out, address=args.address, resume=args.resume, config_path=args.config,
-                          overrides=args.set or [])
+        trainer = Trainer(
+            cfg, out, address=args.address, resume=args.resume, config_path=args.config, overrides=args.set or []
+        )
         stop.install()  # ray.init replaced our SIGTERM handler with its own
         if trainer.resume_changes:
             # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
@@ -60,20 +62,27 @@ def _train(args: argparse.Namespace) -> int:
             if not stop():
                 raise
             # e.g. Ctrl-C reached Ray's processes too (same process group): the iteration is lost
-            print(f"metarl: stopped by {stop.name}; iteration {trainer.iteration + 1} was abandoned "
-                  f"({type(exc).__name__}); newest checkpoint: {trainer.last_checkpoint}; resume with: "
-                  f"{trainer.resume_command}", file=sys.stderr)
+            print(
+                f"metarl: stopped by {stop.name}; iteration {trainer.iteration + 1} was abandoned "
+                f"({type(exc).__name__}); newest checkpoint: {trainer.last_checkpoint}; resume with: "
+                f"{trainer.resume_command}",
+                file=sys.stderr,
+            )
             return stop.exit_status
         finally:
             bar.close()
             trainer.close()
     if stop():
         if trainer.last_checkpoint is None:
-            print(f"metarl: stopped by {stop.name} before the first iteration; nothing was checkpointed",
-                  file=sys.stderr)
+            print(
+                f"metarl: stopped by {stop.name} before the first iteration; nothing was checkpointed", file=sys.stderr
+            )
         else:
-            print(f"metarl: stopped by {stop.name} after iteration {trainer.iteration}; checkpoint "
-                  f"{trainer.last_checkpoint}; resume with: {trainer.resume_command}", file=sys.stderr)
+            print(
+                f"metarl: stopped by {stop.name} after iteration {trainer.iteration}; checkpoint "
+                f"{trainer.last_checkpoint}; resume with: {trainer.resume_command}",
+                file=sys.stderr,
+            )
         return stop.exit_status
     print(f"metarl: done; metrics in {out / 'metrics.jsonl'}, checkpoints in {out / 'checkpoints'}", file=sys.stderr)
     return 0
@@ -103,8 +112,16 @@ class Progress:
     """A tqdm bar on a terminal; elsewhere (a pipe, a log file) one plain line every ``every`` iterations
     or ``seconds``, whichever comes first, and at the last iteration: no carriage-return frames in logs."""
 
-    def __init__(self, total: int, initial: int, desc: str, quiet: bool = False, every: int = 10,
-                 seconds: float = 30.0, stream=None):
+    def __init__(
+        self,
+        total: int,
+        initial: int,
+        desc: str,
+        quiet: bool = False,
+        every: int = 10,
+        seconds: float = 30.0,
+        stream=None,
+    ):
         self.stream = sys.stderr if stream is None else stream
         self.total, self.done, self.desc = total, initial, desc
         self.every, self.seconds, self.quiet = every, seconds, quiet
@@ -124,11 +141,16 @@ class Progress:
             self.bar.update(1)
             return
         now = time.monotonic()
-        if self.quiet or not (self.done % self.every == 0 or self.done >= self.total or now - self.last >= self.seconds):
+        if self.quiet or not (
+            self.done % self.every == 0 or self.done >= self.total or now - self.last >= self.seconds
+        ):
             return
         self.last = now
-        print(f"metarl: {self.desc} iteration {self.done}/{self.total}: return pre {pre}, post {post}, {secs} s/it",
-              file=self.stream, flush=True)
+        print(
+            f"metarl: {self.desc} iteration {self.done}/{self.total}: return pre {pre}, post {post}, {secs} s/it",
+            file=self.stream,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -156,10 +178,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     sizes = parse_step_sizes(args.step_sizes) if args.step_sizes else None
     started_ray = not ray.is_initialized()
     try:
-        result = evaluate(args.run, goals=_tasks(args), num_tasks=args.tasks, steps=args.steps,
-                          episodes=args.episodes, seed=args.seed, address=args.address,
-                          alpha_scales=scales, step_sizes=sizes, deterministic=args.deterministic, local=args.local,
-                          init=args.init)
+        result = evaluate(
+            args.run,
+            goals=_tasks(args),
+            num_tasks=args.tasks,
+            steps=args.steps,
+            episodes=args.episodes,
+            seed=args.seed,
+            address=args.address,
+            alpha_scales=scales,
+            step_sizes=sizes,
+            deterministic=args.deterministic,
+            local=args.local,
+            init=args.init,
+        )
     finally:
         if started_ray:
             ray.shutdown()
@@ -179,9 +211,15 @@ def _plot(args: argparse.Namespace) -> int:
         # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
         from metarl.runtime.evaluation import parse_step_sizes
 
-        fig = plots.trajectories_figure(args.runs, _tasks(args), steps=args.steps, episodes=args.episodes,
-                                        seed=args.seed, dpi=args.dpi,
-                                        alpha_scales=parse_step_sizes(args.alpha_scales) if args.alpha_scales else None)
+        fig = plots.trajectories_figure(
+            args.runs,
+            _tasks(args),
+            steps=args.steps,
+            episodes=args.episodes,
+            seed=args.seed,
+            dpi=args.dpi,
+            alpha_scales=parse_step_sizes(args.alpha_scales) if args.alpha_scales else None,
+        )
     elif args.figure == "curves":
         fig = plots.curves_figure(args.runs, x=args.x, dpi=args.dpi)
     else:
@@ -207,8 +245,15 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir(f"{Path(args.config).stem}-sweep")
     started_ray = not ray.is_initialized()
     try:
-        results = run_sweep(base, grid, out, iterations=args.iterations, max_failures=args.max_failures,
-                            address=args.address, verbose=0 if args.quiet else 1)
+        results = run_sweep(
+            base,
+            grid,
+            out,
+            iterations=args.iterations,
+            max_failures=args.max_failures,
+            address=args.address,
+            verbose=0 if args.quiet else 1,
+        )
     finally:
         if started_ray:
             ray.shutdown()
@@ -243,8 +288,11 @@ def _export(args: argparse.Namespace) -> int:
     what = "θ (before adaptation)" if steps == 0 else f"θ' after {steps} inner step{'s' if steps > 1 else ''}"
     where = "" if task is None else f" on {json.dumps(run.env.unwrapped.get_task())}"
     load = "torch.export.load(path).module()" if out.suffix == ".pt2" else "torch.jit.load(path)"
-    print(f"metarl: wrote {out}: {run.spec.kind} policy, {what}{where}, obs {run.spec.obs_dim} -> "
-          f"{'(mean, log_std)' if run.spec.kind == 'gaussian' else '(logits,)'}; load with {load}", file=sys.stderr)
+    print(
+        f"metarl: wrote {out}: {run.spec.kind} policy, {what}{where}, obs {run.spec.obs_dim} -> "
+        f"{'(mean, log_std)' if run.spec.kind == 'gaussian' else '(logits,)'}; load with {load}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -268,13 +316,24 @@ def _render(args: argparse.Namespace) -> int:
     try:
         check_gl()
         run = load_run(args.run)
-        result = render_adaptation(run, task, args.out, steps=args.steps, episodes=args.episodes, seed=args.seed,
-                                   width=args.width, height=args.height)
+        result = render_adaptation(
+            run,
+            task,
+            args.out,
+            steps=args.steps,
+            episodes=args.episodes,
+            seed=args.seed,
+            width=args.width,
+            height=args.height,
+        )
     except RenderUnavailable as exc:
         print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    print(f"metarl: wrote {result['out']}: {result['frames']} frames; return {result['return_before']:.2f} before, "
-          f"{result['return_after']:.2f} after {args.steps} inner step(s) on {result['task']}", file=sys.stderr)
+    print(
+        f"metarl: wrote {result['out']}: {result['frames']} frames; return {result['return_before']:.2f} before, "
+        f"{result['return_after']:.2f} after {args.steps} inner step(s) on {result['task']}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -285,8 +344,13 @@ def _config(args: argparse.Namespace) -> int:
             print(json.dumps(rows, default=str))
             return 0
         # a commented YAML of the defaults, one line per key (nested values in flow style): copy it into a config
-        lines = yaml.safe_dump({r["key"]: r["default"] for r in rows}, sort_keys=False, default_flow_style=None,
-                               allow_unicode=True, width=1 << 20).splitlines()
+        lines = yaml.safe_dump(
+            {r["key"]: r["default"] for r in rows},
+            sort_keys=False,
+            default_flow_style=None,
+            allow_unicode=True,
+            width=1 << 20,
+        ).splitlines()
         for row, line in zip(rows, lines, strict=True):
             allowed = f"; {row['allowed']}" if row["allowed"] else ""
             section = f"; {row['path']} in sections" if row["path"] != row["key"] else ""
@@ -300,8 +364,11 @@ def _config(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(resolved))
     else:
-        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False if args.nested else None,
-                             allow_unicode=True).rstrip())
+        print(
+            yaml.safe_dump(
+                resolved, sort_keys=False, default_flow_style=False if args.nested else None, allow_unicode=True
+            ).rstrip()
+        )
     return 0
 
 
@@ -361,8 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"metarl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    set_help = ("override a config key: --set inner_lr=1e-2 --set env_kwargs.action_mode=scale (values are YAML; "
-                "dotted keys reach into mappings; repeatable, also --set a=1 b=2)")
+    set_help = (
+        "override a config key: --set inner_lr=1e-2 --set env_kwargs.action_mode=scale (values are YAML; "
+        "dotted keys reach into mappings; repeatable, also --set a=1 b=2)"
+    )
 
     train = sub.add_parser("train", help="meta-train a policy from a YAML config")
     train.add_argument("config", help="YAML config, e.g. configs/navigation2d-metasgd.yaml")
@@ -379,21 +448,35 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
     bench.add_argument("--workers", help="comma-separated worker counts to compare, e.g. 1,2")
-    bench.add_argument("--threads", choices=("default", "1", "both"), default="both",
-                       help="learner torch threads: all cores (default), one, or compare both")
+    bench.add_argument(
+        "--threads",
+        choices=("default", "1", "both"),
+        default="both",
+        help="learner torch threads: all cores (default), one, or compare both",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--learner-only", metavar="OBS,ACT,HORIZON",
-                       help="time only the learner on synthetic rollouts of this shape (e.g. 17,6,200 for HalfCheetah)")
+    bench.add_argument(
+        "--learner-only",
+        metavar="OBS,ACT,HORIZON",
+        help="time only the learner on synthetic rollouts of this shape (e.g. 17,6,200 for HalfCheetah)",
+    )
     bench.set_defaults(func=_benchmark)
 
     sweep = sub.add_parser("sweep", help="grid search with Ray Tune (one trial = one training run)")
     sweep.add_argument("config", help="YAML config, the base of every trial")
-    sweep.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
-                       help="values of one key to search (repeatable; the grid is their product), e.g. --grid inner_lr=0.05,0.1")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="values of one key to search (repeatable; the grid is their product), e.g. --grid inner_lr=0.05,0.1",
+    )
     sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help + "; for every trial")
     sweep.add_argument("--iterations", type=int, help="meta-iterations per trial (default: the config's)")
     sweep.add_argument("--out", help="experiment directory (default: runs/<config>-sweep-<time>)")
-    sweep.add_argument("--max-failures", type=int, default=0, help="restarts of a failed trial from its last checkpoint")
+    sweep.add_argument(
+        "--max-failures", type=int, default=0, help="restarts of a failed trial from its last checkpoint"
+    )
     sweep.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
     sweep.add_argument("--json", action="store_true", help="print the per-trial summary as JSON")
     sweep.add_argument("--quiet", action="store_true", help="no Tune progress tables")
@@ -402,63 +485,104 @@ def build_parser() -> argparse.ArgumentParser:
     conf = sub.add_parser("config", help="print the resolved config (YAML), or every key with its default and help")
     conf.add_argument("config", nargs="?", help="YAML config (default: the built-in defaults)")
     conf.add_argument("--set", action="append", metavar="KEY=VALUE", help=set_help)
-    conf.add_argument("--keys", action="store_true", help="list every key with its type, default, allowed values and help")
+    conf.add_argument(
+        "--keys", action="store_true", help="list every key with its type, default, allowed values and help"
+    )
     conf.add_argument("--json", action="store_true", help="print JSON instead of YAML")
-    conf.add_argument("--nested", action="store_true",
-                      help="print the keys in their sections (trpo: {max_kl: ...}) instead of flat (the form runs write)")
+    conf.add_argument(
+        "--nested",
+        action="store_true",
+        help="print the keys in their sections (trpo: {max_kl: ...}) instead of flat (the form runs write)",
+    )
     conf.set_defaults(func=_config)
 
     # "-0.3,0.2" is a goal, not an option (argparse < 3.13 only knows plain negative numbers)
     goal_args = re.compile(r"^-\.?\d")
-    goal_help = ("a goal as comma-separated numbers, typed as written (GridNavigation: --goal 2,3); "
-                 "repeatable, also --goal 0.3,-0.2 -0.4,0.1")
+    goal_help = (
+        "a goal as comma-separated numbers, typed as written (GridNavigation: --goal 2,3); "
+        "repeatable, also --goal 0.3,-0.2 -0.4,0.1"
+    )
     task_help = """a task of any family as JSON, e.g. --task '{"velocity": 1.5}' (repeatable)"""
-    trust_help = ("allow a checkpoint whose config names its env as module:id to import that module "
-                  "(never done on a checkpoint's word alone)")
+    trust_help = (
+        "allow a checkpoint whose config names its env as module:id to import that module "
+        "(never done on a checkpoint's word alone)"
+    )
     ev = sub.add_parser("evaluate", help="adapt a trained policy to new goals and report return per inner step")
     ev._negative_number_matcher = goal_args
     ev.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file")
     ev.add_argument("--goal", action="append", metavar="X,Y", help=goal_help)
     ev.add_argument("--task", action="append", metavar="JSON", help=task_help)
     ev.add_argument("--tasks", type=int, help="number of freshly sampled tasks when no --goal is given (default 40)")
-    ev.add_argument("--steps", type=int, default=3, help="inner steps K; returns are reported after 0..K steps (default 3)")
-    ev.add_argument("--episodes", type=int, help="trajectories per task and step (default: the run's episodes_per_task)")
+    ev.add_argument(
+        "--steps", type=int, default=3, help="inner steps K; returns are reported after 0..K steps (default 3)"
+    )
+    ev.add_argument(
+        "--episodes", type=int, help="trajectories per task and step (default: the run's episodes_per_task)"
+    )
     ev.add_argument("--seed", type=int, default=0, help="seed for sampled tasks and action noise (default 0)")
-    ev.add_argument("--alpha-scales", metavar="S1,S2,...", help="multiplier on the run's α for inner steps 1, 2, ... "
-                    "(the last repeats); the MAML paper's test protocol is 1,0.5 (default 1)")
-    ev.add_argument("--step-sizes", metavar="A1,A2,...", help="absolute inner step sizes for steps 1, 2, ... (fixed-α "
-                    "runs only: maml, reptile); e.g. 0.5,0.25")
-    ev.add_argument("--init", choices=["run", "random"], default="run",
-                    help="run: the checkpoint's θ (default); random: the θ this run's training started from (a fresh "
-                         "initialisation from its seed), adapted the same way: the MAML paper's random-init baseline")
-    ev.add_argument("--deterministic", action="store_true", help="also report the mean-action (noiseless) return per step")
+    ev.add_argument(
+        "--alpha-scales",
+        metavar="S1,S2,...",
+        help="multiplier on the run's α for inner steps 1, 2, ... "
+        "(the last repeats); the MAML paper's test protocol is 1,0.5 (default 1)",
+    )
+    ev.add_argument(
+        "--step-sizes",
+        metavar="A1,A2,...",
+        help="absolute inner step sizes for steps 1, 2, ... (fixed-α runs only: maml, reptile); e.g. 0.5,0.25",
+    )
+    ev.add_argument(
+        "--init",
+        choices=["run", "random"],
+        default="run",
+        help="run: the checkpoint's θ (default); random: the θ this run's training started from (a fresh "
+        "initialisation from its seed), adapted the same way: the MAML paper's random-init baseline",
+    )
+    ev.add_argument(
+        "--deterministic", action="store_true", help="also report the mean-action (noiseless) return per step"
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
-    ev.add_argument("--local", action="store_true",
-                    help="sample in this process, without Ray (same numbers; skips Ray's start-up for small evaluations)")
+    ev.add_argument(
+        "--local",
+        action="store_true",
+        help="sample in this process, without Ray (same numbers; skips Ray's start-up for small evaluations)",
+    )
     ev.add_argument("--trust-env-module", action="store_true", help=trust_help)
     ev.set_defaults(func=_evaluate)
 
     export = sub.add_parser("export", help="save the policy (or its adaptation to one task) as a plain PyTorch module")
     export._negative_number_matcher = goal_args
-    export.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file")
-    export.add_argument("--out", required=True, help="policy.pt2 (torch.export, recommended) or policy.pt (TorchScript)")
-    export.add_argument("--task", action="append", metavar="JSON", help="adapt to this task first, e.g. '{\"goal\": [0.3, -0.2]}'")
+    export.add_argument(
+        "run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file"
+    )
+    export.add_argument(
+        "--out", required=True, help="policy.pt2 (torch.export, recommended) or policy.pt (TorchScript)"
+    )
+    export.add_argument(
+        "--task", action="append", metavar="JSON", help="adapt to this task first, e.g. '{\"goal\": [0.3, -0.2]}'"
+    )
     export.add_argument("--goal", action="append", metavar="X,Y", help="adapt to this goal first (as --task)")
     export.add_argument("--steps", type=int, help="inner steps of adaptation (default 1 with a task, else 0: θ itself)")
     export.add_argument("--episodes", type=int, help="trajectories per adaptation step (default: the run's)")
-    export.add_argument("--seed", type=int, default=0, help="seed of the adaptation rollouts, as metarl evaluate's (default 0)")
+    export.add_argument(
+        "--seed", type=int, default=0, help="seed of the adaptation rollouts, as metarl evaluate's (default 0)"
+    )
     export.set_defaults(func=_export)
 
     render = sub.add_parser("render", help="video of a MuJoCo policy before and after adapting to a task, side by side")
     render._negative_number_matcher = goal_args
-    render.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file")
+    render.add_argument(
+        "run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file"
+    )
     render.add_argument("--task", action="append", metavar="JSON", help="the task, e.g. '{\"velocity\": 1.5}'")
     render.add_argument("--goal", action="append", metavar="X,Y", help="the task as a goal (families with goals)")
     render.add_argument("--out", required=True, help="video file: .gif, or .mp4 (needs imageio-ffmpeg)")
     render.add_argument("--steps", type=int, default=1, help="inner steps before the right-hand episode (default 1)")
     render.add_argument("--episodes", type=int, help="trajectories per adaptation step (default: the run's)")
-    render.add_argument("--seed", type=int, default=0, help="seed of adaptation and episode resets, as evaluate's (default 0)")
+    render.add_argument(
+        "--seed", type=int, default=0, help="seed of adaptation and episode resets, as evaluate's (default 0)"
+    )
     render.add_argument("--width", type=int, default=320, help="pixels per panel (default 320)")
     render.add_argument("--height", type=int, default=240, help="pixels (default 240)")
     render.set_defaults(func=_render)
@@ -473,11 +597,20 @@ def build_parser() -> argparse.ArgumentParser:
     traj.add_argument("--steps", type=int, default=3, help="inner steps K (default 3)")
     traj.add_argument("--episodes", type=int, help="sampled trajectories per adaptation step (default: the run's)")
     traj.add_argument("--seed", type=int, default=0, help="seed for the adaptation rollouts (default 0)")
-    traj.add_argument("--alpha-scales", metavar="S1,S2,...", help="multiplier on each run's α for steps 1, 2, ... "
-                      "(as metarl evaluate; the MAML paper's protocol is 1,0.5)")
-    curves = figures.add_parser("curves", help="return before/after adaptation per iteration; seeds of one config aggregated")
-    curves.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or folders holding them (sweeps, Tune trials)")
-    curves.add_argument("--x", choices=("iteration", "env_steps"), default="iteration", help="x-axis (default iteration)")
+    traj.add_argument(
+        "--alpha-scales",
+        metavar="S1,S2,...",
+        help="multiplier on each run's α for steps 1, 2, ... (as metarl evaluate; the MAML paper's protocol is 1,0.5)",
+    )
+    curves = figures.add_parser(
+        "curves", help="return before/after adaptation per iteration; seeds of one config aggregated"
+    )
+    curves.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run directories, or folders holding them (sweeps, Tune trials)"
+    )
+    curves.add_argument(
+        "--x", choices=("iteration", "env_steps"), default="iteration", help="x-axis (default iteration)"
+    )
     alpha = figures.add_parser("alpha", help="distribution of the learned α per layer")
     alpha.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     for p in (traj, curves, alpha):
@@ -527,8 +660,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # not the user's input: exit 1, one line
             where = f" writing {exc.filename}" if exc.filename else ""
-            print(f"metarl: error: no space left on the device{where}; checkpoints are written atomically, so the "
-                  "last one is whole: free some space and continue with --resume", file=sys.stderr)
+            print(
+                f"metarl: error: no space left on the device{where}; checkpoints are written atomically, so the "
+                "last one is whole: free some space and continue with --resume",
+                file=sys.stderr,
+            )
             return 1
         if isinstance(exc, OSError) and exc.filename is not None:  # a path the user named: exists, read-only, ...
             print(f"metarl: error: {exc.filename}: {_one_line(exc.strerror or exc)}", file=sys.stderr)

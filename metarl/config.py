@@ -23,9 +23,10 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -91,8 +92,10 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
     for depth, part in enumerate(rest):
         if not isinstance(node, dict):
             where = ".".join([head, *rest[:depth]])
-            raise ConfigError(f"{_show(key)}: {where} is {type(node).__name__}, not a mapping; dotted keys reach "
-                              f"into mappings such as env_kwargs and the sections ({', '.join(SECTIONS)})")
+            raise ConfigError(
+                f"{_show(key)}: {where} is {type(node).__name__}, not a mapping; dotted keys reach "
+                f"into mappings such as env_kwargs and the sections ({', '.join(SECTIONS)})"
+            )
         if not part:
             raise ConfigError(f"{_show(key)}: empty part in a dotted key")
         node = parent[name] = dict(node)  # copy along the path: the caller's mappings stay as they were
@@ -142,8 +145,15 @@ Int = Annotated[int, BeforeValidator(_bounded)]
 Float = Annotated[float, BeforeValidator(_bounded)]  # strict: an int is accepted (as a float), a bool is not
 
 
-def _f(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-       exclusive_low: bool = False, exclusive_high: bool = False) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    exclusive_low: bool = False,
+    exclusive_high: bool = False,
+) -> Any:
     """A config field: its default, its one-line help and its range (``low``/``high``, inclusive unless said)."""
     bounds: dict[str, float] = {}
     if low is not None:
@@ -176,11 +186,13 @@ class AlphaConfig(Section):
 
     FLAT_PREFIX: ClassVar[str] = "alpha_"
     granularity: Literal["scalar", "per_layer", "per_parameter"] = _f(
-        AlphaOptions.granularity, "metasgd's learned α: one value (scalar), one per parameter tensor (per_layer) or one per "
+        AlphaOptions.granularity,
+        "metasgd's learned α: one value (scalar), one per parameter tensor (per_layer) or one per "
         "element (per_parameter, Meta-SGD proper)",
     )
     parametrization: Literal["direct", "log"] = _f(
-        AlphaOptions.parametrization, "metasgd's α as learned: direct (α itself; may change sign) or log (α = sign·exp(ρ), ρ learned; "
+        AlphaOptions.parametrization,
+        "metasgd's α as learned: direct (α itself; may change sign) or log (α = sign·exp(ρ), ρ learned; "
         "relative updates, sign fixed)",
     )
 
@@ -188,25 +200,39 @@ class AlphaConfig(Section):
 class TRPOConfig(Section):
     """:class:`metarl.core.meta_update.TRPO`'s constructor arguments, field for field (its defaults are read there)."""
 
-    max_kl: Float = _f(TRPOOptions.max_kl, "TRPO trust-region size (mean KL of post-adaptation policies)", low=0.0, exclusive_low=True)
+    max_kl: Float = _f(
+        TRPOOptions.max_kl, "TRPO trust-region size (mean KL of post-adaptation policies)", low=0.0, exclusive_low=True
+    )
     cg_iters: Int = _f(TRPOOptions.cg_iters, "TRPO conjugate-gradient iterations", low=1)
     cg_damping: Float = _f(TRPOOptions.cg_damping, "TRPO damping added to the Fisher", low=0.0)
-    ls_ratio: Float = _f(TRPOOptions.ls_ratio, "TRPO backtracking ratio", low=0.0, high=1.0, exclusive_low=True, exclusive_high=True)
+    ls_ratio: Float = _f(
+        TRPOOptions.ls_ratio, "TRPO backtracking ratio", low=0.0, high=1.0, exclusive_low=True, exclusive_high=True
+    )
     ls_max_steps: Int = _f(TRPOOptions.ls_max_steps, "TRPO backtracking steps", low=1)
     fisher_subsample: Float = _f(
-        TRPOOptions.fisher_subsample, "share of the meta-batch's tasks used for TRPO's Fisher-vector products (1.0 = exact)", low=0.0,
-        high=1.0, exclusive_low=True,
+        TRPOOptions.fisher_subsample,
+        "share of the meta-batch's tasks used for TRPO's Fisher-vector products (1.0 = exact)",
+        low=0.0,
+        high=1.0,
+        exclusive_low=True,
     )
     alpha_update: Literal["joint", "natural", "adam"] = _f(
-        TRPOOptions.alpha_update, "how TRPO moves metasgd's α: joint (one trust region with θ), natural (its own natural step and "
+        TRPOOptions.alpha_update,
+        "how TRPO moves metasgd's α: joint (one trust region with θ), natural (its own natural step and "
         "trust region alpha_max_kl) or adam (Adam on α with alpha_lr beside TRPO on θ; joint KL checked)",
     )
-    alpha_max_kl: Float = _f(TRPOOptions.alpha_max_kl, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True)
-    alpha_damping: Float = _f(
-        TRPOOptions.alpha_damping, "alpha_update natural: damping of α's block, relative to its curvature along its gradient (gᵀFg/gᵀg); "
-        "without it entries whose inner gradient is ~0 have ~0 curvature and CG moves them without bound", low=0.0,
+    alpha_max_kl: Float = _f(
+        TRPOOptions.alpha_max_kl, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True
     )
-    alpha_lr: Float = _f(TRPOOptions.alpha_lr, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True)
+    alpha_damping: Float = _f(
+        TRPOOptions.alpha_damping,
+        "alpha_update natural: damping of α's block, relative to its curvature along its gradient (gᵀFg/gᵀg); "
+        "without it entries whose inner gradient is ~0 have ~0 curvature and CG moves them without bound",
+        low=0.0,
+    )
+    alpha_lr: Float = _f(
+        TRPOOptions.alpha_lr, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True
+    )
 
 
 class AdamConfig(Section):
@@ -221,7 +247,9 @@ class ReptileConfig(Section):
     ``anneal_over`` to the run's iterations."""
 
     FLAT_PREFIX: ClassVar[str] = "reptile_"
-    step_size: Float = _f(ReptileOptions.step_size, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True)
+    step_size: Float = _f(
+        ReptileOptions.step_size, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True
+    )
     anneal: bool = _f(True, "reptile: anneal β linearly to 0 over the run's iterations")
 
 
@@ -232,11 +260,14 @@ class AdvantagesConfig(Section):
     gae_lambda: Float = _f(AdvantageOptions.gae_lambda, "GAE λ", low=0.0, high=1.0)
     normalize_advantages: bool = _f(AdvantageOptions.normalize_advantages, "normalise advantages per task")
     loss_average: Literal["steps", "episodes"] = _f(
-        AdvantageOptions.loss_average, "how a task's per-step losses, KL and advantage statistics are averaged: steps (pooled over valid "
-        "steps) or episodes (per episode, then over episodes: pytorch-maml-rl / rllab); they differ when episodes end early",
+        AdvantageOptions.loss_average,
+        "how a task's per-step losses, KL and advantage statistics are averaged: steps (pooled over valid "
+        "steps) or episodes (per episode, then over episodes: pytorch-maml-rl / rllab); they differ when episodes "
+        "end early",
     )
     bootstrap_truncated: bool = _f(
-        AdvantageOptions.bootstrap_truncated, "GAE: where the horizon (not termination) ends an episode, bootstrap from the baseline's value of the "
+        AdvantageOptions.bootstrap_truncated,
+        "GAE: where the horizon (not termination) ends an episode, bootstrap from the baseline's value of the "
         "state it was cut in; off = the horizon counts as termination, as the MAML reference code does",
     )
 
@@ -246,8 +277,12 @@ class PolicyConfig(Section):
 
     hidden_sizes: list = _f(list(PolicyOptions.hidden_sizes), "policy MLP hidden layer sizes")
     activation: Literal["relu", "tanh"] = _f(PolicyOptions.activation, "relu or tanh")
-    init_std: Float = _f(PolicyOptions.init_std, "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",
-                         low=0.0, exclusive_low=True)
+    init_std: Float = _f(
+        PolicyOptions.init_std,
+        "initial policy standard deviation (Box actions; Discrete ones get a categorical policy)",
+        low=0.0,
+        exclusive_low=True,
+    )
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -288,11 +323,15 @@ class Config(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     algorithm: Literal["maml", "metasgd", "reptile"] = _f(
-        "metasgd", "maml (fixed scalar α), metasgd (learned α) or reptile (first-order, θ moves toward the θ'ᵢ)",
+        "metasgd",
+        "maml (fixed scalar α), metasgd (learned α) or reptile (first-order, θ moves toward the θ'ᵢ)",
     )
     alpha: AlphaConfig = _section(AlphaConfig, "metasgd's learned α")
-    env: str = _f("metarl/Navigation2D-v0", "registered Gymnasium id of a metarl task family; 'module:id' imports "
-                  "module (which registers id) first, in every process")
+    env: str = _f(
+        "metarl/Navigation2D-v0",
+        "registered Gymnasium id of a metarl task family; 'module:id' imports "
+        "module (which registers id) first, in every process",
+    )
     env_kwargs: dict = _f({}, "keyword arguments for the env (e.g. action_mode: clip | scale)")
     horizon: Int | None = _f(None, "steps per episode; null = the env's max_episode_steps", low=1)
     iterations: Int = _f(500, "meta-iterations to run", low=1)
@@ -302,7 +341,8 @@ class Config(BaseModel):
     inner_lr: Float = _f(0.1, "α for maml, α's initial value for metasgd")
     first_order: bool = _f(False, "drop second-order terms of the meta-gradient")
     meta_gradient: Literal["maml", "lvc"] = _f(
-        "maml", "the meta-gradient estimator: maml (differentiates through the inner step with the pre-adaptation "
+        "maml",
+        "the meta-gradient estimator: maml (differentiates through the inner step with the pre-adaptation "
         "batches held fixed) or lvc (ProMP's low-variance curvature surrogate in the inner step, which adds the "
         "sampling distribution's curvature term)",
     )
@@ -320,11 +360,15 @@ class Config(BaseModel):
         5, "stop with a diagnosis after this many meta-updates in a row skipped for non-finite values", low=1
     )
     learner_timeout_factor: Float = _f(
-        10.0, "a learner call taking longer than this many times its slowest of the last 5 (and longer than "
-        "learner_timeout_min) stops the run with the resume command; 0 = wait as long as it takes", low=0.0,
+        10.0,
+        "a learner call taking longer than this many times its slowest of the last 5 (and longer than "
+        "learner_timeout_min) stops the run with the resume command; 0 = wait as long as it takes",
+        low=0.0,
     )
     learner_timeout_min: Float = _f(
-        600.0, "seconds that any learner call may take (the whole limit of a call's first time)", low=0.0,
+        600.0,
+        "seconds that any learner call may take (the whole limit of a call's first time)",
+        low=0.0,
         exclusive_low=True,
     )
 
@@ -343,15 +387,17 @@ class Config(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self, info: ValidationInfo) -> "Config":
+    def _cross_checks(self, info: ValidationInfo) -> Config:
         if self.num_workers > self.meta_batch_size:
             raise ConfigError(
                 f"num_workers: {self.num_workers} rollout actors for meta_batch_size {self.meta_batch_size} "
                 "would leave some idle; use num_workers <= meta_batch_size"
             )
         if self.inner_steps > MAX_INNER_STEPS:
-            raise ConfigError(f"inner_steps: {self.inner_steps} is more than {MAX_INNER_STEPS} (each inner step is a "
-                              "pass over the whole pre-adaptation batch; papers use 1-5)")
+            raise ConfigError(
+                f"inner_steps: {self.inner_steps} is more than {MAX_INNER_STEPS} (each inner step is a "
+                "pass over the whole pre-adaptation batch; papers use 1-5)"
+            )
         drop = bool((info.context or {}).get("drop_inapplicable"))
         defaults = flat_defaults()
         for key, why in self.inapplicable().items():
@@ -362,8 +408,9 @@ class Config(BaseModel):
         return self
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "config", *, check_env: bool = True,
-                  drop_inapplicable: bool = False) -> "Config":
+    def from_dict(
+        cls, raw: Any, source: str = "config", *, check_env: bool = True, drop_inapplicable: bool = False
+    ) -> Config:
         """The validated config of a flat, nested or mixed mapping; :class:`ConfigError` in one line.
 
         ``check_env``: also run :meth:`check_env` (construct the env once). ``drop_inapplicable``:
@@ -384,7 +431,7 @@ class Config(BaseModel):
         return cfg
 
     @classmethod
-    def load(cls, path: str | Path, overrides: list[str] = ()) -> "Config":
+    def load(cls, path: str | Path, overrides: list[str] = ()) -> Config:
         path = Path(path)
         if path.is_dir():
             raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML file")
@@ -402,8 +449,9 @@ class Config(BaseModel):
         except RecursionError:
             raise ConfigError(f"{path}: not a usable config (YAML nested too deeply)") from None
         if raw is None:
-            raise ConfigError(f"{path}: the file is empty; expected a YAML mapping of key: value "
-                              "(write {} to mean all defaults)")
+            raise ConfigError(
+                f"{path}: the file is empty; expected a YAML mapping of key: value (write {{}} to mean all defaults)"
+            )
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: must be a mapping of key: value, got {type(raw).__name__}")
         return cls.from_dict(apply_overrides(raw, overrides), source=str(path))
@@ -442,19 +490,26 @@ class Config(BaseModel):
         alg, opt = self.algorithm, self.meta_optimizer
         trpo_keys = [TRPOConfig.flat_name(f) for f in TRPOConfig.model_fields]
         if alg == "reptile":
-            mark(["meta_optimizer", "meta_lr", *trpo_keys],
-                 "does not apply to algorithm reptile (its outer step is reptile_step_size)")
+            mark(
+                ["meta_optimizer", "meta_lr", *trpo_keys],
+                "does not apply to algorithm reptile (its outer step is reptile_step_size)",
+            )
             mark(["first_order", "meta_gradient"], "does not apply to algorithm reptile (first order by construction)")
         else:
-            mark([ReptileConfig.flat_name(f) for f in ReptileConfig.model_fields],
-                 f"applies only to algorithm reptile (this config: {alg})")
+            mark(
+                [ReptileConfig.flat_name(f) for f in ReptileConfig.model_fields],
+                f"applies only to algorithm reptile (this config: {alg})",
+            )
             if opt == "trpo":
                 mark(["meta_lr"], "applies only to meta_optimizer adam (this config: trpo)")
             else:
                 mark(trpo_keys, f"applies only to meta_optimizer trpo (this config: {opt})")
         if alg != "metasgd":
-            mark([AlphaConfig.flat_name(f) for f in AlphaConfig.model_fields] + ["alpha_update", "alpha_max_kl", "alpha_damping", "alpha_lr"],
-                 f"applies only to algorithm metasgd (this config: {alg})")
+            mark(
+                [AlphaConfig.flat_name(f) for f in AlphaConfig.model_fields]
+                + ["alpha_update", "alpha_max_kl", "alpha_damping", "alpha_lr"],
+                f"applies only to algorithm metasgd (this config: {alg})",
+            )
         update = self.trpo.alpha_update
         if update != "natural":
             mark(["alpha_max_kl", "alpha_damping"], f"applies only to alpha_update natural (this config: {update})")
@@ -494,8 +549,11 @@ class Config(BaseModel):
             raise ConfigError(f"horizon: {self.env} registers no max_episode_steps; set horizon")
         steps = self.meta_batch_size * self.episodes_per_task * horizon
         if steps > MAX_STEPS_PER_PHASE:
-            key = max((self.meta_batch_size / 20, "meta_batch_size"), (self.episodes_per_task / 20, "episodes_per_task"),
-                      (horizon / 100, "horizon"))[1]  # the one furthest above the presets' values
+            key = max(
+                (self.meta_batch_size / 20, "meta_batch_size"),
+                (self.episodes_per_task / 20, "episodes_per_task"),
+                (horizon / 100, "horizon"),
+            )[1]  # the one furthest above the presets' values
             raise ConfigError(
                 f"{key}: {self.meta_batch_size} tasks x episodes_per_task {self.episodes_per_task} x "
                 f"horizon {horizon} = {steps:.3g} env steps per phase exceeds {MAX_STEPS_PER_PHASE:.0e}; lower them"
@@ -516,7 +574,8 @@ class Config(BaseModel):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    name: info.annotation for name, info in Config.model_fields.items()
+    name: info.annotation
+    for name, info in Config.model_fields.items()
     if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
 }
 
@@ -527,8 +586,11 @@ def flat_keys() -> dict[str, tuple[str | None, str]]:
     keys: dict[str, tuple[str | None, str]] = {}
     for name in Config.model_fields:
         section = SECTIONS.get(name)
-        for key, where in ([(name, (None, name))] if section is None else
-                           [(section.flat_name(f), (name, f)) for f in section.model_fields]):
+        for key, where in (
+            [(name, (None, name))]
+            if section is None
+            else [(section.flat_name(f), (name, f)) for f in section.model_fields]
+        ):
             if key in keys or key in SECTIONS:
                 raise TypeError(f"flat config key {key!r} is defined twice")
             keys[key] = where
@@ -558,8 +620,10 @@ def place_keys(raw: dict, source: str = "config") -> dict:
         sec, name = where
         target = nested if sec is None else nested.setdefault(sec, {})
         if where in written and target[name] != value:
-            raise ConfigError(f"{as_written}: given twice, as {written[where]} ({_show(target[name])}) and as "
-                              f"{as_written} ({_show(value)}); keep one")
+            raise ConfigError(
+                f"{as_written}: given twice, as {written[where]} ({_show(target[name])}) and as "
+                f"{as_written} ({_show(value)}); keep one"
+            )
         target[name], written[where] = value, as_written
 
     keys = flat_keys()
@@ -569,13 +633,18 @@ def place_keys(raw: dict, source: str = "config") -> dict:
             if isinstance(value, section):
                 value = value.model_dump()
             if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping of {key}'s keys ({', '.join(section.model_fields)}), "
-                                  f"got {_show(value)} ({type(value).__name__})")
+                raise ConfigError(
+                    f"{key}: expected a mapping of {key}'s keys ({', '.join(section.model_fields)}), "
+                    f"got {_show(value)} ({type(value).__name__})"
+                )
             for sub, item in value.items():
                 if not isinstance(sub, str) or sub not in section.model_fields:
                     close = difflib.get_close_matches(str(sub)[:100], list(section.model_fields), n=1)
-                    hint = (f"; did you mean {key + '.' + close[0]!r}?" if close else
-                            f"; {key} has {', '.join(section.model_fields)}")
+                    hint = (
+                        f"; did you mean {key + '.' + close[0]!r}?"
+                        if close
+                        else f"; {key} has {', '.join(section.model_fields)}"
+                    )
                     raise ConfigError(f"{source}: unknown key {_show(f'{key}.{sub}')}{hint}")
                 put((key, sub), item, f"{key}.{sub}")
         elif isinstance(key, str) and key in keys:
@@ -589,7 +658,9 @@ def place_keys(raw: dict, source: str = "config") -> dict:
 
 
 def flatten(raw: dict) -> dict:
-    """The flat form of a flat, nested or mixed mapping, values unchecked (``{"trpo": {"max_kl": x}}`` → ``{"max_kl": x}``)."""
+    """The flat form of a flat, nested or mixed mapping, values unchecked.
+
+    ``{"trpo": {"max_kl": x}}`` → ``{"max_kl": x}``."""
     flat: dict[str, Any] = {}
     for key, value in place_keys(raw).items():
         if key in SECTIONS:
@@ -638,10 +709,17 @@ def _spec(key: str, path: str, info: FieldInfo, default: Any) -> KeySpec:
     bounds = {type(m).__name__: m for m in info.metadata}
     low, high = bounds.get("Gt") or bounds.get("Ge"), bounds.get("Lt") or bounds.get("Le")
     return KeySpec(
-        key, path, base, optional, default, info.description or "", tuple(choices),
+        key,
+        path,
+        base,
+        optional,
+        default,
+        info.description or "",
+        tuple(choices),
         low=None if low is None else getattr(low, "gt", getattr(low, "ge", None)),
         high=None if high is None else getattr(high, "lt", getattr(high, "le", None)),
-        exclusive_low="Gt" in bounds, exclusive_high="Lt" in bounds,
+        exclusive_low="Gt" in bounds,
+        exclusive_high="Lt" in bounds,
     )
 
 
@@ -658,9 +736,17 @@ def key_specs() -> dict[str, KeySpec]:
 
 def describe_keys() -> list[dict[str, Any]]:
     """Every config key with its section, type, default, allowed values or range, and help: ``metarl config --keys``."""
-    return [{"key": s.key, "path": s.path, "type": s.type + (" | None" if s.optional else ""),
-             "default": copy.deepcopy(s.default), "allowed": s.allowed, "help": s.help}
-            for s in key_specs().values()]
+    return [
+        {
+            "key": s.key,
+            "path": s.path,
+            "type": s.type + (" | None" if s.optional else ""),
+            "default": copy.deepcopy(s.default),
+            "allowed": s.allowed,
+            "help": s.help,
+        }
+        for s in key_specs().values()
+    ]
 
 
 def _one_line(exc: ValidationError, raw: Any) -> ConfigError:
@@ -690,5 +776,3 @@ def _one_line(exc: ValidationError, raw: Any) -> ConfigError:
         f"{key}: expected {spec.type}{' or null' if spec.optional else ''}, got {_show(value)} "
         f"({type(value).__name__}; {spec.help})"
     )
-
-

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from metarl.config import Config
 
 
-def learner_memory_bytes(cfg: "Config", steps_per_phase: int, widths: list[int], params: int) -> int:
+def learner_memory_bytes(cfg: Config, steps_per_phase: int, widths: list[int], params: int) -> int:
     """A rough upper estimate of the learner's memory for one meta-iteration (before anything starts).
 
     Activations: a policy forward over one phase keeps ``steps x sum(widths)`` values for the
@@ -55,14 +55,16 @@ def memory_limit_bytes() -> int:
         return 64 * 2**30
 
 
-def _check_memory(cfg: "Config", steps: int, widths: list[int], params: int) -> None:
+def _check_memory(cfg: Config, steps: int, widths: list[int], params: int) -> None:
     """Refuse a config whose learner would not fit in memory; the message leads with the key to lower."""
     need, limit = learner_memory_bytes(cfg, steps, widths, params), memory_limit_bytes()
     if need <= limit:
         return
     growth = {  # how far each knob is above its preset value: the largest is named first
-        "hidden_sizes": sum(cfg.hidden_sizes) / 200, "inner_steps": cfg.inner_steps / 1,
-        "meta_batch_size": cfg.meta_batch_size / 20, "episodes_per_task": cfg.episodes_per_task / 20,
+        "hidden_sizes": sum(cfg.hidden_sizes) / 200,
+        "inner_steps": cfg.inner_steps / 1,
+        "meta_batch_size": cfg.meta_batch_size / 20,
+        "episodes_per_task": cfg.episodes_per_task / 20,
         "horizon": steps / (cfg.meta_batch_size * cfg.episodes_per_task * 100),
     }
     key = max(growth, key=growth.get)
@@ -71,7 +73,6 @@ def _check_memory(cfg: "Config", steps: int, widths: list[int], params: int) -> 
         f"{_show(cfg.hidden_sizes)}, inner_steps {cfg.inner_steps}, {steps:,} env steps per phase); this machine "
         f"has {limit / 2**30:,.0f} GiB (METARL_MAX_MEMORY_GB overrides). Lower {key}"
     )
-
 
 
 def _is_int(x: Any) -> bool:
@@ -120,6 +121,7 @@ def _import_env_module(env_id: str, module: str) -> None:
     In the main thread the import is given :data:`ENV_IMPORT_TIMEOUT_S` (``SIGALRM``); an import
     blocked inside C code that ignores signals can still hang (documented in docs/reliability.md).
     """
+
     def too_slow(signum, frame):
         raise TimeoutError(f"no result after {ENV_IMPORT_TIMEOUT_S:g} s")
 
@@ -159,8 +161,10 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str
         raise ConfigError(f"env: {_show(env_id)} is not a registered Gymnasium id{hint}")
     make_options = sorted(set(env_kwargs) & {"max_episode_steps", "disable_env_checker"})  # gym.make's own
     if make_options:
-        raise ConfigError(f"env_kwargs: {', '.join(make_options)} are options of gymnasium.make, not of the env, and "
-                          "metarl's vectorised rollouts never see them; set horizon for the episode length")
+        raise ConfigError(
+            f"env_kwargs: {', '.join(make_options)} are options of gymnasium.make, not of the env, and "
+            "metarl's vectorised rollouts never see them; set horizon for the episode length"
+        )
     try:
         env = gym.make(env_id, **env_kwargs)
     except Exception as exc:  # the env's own message says which keyword and why

@@ -63,7 +63,10 @@ class _Loader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.composer.ComposerError(
-                None, None, "YAML anchors and aliases (&name, *name) are not allowed in metarl configs", event.start_mark
+                None,
+                None,
+                "YAML anchors and aliases (&name, *name) are not allowed in metarl configs",
+                event.start_mark,
             )
         return super().compose_node(parent, index)
 
@@ -115,8 +118,10 @@ def read_config_bytes(path: Path) -> bytes:
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} is not a regular file (a FIFO, device or socket)")
         if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes; the limit is "
-                              f"{MAX_CONFIG_BYTES:,} (configs are a few dozen keys)")
+            raise ConfigError(
+                f"config file {str(path)!r} is {path.stat().st_size:,} bytes; the limit is "
+                f"{MAX_CONFIG_BYTES:,} (configs are a few dozen keys)"
+            )
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:

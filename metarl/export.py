@@ -107,8 +107,9 @@ def adapted_params(run, task: Task | list, steps: int, episodes: int | None = No
         return {k: v.detach().clone() for k, v in run.theta.items()}
     sampler = LocalSampler(run)
     try:
-        sweep = adaptation_sweep(run, tasks, steps, run.cfg.episodes_per_task if episodes is None else episodes,
-                                 seed, sampler)
+        sweep = adaptation_sweep(
+            run, tasks, steps, run.cfg.episodes_per_task if episodes is None else episodes, seed, sampler
+        )
     finally:
         sampler.close()
     return {k: torch.from_numpy(np.array(v[0])) for k, v in sweep.params[steps].items()}

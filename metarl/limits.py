@@ -17,17 +17,24 @@ MAX_DPI = 1200
 
 def check_evaluation(tasks: int | None, steps: int | None, episodes: int | None) -> None:
     """Refuse sizes that would run for days or exhaust memory, naming the flag."""
-    for flag, value, cap in (("--tasks", tasks, MAX_EVAL_TASKS), ("--steps", steps, MAX_EVAL_STEPS),
-                             ("--episodes", episodes, MAX_EVAL_EPISODES)):
+    for flag, value, cap in (
+        ("--tasks", tasks, MAX_EVAL_TASKS),
+        ("--steps", steps, MAX_EVAL_STEPS),
+        ("--episodes", episodes, MAX_EVAL_EPISODES),
+    ):
         if value is not None and value > cap:
             raise ValueError(f"{flag} {value} is more than {cap:,} (a documented cap, see docs/reliability.md)")
     total = (tasks or 40) * (episodes or 20) * ((3 if steps is None else steps) + 1)
     if total > MAX_EVAL_TOTAL_EPISODES:
-        raise ValueError(f"--tasks x --episodes x (--steps + 1) = {total:,} episodes is more than "
-                         f"{MAX_EVAL_TOTAL_EPISODES:,}; lower one of them")
+        raise ValueError(
+            f"--tasks x --episodes x (--steps + 1) = {total:,} episodes is more than "
+            f"{MAX_EVAL_TOTAL_EPISODES:,}; lower one of them"
+        )
 
 
 def check_dpi(dpi: int) -> None:
     if not 1 <= dpi <= MAX_DPI:
-        raise ValueError(f"--dpi {dpi}: must be between 1 and {MAX_DPI} (a 10-inch figure at {MAX_DPI} dpi is "
-                         f"already {10 * MAX_DPI:,} pixels wide)")
+        raise ValueError(
+            f"--dpi {dpi}: must be between 1 and {MAX_DPI} (a 10-inch figure at {MAX_DPI} dpi is "
+            f"already {10 * MAX_DPI:,} pixels wide)"
+        )

@@ -9,8 +9,8 @@ checkpoints/).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,7 +50,9 @@ def output_format(out: str | Path) -> str:
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"--out {str(out)!r}: unsupported format {out.suffix or '(no extension)'!r}; use .png, .svg or .pdf")
+        raise ValueError(
+            f"--out {str(out)!r}: unsupported format {out.suffix or '(no extension)'!r}; use .png, .svg or .pdf"
+        )
     return fmt
 
 
@@ -103,32 +105,59 @@ def trajectories_figure(
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for run, label, color in zip(loaded, labels, colors):
         if run.spec.obs_dim != 2:
-            raise ValueError(f"{run.checkpoint}: trajectory plots need a family whose observation is a 2-D position "
-                             f"(e.g. Navigation2D); {run.cfg.env} observes {run.spec.obs_dim} numbers")
+            raise ValueError(
+                f"{run.checkpoint}: trajectory plots need a family whose observation is a 2-D position "
+                f"(e.g. Navigation2D); {run.cfg.env} observes {run.spec.obs_dim} numbers"
+            )
         tasks = resolve_tasks(run, goals, None, seed)
         sampler = LocalSampler(run)
-        sweep = adaptation_sweep(run, tasks, steps, run.cfg.episodes_per_task if episodes is None else episodes,
-                                 seed, sampler, step_scales(run, steps, alpha_scales))
+        sweep = adaptation_sweep(
+            run,
+            tasks,
+            steps,
+            run.cfg.episodes_per_task if episodes is None else episodes,
+            seed,
+            sampler,
+            step_scales(run, steps, alpha_scales),
+        )
         sampler.close()
         for j, params in enumerate(sweep.params):
             paths = mean_action_paths(run, tasks, params)
             name = "pre-update" if j == 0 else f"after {j} step{'s' if j > 1 else ''}"
-            style = dict(linestyle="--", alpha=0.8, linewidth=1.2) if j == 0 else \
-                dict(linestyle="-", alpha=0.35 + 0.65 * j / max(steps, 1), linewidth=1.6)
+            style = (
+                dict(linestyle="--", alpha=0.8, linewidth=1.2)
+                if j == 0
+                else dict(linestyle="-", alpha=0.35 + 0.65 * j / max(steps, 1), linewidth=1.6)
+            )
             for ax, path in zip(axes.flat, paths):
-                ax.plot(path[:, 0], path[:, 1], color=color, gid=TRAJECTORY_GID,
-                        label=f"{label} ({run.cfg.algorithm}): {name}", **style)
+                ax.plot(
+                    path[:, 0],
+                    path[:, 1],
+                    color=color,
+                    gid=TRAJECTORY_GID,
+                    label=f"{label} ({run.cfg.algorithm}): {name}",
+                    **style,
+                )
     for ax, task in zip(axes.flat, tasks):
         goal = task["goal"]
-        ax.scatter([goal[0]], [goal[1]], marker="*", s=220, color="gold", edgecolors="black", zorder=5,
-                   gid=GOAL_GID, label="goal")
+        ax.scatter(
+            [goal[0]],
+            [goal[1]],
+            marker="*",
+            s=220,
+            color="gold",
+            edgecolors="black",
+            zorder=5,
+            gid=GOAL_GID,
+            label="goal",
+        )
         ax.scatter([0.0], [0.0], marker="o", s=25, color="black", zorder=5, label="start")
         ax.set_title(f"goal ({goal[0]:.2f}, {goal[1]:.2f})")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.set_aspect("equal", adjustable="datalim")
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(goals):]:
+    for ax in list(axes.flat)[len(goals) :]:
         ax.set_visible(False)
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncols=min(steps + 1, 4), fontsize="small")
@@ -139,8 +168,18 @@ def trajectories_figure(
 # -- learning curves --------------------------------------------------------------------------------
 # Keys that change how a run was executed, not what it learned: runs differing only in these
 # (and ``seed``) are seeds of one configuration.
-EXECUTION_KEYS = frozenset({"seed", "num_workers", "worker_cpus", "learner_cpus", "learner_threads", "device",
-                            "checkpoint_every", "keep_checkpoints"})
+EXECUTION_KEYS = frozenset(
+    {
+        "seed",
+        "num_workers",
+        "worker_cpus",
+        "learner_cpus",
+        "learner_threads",
+        "device",
+        "checkpoint_every",
+        "keep_checkpoints",
+    }
+)
 X_AXES = {"iteration": "meta-iteration", "env_steps": "environment steps"}
 
 
@@ -270,13 +309,15 @@ def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 1
             raise ValueError(f"{members[0]}: metrics.jsonl lacks env_steps; use --x iteration")
         for k, style in enumerate(("--", "-")):
             mean, half = mean_ci95(values[:, :, k])
-            line, = ax.plot(xs, mean, linestyle=style, color=color, gid=CURVE_GID, label=label)
+            (line,) = ax.plot(xs, mean, linestyle=style, color=color, gid=CURVE_GID, label=label)
             if len(members) > 1:
                 ax.fill_between(xs, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
         handles.append(line)
 
-    handles += [Line2D([], [], color="gray", linestyle="--", label="before adaptation"),
-                Line2D([], [], color="gray", linestyle="-", label="after adaptation")]
+    handles += [
+        Line2D([], [], color="gray", linestyle="--", label="before adaptation"),
+        Line2D([], [], color="gray", linestyle="-", label="after adaptation"),
+    ]
     if x == "iteration":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(X_AXES[x])
@@ -300,18 +341,27 @@ def alpha_figure(run_or_checkpoint: str | Path, bins: int = 40, dpi: int = 100) 
     cfg = json.loads(state["config"]) if "config" in state else {}
     algorithm = cfg.get("algorithm", "?")
     if algorithm != "metasgd":
-        raise ValueError(f"plot alpha: {path} is a {algorithm} run, which learns no α (its inner step size is "
-                         f"the fixed inner_lr {cfg.get('inner_lr')}); plot a metasgd run")
+        raise ValueError(
+            f"plot alpha: {path} is a {algorithm} run, which learns no α (its inner step size is "
+            f"the fixed inner_lr {cfg.get('inner_lr')}); plot a metasgd run"
+        )
     layers: dict[str, list[np.ndarray]] = {}
     for name, a in state["alpha"].items():
         layers.setdefault(name.split(".")[0], []).append(a.detach().double().reshape(-1).numpy())
     title = f"Learned inner step sizes α per layer — iteration {int(state.get('iteration', 0))}"
-    return alpha_layers_figure({k: np.concatenate(v) for k, v in layers.items()}, title, cfg.get("inner_lr"),
-                               bins=bins, dpi=dpi)
+    return alpha_layers_figure(
+        {k: np.concatenate(v) for k, v in layers.items()}, title, cfg.get("inner_lr"), bins=bins, dpi=dpi
+    )
 
 
-def alpha_layers_figure(layers: dict[str, np.ndarray], title: str, initial: float | None = None, bins: int = 40,
-                        dpi: int = 100, coverage: float = 0.99) -> Figure:
+def alpha_layers_figure(
+    layers: dict[str, np.ndarray],
+    title: str,
+    initial: float | None = None,
+    bins: int = 40,
+    dpi: int = 100,
+    coverage: float = 0.99,
+) -> Figure:
     """One histogram per layer, each on its own robust range.
 
     A layer's axis spans the central ``coverage`` of its α (quantiles) plus half that width on
@@ -330,8 +380,10 @@ def alpha_layers_figure(layers: dict[str, np.ndarray], title: str, initial: floa
             lo, hi = lo - max(abs(lo), 1e-6) * 0.05, hi + max(abs(hi), 1e-6) * 0.05
         outside = int(np.sum((v < lo) | (v > hi)))
         ax.hist(np.clip(v, lo, hi), bins=np.linspace(lo, hi, bins + 1), color="C0", alpha=0.85)
-        for mark, style in ((0.0, dict(color="black", linewidth=0.8)),
-                            (initial, dict(color="C3", linestyle="--", linewidth=1.0, label=f"initial α = {initial}"))):
+        for mark, style in (
+            (0.0, dict(color="black", linewidth=0.8)),
+            (initial, dict(color="C3", linestyle="--", linewidth=1.0, label=f"initial α = {initial}")),
+        ):
             if mark is not None and lo <= mark <= hi:
                 ax.axvline(mark, **style)
         note = f"; {outside} outside, in the edge bins" if outside else ""
@@ -340,7 +392,7 @@ def alpha_layers_figure(layers: dict[str, np.ndarray], title: str, initial: floa
         ax.set_ylabel("count")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
-    for ax in list(axes.flat)[len(layers):]:
+    for ax in list(axes.flat)[len(layers) :]:
         ax.set_visible(False)
     fig.suptitle(title)
     return fig

@@ -71,8 +71,9 @@ def check_video_path(out: str | Path) -> Path:
         raise ValueError(f"--out {str(out)!r}: use .gif or .mp4")
     if out.suffix.lower() == ".mp4":
         if importlib.util.find_spec("imageio_ffmpeg") is None and importlib.util.find_spec("av") is None:
-            raise ValueError(f"--out {str(out)!r}: .mp4 needs imageio's FFmpeg plugin (pip install imageio-ffmpeg); "
-                             "or write a .gif")
+            raise ValueError(
+                f"--out {str(out)!r}: .mp4 needs imageio's FFmpeg plugin (pip install imageio-ffmpeg); or write a .gif"
+            )
     return out
 
 
@@ -83,10 +84,18 @@ def make_render_env(run, width: int, height: int):
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
     if not issubclass(run.env_cls, MujocoEnv):
-        raise ValueError(f"render: {run.cfg.env} is not a MuJoCo family; videos are for the locomotion families "
-                         "(use `metarl plot trajectories` for 2D navigation)")
-    return gym.make(run.cfg.env, render_mode="rgb_array", width=width, height=height,
-                    max_episode_steps=run.horizon, **run.cfg.env_kwargs)
+        raise ValueError(
+            f"render: {run.cfg.env} is not a MuJoCo family; videos are for the locomotion families "
+            "(use `metarl plot trajectories` for 2D navigation)"
+        )
+    return gym.make(
+        run.cfg.env,
+        render_mode="rgb_array",
+        width=width,
+        height=height,
+        max_episode_steps=run.horizon,
+        **run.cfg.env_kwargs,
+    )
 
 
 @torch.no_grad()
@@ -140,8 +149,16 @@ def write_video(frames: list[np.ndarray], out: Path, fps: float) -> Path:
     return out
 
 
-def render_adaptation(run, task: Task | list, out: str | Path, steps: int = 1, episodes: int | None = None,
-                      seed: int = 0, width: int = 320, height: int = 240) -> dict[str, Any]:
+def render_adaptation(
+    run,
+    task: Task | list,
+    out: str | Path,
+    steps: int = 1,
+    episodes: int | None = None,
+    seed: int = 0,
+    width: int = 320,
+    height: int = 240,
+) -> dict[str, Any]:
     """Write ``out`` (GIF or MP4): θ's episode on ``task`` beside θ' after ``steps`` inner steps.
 
     Returns the two episodes' returns and the frame count.
@@ -157,8 +174,16 @@ def render_adaptation(run, task: Task | list, out: str | Path, steps: int = 1, e
     finally:
         env.close()
     step_word = "step" if steps == 1 else "steps"
-    frames = side_by_side(before, after, (f"before adaptation: return {before_return:.1f}",
-                                          f"after {steps} {step_word}: return {after_return:.1f}"))
+    frames = side_by_side(
+        before,
+        after,
+        (f"before adaptation: return {before_return:.1f}", f"after {steps} {step_word}: return {after_return:.1f}"),
+    )
     write_video(frames, out, fps)
-    return {"out": str(out), "task": task, "return_before": before_return, "return_after": after_return,
-            "frames": len(frames)}
+    return {
+        "out": str(out),
+        "task": task,
+        "return_before": before_return,
+        "return_after": after_return,
+        "frames": len(frames),
+    }

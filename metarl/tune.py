@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ray
 from ray import tune
@@ -103,8 +104,12 @@ class MetaRLTrainable(tune.Trainable):
         if group is not None and self.trial_resources == PlacementGroupFactory(bundles, strategy=TRIAL_STRATEGY):
             placement = ReservedBundles(group, learner, workers)
         elif group is not None:
-            log.warning("trial resources %s are not metarl's layout %s; the trainer creates its own placement "
-                        "groups (they need CPUs outside the trial's)", self.trial_resources, bundles)
+            log.warning(
+                "trial resources %s are not metarl's layout %s; the trainer creates its own placement "
+                "groups (they need CPUs outside the trial's)",
+                self.trial_resources,
+                bundles,
+            )
         self.run_dir = Path(self.logdir)
         # A restarted trial finds its earlier attempt's run directory: continue it (Tune's
         # load_checkpoint, when it follows, pins the state to Tune's checkpoint). The directory is
@@ -218,8 +223,9 @@ def run_sweep(
             storage_path=str(out.parent),
             stop={"training_iteration": cfg.iterations},
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=cfg.checkpoint_every, checkpoint_at_end=True,
-                                                    num_to_keep=cfg.keep_checkpoints),
+            checkpoint_config=tune.CheckpointConfig(
+                checkpoint_frequency=cfg.checkpoint_every, checkpoint_at_end=True, num_to_keep=cfg.keep_checkpoints
+            ),
             sync_config=tune.SyncConfig(sync_artifacts=True),
             verbose=verbose,
         ),
@@ -232,15 +238,19 @@ def summarize(results, grid_keys: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         metrics = result.metrics or {}
-        rows.append({
-            **{k: get_dotted(result.config, k) for k in grid_keys},
-            "iteration": metrics.get("iteration"),
-            "return_pre": metrics.get("return_pre"),
-            "return_post": metrics.get("return_post"),
-            "checkpoint": result.checkpoint.path if result.checkpoint else None,
-            "trial_dir": result.path,
-            "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}".splitlines()[0],
-        })
+        rows.append(
+            {
+                **{k: get_dotted(result.config, k) for k in grid_keys},
+                "iteration": metrics.get("iteration"),
+                "return_pre": metrics.get("return_pre"),
+                "return_post": metrics.get("return_post"),
+                "checkpoint": result.checkpoint.path if result.checkpoint else None,
+                "trial_dir": result.path,
+                "error": None
+                if result.error is None
+                else f"{type(result.error).__name__}: {result.error}".splitlines()[0],
+            }
+        )
     return rows
 
 
@@ -254,4 +264,3 @@ def format_summary(rows: list[dict[str, Any]], grid_keys: Sequence[str]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in table]
     lines += [f"error in {r['trial_dir']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines)
-

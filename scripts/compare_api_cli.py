@@ -81,8 +81,20 @@ def api_child(out: str, overrides: list[str]) -> None:
 def run(path: str, out: Path, overrides: list[str]) -> dict:
     t = time.perf_counter()
     if path == "cli":
-        cmd = [sys.executable, "-m", "metarl.cli", "train", BASE_CONFIG, "--set", *overrides, "--out", str(out),
-               "--address", "local", "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "train",
+            BASE_CONFIG,
+            "--set",
+            *overrides,
+            "--out",
+            str(out),
+            "--address",
+            "local",
+            "--quiet",
+        ]
     else:
         cmd = [sys.executable, __file__, "--child", str(out), "--set", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -91,12 +103,18 @@ def run(path: str, out: Path, overrides: list[str]) -> dict:
     total = time.perf_counter() - t
     times = event_times(out / "tensorboard")
     gaps = [b - a for a, b in zip(times, times[1:])]
-    seconds = [json.loads(l)["seconds"] for l in (out / "metrics.jsonl").read_text().splitlines()[1:]]
+    seconds = [json.loads(row)["seconds"] for row in (out / "metrics.jsonl").read_text().splitlines()[1:]]
     # gap i runs from iteration i's metrics to iteration i+1's: iteration i+1 itself (its `seconds`)
     # plus what the driver does around it (progress bar or API wrapper, metrics files)
     outside = [g - s for g, s in zip(gaps, seconds)]
-    result = {"path": path, "wall_per_iteration_s": statistics.median(gaps), "seconds_metric_s": statistics.median(seconds),
-              "outside_iteration_s": statistics.median(outside), "gaps_s": gaps, "process_s": total}
+    result = {
+        "path": path,
+        "wall_per_iteration_s": statistics.median(gaps),
+        "seconds_metric_s": statistics.median(seconds),
+        "outside_iteration_s": statistics.median(outside),
+        "gaps_s": gaps,
+        "process_s": total,
+    }
     if path == "api":
         result.update(json.loads(proc.stdout.strip().splitlines()[-1]))
     return result
@@ -123,14 +141,20 @@ def main() -> None:
     summary = {}
     for path in ("cli", "api"):
         mine = [r for r in runs if r["path"] == path]
-        summary[path] = {k: statistics.median(r[k] for r in mine)
-                         for k in ("wall_per_iteration_s", "seconds_metric_s", "outside_iteration_s")}
+        summary[path] = {
+            k: statistics.median(r[k] for r in mine)
+            for k in ("wall_per_iteration_s", "seconds_metric_s", "outside_iteration_s")
+        }
         if path == "api":
-            summary[path].update({k: statistics.median(r[k] for r in mine) for k in ("ray_init_s", "build_s", "restore_s")})
+            summary[path].update(
+                {k: statistics.median(r[k] for r in mine) for k in ("ray_init_s", "build_s", "restore_s")}
+            )
     cli, api = summary["cli"], summary["api"]
     summary["api_vs_cli_wall"] = api["wall_per_iteration_s"] / cli["wall_per_iteration_s"] - 1
     # load-robust: the extra driver time per iteration relative to a CLI iteration
-    summary["api_extra_outside_iteration"] = (api["outside_iteration_s"] - cli["outside_iteration_s"]) / cli["wall_per_iteration_s"]
+    summary["api_extra_outside_iteration"] = (api["outside_iteration_s"] - cli["outside_iteration_s"]) / cli[
+        "wall_per_iteration_s"
+    ]
     summary["config"] = {"base": BASE_CONFIG, "set": overrides, "pairs": args.pairs}
     print(json.dumps({"summary": summary, "runs": runs}) if args.json else json.dumps(summary, indent=2))
 

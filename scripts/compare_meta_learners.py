@@ -52,8 +52,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("--eval-seed", type=int, default=1234)
-    parser.add_argument("--study", choices=["learners", "alpha"], default="learners",
-                        help="learners: the six meta-learners; alpha: Meta-SGD vs MAML under other α/optimizer settings")
+    parser.add_argument(
+        "--study",
+        choices=["learners", "alpha"],
+        default="learners",
+        help="learners: the six meta-learners; alpha: Meta-SGD vs MAML under other α/optimizer settings",
+    )
     args = parser.parse_args()
     variants = VARIANTS if args.study == "learners" else ALPHA_STUDY
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -61,27 +65,64 @@ def main() -> None:
     for name, sets in variants.items():
         pre, post, secs, alpha = [], [], [], []
         for seed in seeds:
-            run = Path(args.out) / f"{sets[0].split('=')[1]}-{'-'.join(s.replace('=', '_') for s in sets[1:]) or 'default'}-seed{seed}"
-            if not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < args.iterations:
-                metarl("train", "configs/navigation2d-metasgd-clip.yaml", "--out", str(run), "--quiet", "--resume",
-                       "--set", *BUDGET, *sets, f"iterations={args.iterations}", f"seed={seed}", "checkpoint_every=10")
-            report = json.loads(metarl("evaluate", str(run), "--tasks", "20", "--steps", "1", "--episodes", "10",
-                                       "--seed", str(args.eval_seed), "--json"))
+            run = (
+                Path(args.out)
+                / f"{sets[0].split('=')[1]}-{'-'.join(s.replace('=', '_') for s in sets[1:]) or 'default'}-seed{seed}"
+            )
+            if (
+                not (run / "metrics.jsonl").exists()
+                or len((run / "metrics.jsonl").read_text().splitlines()) < args.iterations
+            ):
+                metarl(
+                    "train",
+                    "configs/navigation2d-metasgd-clip.yaml",
+                    "--out",
+                    str(run),
+                    "--quiet",
+                    "--resume",
+                    "--set",
+                    *BUDGET,
+                    *sets,
+                    f"iterations={args.iterations}",
+                    f"seed={seed}",
+                    "checkpoint_every=10",
+                )
+            report = json.loads(
+                metarl(
+                    "evaluate",
+                    str(run),
+                    "--tasks",
+                    "20",
+                    "--steps",
+                    "1",
+                    "--episodes",
+                    "10",
+                    "--seed",
+                    str(args.eval_seed),
+                    "--json",
+                )
+            )
             pre.append(report["returns_by_step"][0])
             post.append(report["returns_by_step"][1])
-            metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+            metrics = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines() if row.strip()]
             secs.append(statistics.median(m["seconds"] for m in metrics))
             last = metrics[-1]  # fixed-α learners log only alpha/mean
             alpha.append((last.get("alpha/min", last["alpha/mean"]), last.get("alpha/max", last["alpha/mean"])))
         rows.append((name, pre, post, secs, alpha))
-    print("| variant | return before | return after 1 step | final α range | s / iteration |\n| --- | --- | --- | --- | --- |")
+    print(
+        "| variant | return before | return after 1 step | final α range | s / iteration |\n"
+        "| --- | --- | --- | --- | --- |"
+    )
     for name, pre, post, secs, alpha in rows:
         fmt = lambda xs: f"{statistics.mean(xs):.1f} ± {(max(xs) - min(xs)) / 2:.1f}"  # noqa: E731
         lo, hi = min(a[0] for a in alpha), max(a[1] for a in alpha)
         print(f"| {name} | {fmt(pre)} | {fmt(post)} | {lo:.3g} … {hi:.3g} | {min(secs):.2f} |")
-    print(f"\n{len(seeds)} seeds ({args.seeds}), {args.iterations} iterations, {' '.join(BUDGET)}; "
-          f"evaluated on 20 held-out goals (seed {args.eval_seed}), 10 trajectories, 1 inner step; ± is half the range over seeds. "
-          f"s / iteration: each run's median, then the lowest over seeds (the machine is shared; the least-disturbed run).")
+    print(
+        f"\n{len(seeds)} seeds ({args.seeds}), {args.iterations} iterations, {' '.join(BUDGET)}; "
+        f"evaluated on 20 held-out goals (seed {args.eval_seed}), 10 trajectories, 1 inner step; "
+        f"± is half the range over seeds. s / iteration: each run's median, then the lowest over seeds "
+        f"(the machine is shared; the least-disturbed run)."
+    )
 
 
 if __name__ == "__main__":

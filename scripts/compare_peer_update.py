@@ -28,8 +28,15 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = {"layer0.weight": "layer1.weight", "layer0.bias": "layer1.bias", "layer1.weight": "layer2.weight",
-         "layer1.bias": "layer2.bias", "layer2.weight": "mu.weight", "layer2.bias": "mu.bias", "log_std": "sigma"}
+NAMES = {
+    "layer0.weight": "layer1.weight",
+    "layer0.bias": "layer1.bias",
+    "layer1.weight": "layer2.weight",
+    "layer1.bias": "layer2.bias",
+    "layer2.weight": "mu.weight",
+    "layer2.bias": "mu.bias",
+    "log_std": "sigma",
+}
 
 
 def import_peer(src: Path):
@@ -40,8 +47,12 @@ def import_peer(src: Path):
     from maml_rl.metalearners.maml_trpo import MAMLTRPO
     from maml_rl.policies.normal_mlp import NormalMLPPolicy
 
-    return types.SimpleNamespace(BatchEpisodes=BatchEpisodes, LinearFeatureBaseline=LinearFeatureBaseline,
-                                 MAMLTRPO=MAMLTRPO, NormalMLPPolicy=NormalMLPPolicy)
+    return types.SimpleNamespace(
+        BatchEpisodes=BatchEpisodes,
+        LinearFeatureBaseline=LinearFeatureBaseline,
+        MAMLTRPO=MAMLTRPO,
+        NormalMLPPolicy=NormalMLPPolicy,
+    )
 
 
 def peer_episodes(peer, roll: dict, i: int, episodes: int):
@@ -86,24 +97,30 @@ def compare(peer, std: float, num_tasks: int, episodes: int, average: str, seed:
     pre = sample_rollouts(Navigation2DVectorEnv(tasks, episodes, "clip"), spec, theta, 100, list(range(num_tasks)))
     pre_batch = Batch.from_rollouts(pre, 0.99, 1.0, True, torch.float32, "cpu", average)
     alpha = {k: torch.tensor(0.1) for k in theta}
-    adapted = adapt(spec, {k: v.clone().requires_grad_() for k, v in theta.items()}, alpha, [pre_batch], create_graph=False)
+    adapted = adapt(
+        spec, {k: v.clone().requires_grad_() for k, v in theta.items()}, alpha, [pre_batch], create_graph=False
+    )
     adapted = {k: v.detach().contiguous() for k, v in adapted.items()}
-    post = sample_rollouts(Navigation2DVectorEnv(tasks, episodes, "clip"), spec, adapted, 100,
-                           list(range(100, 100 + num_tasks)))
+    post = sample_rollouts(
+        Navigation2DVectorEnv(tasks, episodes, "clip"), spec, adapted, 100, list(range(100, 100 + num_tasks))
+    )
     pre_peer = [peer_episodes(peer, pre, i, episodes) for i in range(num_tasks)]
     post_peer = [peer_episodes(peer, post, i, episodes) for i in range(num_tasks)]
     ended = float((pre["mask"][..., -1] == 0).mean())
 
-    adv = max(float((pre_batch.advantages[i].T[: pre_peer[i].advantages.shape[0]] - pre_peer[i].advantages).abs().max())
-              for i in range(num_tasks))
+    adv = max(
+        float((pre_batch.advantages[i].T[: pre_peer[i].advantages.shape[0]] - pre_peer[i].advantages).abs().max())
+        for i in range(num_tasks)
+    )
     inner = []
     from maml_rl.utils.reinforcement_learning import reinforce_loss
 
     for i in range(num_tasks):
         p = policy.update_params(reinforce_loss(policy, pre_peer[i]), step_size=0.1, first_order=True)
         mine = torch.cat([(adapted[k][i] - theta[k]).reshape(-1) for k in NAMES])
-        theirs = torch.cat([((p[pk].T if p[pk].dim() == 2 else p[pk]).detach() - theta[k]).reshape(-1)
-                            for k, pk in NAMES.items()])
+        theirs = torch.cat(
+            [((p[pk].T if p[pk].dim() == 2 else p[pk]).detach() - theta[k]).reshape(-1) for k, pk in NAMES.items()]
+        )
         inner.append(rel(mine, theirs))
 
     meta = MetaParameters({k: v.clone().requires_grad_() for k, v in theta.items()}, Alpha(alpha, learned=False))
@@ -119,20 +136,35 @@ def compare(peer, std: float, num_tasks: int, episodes: int, average: str, seed:
 
     learner = peer.MAMLTRPO(policy, fast_lr=0.1, first_order=False)
     learner._event_loop = loop
-    logs = learner.step([[done(e) for e in pre_peer]], [done(e) for e in post_peer], max_kl=0.01, cg_iters=10,
-                        cg_damping=1e-5, ls_max_steps=15, ls_backtrack_ratio=0.8)
+    logs = learner.step(
+        [[done(e) for e in pre_peer]],
+        [done(e) for e in post_peer],
+        max_kl=0.01,
+        cg_iters=10,
+        cg_damping=1e-5,
+        ls_max_steps=15,
+        ls_backtrack_ratio=0.8,
+    )
     params = dict(policy.named_parameters())
     step_mine = torch.cat([(meta.theta[k].detach() - theta[k]).reshape(-1) for k in NAMES])
-    step_peer = torch.cat([((params[pk].T if params[pk].dim() == 2 else params[pk]).detach() - theta[k]).reshape(-1)
-                           for k, pk in NAMES.items()])
-    print(f"loss_average={average:8s} episodes ended early {ended:.1%} | advantages max|Δ| {adv:.3g} | "
-          f"inner step rel. Δ max over tasks {max(inner):.3g} | TRPO step rel. Δ {rel(step_mine, step_peer):.3g} "
-          f"(KL metarl {mine.kl:.5f}, peer {float(np.mean(logs.get('kl_after', [float('nan')]))):.5f})")
+    step_peer = torch.cat(
+        [
+            ((params[pk].T if params[pk].dim() == 2 else params[pk]).detach() - theta[k]).reshape(-1)
+            for k, pk in NAMES.items()
+        ]
+    )
+    print(
+        f"loss_average={average:8s} episodes ended early {ended:.1%} | advantages max|Δ| {adv:.3g} | "
+        f"inner step rel. Δ max over tasks {max(inner):.3g} | TRPO step rel. Δ {rel(step_mine, step_peer):.3g} "
+        f"(KL metarl {mine.kl:.5f}, peer {float(np.mean(logs.get('kl_after', [float('nan')]))):.5f})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peer-src", type=Path, required=True, help="the peer's patched source tree (setup.sh's PEER_SRC)")
+    parser.add_argument(
+        "--peer-src", type=Path, required=True, help="the peer's patched source tree (setup.sh's PEER_SRC)"
+    )
     parser.add_argument("--std", type=float, default=0.3, help="policy std: smaller → more episodes reach the goal")
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=20)

@@ -33,7 +33,10 @@ def mean_ci(values: np.ndarray) -> str:
 def rows(path: Path) -> list[str]:
     report = json.loads(path.read_text())
     returns = np.array([t["returns_by_step"] for t in report["per_task"]])  # (tasks, K+1)
-    label = f"{path.stem} (it. {report['iteration']}, {report['init']}, {report['num_tasks']} tasks, K={report['episodes']})"
+    label = (
+        f"{path.stem} (it. {report['iteration']}, {report['init']}, {report['num_tasks']} tasks, "
+        f"K={report['episodes']})"
+    )
     out = [f"| {label} | all | " + " | ".join(mean_ci(returns[:, j]) for j in range(returns.shape[1])) + " |"]
     directions = [t["task"].get("direction") for t in report["per_task"]]
     if all(d is not None for d in directions):
@@ -42,7 +45,11 @@ def rows(path: Path) -> list[str]:
         for d in sorted(set(directions.tolist())):
             part = returns[directions == d]
             means.append(part.mean(axis=0))
-            out.append(f"| | direction {d:+g} ({len(part)}) | " + " | ".join(mean_ci(part[:, j]) for j in range(returns.shape[1])) + " |")
+            out.append(
+                f"| | direction {d:+g} ({len(part)}) | "
+                + " | ".join(mean_ci(part[:, j]) for j in range(returns.shape[1]))
+                + " |"
+            )
         out.append("| | balanced | " + " | ".join(f"{x:.1f}" for x in np.mean(means, axis=0)) + " |")
     return out
 
@@ -51,7 +58,7 @@ def training_rows(path: Path, every: int = 10) -> list[str]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     out = ["| iterations | pre-adaptation | post-adaptation |", "| --- | --- | --- |"]
     for start in range(0, len(rows), every):
-        chunk = rows[start:start + every]
+        chunk = rows[start : start + every]
         pre, post = (np.mean([r[k] for r in chunk]) for k in ("return_pre", "return_post"))
         out.append(f"| {chunk[0]['iteration']}–{chunk[-1]['iteration']} | {pre:.1f} | {post:.1f} |")
     return out

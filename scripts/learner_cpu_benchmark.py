@@ -43,10 +43,13 @@ def main() -> None:
         return rng.integers(0, spec.act_dim, (*shape, spec.action_width)).astype(np.float32)  # as rollouts store them
 
     def rollouts() -> dict[str, np.ndarray]:
-        return {"obs": rng.uniform(-0.5, 0.5, (*shape, spec.obs_dim)).astype(np.float32),
-                "actions": actions(),
-                "rewards": -rng.uniform(0, 1, shape).astype(np.float32),
-                "mask": np.ones(shape, np.float32), "task_index": np.arange(shape[0])}
+        return {
+            "obs": rng.uniform(-0.5, 0.5, (*shape, spec.obs_dim)).astype(np.float32),
+            "actions": actions(),
+            "rewards": -rng.uniform(0, 1, shape).astype(np.float32),
+            "mask": np.ones(shape, np.float32),
+            "task_index": np.arange(shape[0]),
+        }
 
     cpu = []
     for _ in range(4):
@@ -58,8 +61,16 @@ def main() -> None:
             learner.adapt([pre])
         learner.meta_update([post])
         cpu.append(time.process_time() - start)
-    print(json.dumps({"config": sys.argv[1], "shape": [*shape, spec.obs_dim, spec.act_dim], "cpu_seconds": [round(c, 3) for c in cpu],
-                      "median_after_warmup": round(statistics.median(cpu[1:]), 3)}))
+    print(
+        json.dumps(
+            {
+                "config": sys.argv[1],
+                "shape": [*shape, spec.obs_dim, spec.act_dim],
+                "cpu_seconds": [round(c, 3) for c in cpu],
+                "median_after_warmup": round(statistics.median(cpu[1:]), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,17 @@ def main() -> None:
         times.append(time.process_time() - start)
     steps = float(out["mask"].sum())
     cpu = statistics.median(times[1:])
-    print(json.dumps({"env": cfg.env, "steps": steps, "cpu_s": round(cpu, 3), "us_per_step": round(1e6 * cpu / steps, 2),
-                      "steps_per_cpu_s": round(steps / cpu)}))
+    print(
+        json.dumps(
+            {
+                "env": cfg.env,
+                "steps": steps,
+                "cpu_s": round(cpu, 3),
+                "us_per_step": round(1e6 * cpu / steps, 2),
+                "steps_per_cpu_s": round(steps / cpu),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Learning studies: a matrix of (variant × seed) training runs, cached held-out evaluation, statistics.
+r"""Learning studies: a matrix of (variant × seed) training runs, cached held-out evaluation, statistics.
 
 A *variant* is a config file plus ``--set`` overrides; a *protocol* is how a trained run is
 evaluated (goals, trajectories per step K, inner steps, step-size schedule). The three stages
@@ -19,9 +19,12 @@ This file is both the library (imported by tests) and the command line; it lives
 package and imports metarl like any user script. docs/results.md quotes its tables with the commands:
 
     python scripts/study.py train    --study paper --seeds 0-4 --runs runs/study-paper --parallel 2
-    python scripts/study.py evaluate --study paper --seeds 0-4 --runs runs/study-paper --protocols maml-paper,metasgd-paper
-    python scripts/study.py report   --study paper --seeds 0-4 --runs runs/study-paper --protocols maml-paper,metasgd-paper
-    python scripts/study.py report   --study peer --seeds 1-3 --runs runs/study-peer --protocols peer --peer-runs PEER_RUNS
+    python scripts/study.py evaluate --study paper --seeds 0-4 --runs runs/study-paper \
+        --protocols maml-paper,metasgd-paper
+    python scripts/study.py report   --study paper --seeds 0-4 --runs runs/study-paper \
+        --protocols maml-paper,metasgd-paper
+    python scripts/study.py report   --study peer --seeds 1-3 --runs runs/study-peer --protocols peer \
+        --peer-runs PEER_RUNS
     python scripts/study.py archive  --study paper --seeds 0-4 --runs runs/study-paper --to docs/data/study-paper
     python scripts/study.py report   --study paper --seeds 0-4 --runs docs/data/study-paper   # the same tables
     (archive --peer-runs PEER_RUNS puts the peer's runs under --to/pytorch-maml-rl, for report --peer-runs)
@@ -37,10 +40,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -87,8 +91,10 @@ PROTOCOLS = {
     # Meta-SGD paper Table 4: 20 trajectories, one step; the paper used 600 test tasks.
     "metasgd-paper": Protocol("metasgd-paper", 20, 1, None, num_goals=600),
     # the same at other test-time step sizes (α × s): how much a different (uniform) step could win at K = 20
-    **{f"metasgd-paper-x{s:g}": Protocol(f"metasgd-paper-x{s:g}", 20, 1, (s,), num_goals=600)
-       for s in (0.5, 0.75, 1.5, 2.0)},
+    **{
+        f"metasgd-paper-x{s:g}": Protocol(f"metasgd-paper-x{s:g}", 20, 1, (s,), num_goals=600)
+        for s in (0.5, 0.75, 1.5, 2.0)
+    },
     # pytorch-maml-rl's own test protocol as run by the peer harness: 40 goals, 20 trajectories, 3 steps, one α.
     "peer": Protocol("peer", 20, 3, None),
     # two test steps at the training step size (the multi-step study)
@@ -116,8 +122,11 @@ STUDIES: dict[str, list[Variant]] = {
         Variant("metasgd-joint", "configs/navigation2d-metasgd.yaml", ("alpha_update=joint",)),
         Variant("metasgd-adam", "configs/navigation2d-metasgd.yaml", ("alpha_update=adam",)),
         Variant("metasgd-natural", "configs/navigation2d-metasgd.yaml", ("alpha_update=natural",)),
-        Variant("metasgd-adam-log", "configs/navigation2d-metasgd.yaml",
-                ("alpha_update=adam", "alpha_parametrization=log", "alpha_lr=0.02")),
+        Variant(
+            "metasgd-adam-log",
+            "configs/navigation2d-metasgd.yaml",
+            ("alpha_update=adam", "alpha_parametrization=log", "alpha_lr=0.02"),
+        ),
     ],
     # the MAML paper's baselines beside MAML (issue 34 D6): a policy pretrained on the task distribution
     # (inner_lr 0: θ' = θ, so training is multi-task TRPO) and the random initialisation, both adapted at
@@ -155,8 +164,11 @@ STUDIES: dict[str, list[Variant]] = {
     "locomotion": [
         Variant("hc-dir", "configs/halfcheetah-dir.yaml", LOCOMOTION_REDUCED),
         Variant("hc-vel", "configs/halfcheetah-vel.yaml", LOCOMOTION_REDUCED),
-        Variant("hc-vel-boot", "configs/halfcheetah-vel.yaml",
-                (*LOCOMOTION_REDUCED[:1], "iterations=100", *LOCOMOTION_REDUCED[2:], "bootstrap_truncated=true")),
+        Variant(
+            "hc-vel-boot",
+            "configs/halfcheetah-vel.yaml",
+            (*LOCOMOTION_REDUCED[:1], "iterations=100", *LOCOMOTION_REDUCED[2:], "bootstrap_truncated=true"),
+        ),
     ],
 }
 
@@ -226,7 +238,7 @@ def train(runs: Path, variants: list[Variant], seeds: list[int], parallel: int =
             return subprocess.call(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for (v, seed, out), rc in zip(jobs, pool.map(one, jobs)):
+        for (_, _, out), rc in zip(jobs, pool.map(one, jobs)):
             print(f"{out}: exit {rc}", file=sys.stderr, flush=True)
 
 
@@ -248,9 +260,18 @@ def evaluate(runs: Path, variants: list[Variant], seeds: list[int], protocols: l
                     continue
                 where = {"num_tasks": p.num_goals} if p.sampled_tasks else {"goals": heldout_goals(p.num_goals)}
                 sizes = None if v.eval_alpha is None else [v.eval_alpha * x for x in (p.alpha_scales or (1.0,))]
-                result = evaluate_run(out, **where, steps=p.steps, episodes=p.episodes, seed=EVAL_SEED, local=True,
-                                      alpha_scales=None if sizes else p.alpha_scales, step_sizes=sizes,
-                                      deterministic=p.deterministic, init=v.eval_init)
+                result = evaluate_run(
+                    out,
+                    **where,
+                    steps=p.steps,
+                    episodes=p.episodes,
+                    seed=EVAL_SEED,
+                    local=True,
+                    alpha_scales=None if sizes else p.alpha_scales,
+                    step_sizes=sizes,
+                    deterministic=p.deterministic,
+                    init=v.eval_init,
+                )
                 _write_json(path, result)
                 print(f"{path}: {[round(x, 2) for x in result['returns_by_step']]}", file=sys.stderr, flush=True)
 
@@ -268,13 +289,19 @@ def archive(runs: Path, variants: list[Variant], seeds: list[int], dest: Path) -
             if run.resolve() == run_dir(dest, v, seed).resolve() or not complete(run, last):
                 continue
             rows = training_rows(run)
-            summary = {"variant": v.name, "config": v.config, "overrides": list(v.overrides), "seed": seed,
-                       "iteration": last, "training": [rows[i] for i in sorted(rows)],
-                       "alpha": alpha_summary(run) if learns_alpha(v) else None}
+            summary = {
+                "variant": v.name,
+                "config": v.config,
+                "overrides": list(v.overrides),
+                "seed": seed,
+                "iteration": last,
+                "training": [rows[i] for i in sorted(rows)],
+                "alpha": alpha_summary(run) if learns_alpha(v) else None,
+            }
             out = run_dir(dest, v, seed) / SUMMARY
             written.append(_write_json(out, summary))
             for path in sorted((runs / "eval").glob(f"{v.name}-seed{seed}-*.json")):
-                if path.stem[len(f"{v.name}-seed{seed}-"):] in PROTOCOLS:
+                if path.stem[len(f"{v.name}-seed{seed}-") :] in PROTOCOLS:
                     written.append(_write_json(dest / "eval" / path.name, json.loads(path.read_text())))
     return written
 
@@ -359,8 +386,10 @@ def load_peer(peer_runs: Path, seeds: list[int], eval_seed: int = 1) -> tuple[Re
         if progress.exists():
             rows = [r for r in csv.DictReader(progress.open()) if 91 <= int(r["iteration"]) <= 100]
             if len(rows) == 10:
-                windows[seed] = (float(np.mean([float(r["return_pre"]) for r in rows])),
-                                 float(np.mean([float(r["return_post"]) for r in rows])))
+                windows[seed] = (
+                    float(np.mean([float(r["return_pre"]) for r in rows])),
+                    float(np.mean([float(r["return_post"]) for r in rows])),
+                )
     return res, windows
 
 
@@ -385,8 +414,14 @@ def alpha_summary(run: Path) -> dict[str, Any]:
         flat.append(v)
         out[name] = {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
     allv = np.concatenate(flat)
-    out["all"] = {"mean": float(allv.mean()), "std": float(allv.std()), "min": float(allv.min()),
-                  "max": float(allv.max()), "negative": int((allv < 0).sum()), "entries": int(allv.size)}
+    out["all"] = {
+        "mean": float(allv.mean()),
+        "std": float(allv.std()),
+        "min": float(allv.min()),
+        "max": float(allv.max()),
+        "negative": int((allv < 0).sum()),
+        "entries": int(allv.size),
+    }
     return out
 
 
@@ -415,8 +450,9 @@ def fmt(mean: float, half: float) -> str:
     return f"{mean:.2f} ± {half:.2f}" if math.isfinite(half) else f"{mean:.2f}"
 
 
-def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: list[Protocol],
-           peer_runs: Path | None = None) -> str:
+def report(
+    runs: Path, variants: list[Variant], seeds: list[int], protocols: list[Protocol], peer_runs: Path | None = None
+) -> str:
     """Markdown tables: returns by step (mean ± 95 % CI over seeds), training window, tests vs the first
     variant (the peer's runs first, when ``peer_runs`` is given, under the ``peer`` protocol)."""
     lines: list[str] = []
@@ -429,16 +465,23 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
         if not results:
             continue
         scales = ", ".join(f"{x:g}" for x in (p.alpha_scales or (1.0,)))
-        lines += [f"#### Protocol `{p.name}`: {p.num_goals} {'new tasks' if p.sampled_tasks else 'goals'}, K = {p.episodes}, {p.steps} step(s), α scale per "
-                  f"step {scales}", "", "| variant | seeds | " + " | ".join(f"step {j}" for j in range(p.steps + 1))
-                  + " |", "| --- | --- |" + " --- |" * (p.steps + 1)]
+        lines += [
+            f"#### Protocol `{p.name}`: {p.num_goals} {'new tasks' if p.sampled_tasks else 'goals'}, "
+            f"K = {p.episodes}, {p.steps} step(s), α scale per step {scales}",
+            "",
+            "| variant | seeds | " + " | ".join(f"step {j}" for j in range(p.steps + 1)) + " |",
+            "| --- | --- |" + " --- |" * (p.steps + 1),
+        ]
         for r in results:
             cells = [fmt(r.seed_means(j).mean(), ci95(r.seed_means(j))) for j in range(p.steps + 1)]
             lines.append(f"| {r.variant} | {len(r.seeds)} | " + " | ".join(cells) + " |")
             if r.mean_action:
                 ma = [np.array([r.mean_action[s][j].mean() for s in r.seeds]) for j in range(p.steps + 1)]
-                lines.append(f"| {r.variant} (mean action) | {len(r.seeds)} | "
-                             + " | ".join(fmt(m.mean(), ci95(m)) for m in ma) + " |")
+                lines.append(
+                    f"| {r.variant} (mean action) | {len(r.seeds)} | "
+                    + " | ".join(fmt(m.mean(), ci95(m)) for m in ma)
+                    + " |"
+                )
         base = results[0]
         tests = []
         for r in results[1:]:
@@ -446,27 +489,41 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
                 continue  # another family's tasks: no paired comparison
             for j in range(1, p.steps + 1):
                 c = compare(r, base, j)
-                tests.append(f"| {r.variant} − {base.variant} | {j} | {c['diff']:+.2f} | {c['p_goals']:.2g} | "
-                             f"{c['p_seeds']:.2g} |")
+                tests.append(
+                    f"| {r.variant} − {base.variant} | {j} | {c['diff']:+.2f} | {c['p_goals']:.2g} | "
+                    f"{c['p_seeds']:.2g} |"
+                )
         if tests:
-            lines += ["", "| comparison | step | difference | p (paired over goals) | p (Welch over seeds) |",
-                      "| --- | --- | --- | --- | --- |", *tests]
+            lines += [
+                "",
+                "| comparison | step | difference | p (paired over goals) | p (Welch over seeds) |",
+                "| --- | --- | --- | --- | --- |",
+                *tests,
+            ]
         lines.append("")
-    lines += ["#### Training: mean return of each run's last 10 iterations (training batches)", "",
-              "| variant | seeds | pre-adaptation | post-adaptation | per seed (post) |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "#### Training: mean return of each run's last 10 iterations (training batches)",
+        "",
+        "| variant | seeds | pre-adaptation | post-adaptation | per seed (post) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     if peer_windows:
         w = np.array([peer_windows[s] for s in sorted(peer_windows)])
-        lines.append(f"| pytorch-maml-rl | {len(w)} | {fmt(w[:, 0].mean(), ci95(w[:, 0]))} | "
-                     f"{fmt(w[:, 1].mean(), ci95(w[:, 1]))} | " + ", ".join(f"{x:.1f}" for x in w[:, 1]) + " |")
+        lines.append(
+            f"| pytorch-maml-rl | {len(w)} | {fmt(w[:, 0].mean(), ci95(w[:, 0]))} | "
+            f"{fmt(w[:, 1].mean(), ci95(w[:, 1]))} | " + ", ".join(f"{x:.1f}" for x in w[:, 1]) + " |"
+        )
     for v in variants:
         done = [s for s in seeds if complete(run_dir(runs, v, s), final_iteration(v))]
         if not done:
             continue
         last = final_iteration(v)
         windows = np.array([training_window(run_dir(runs, v, s), last - 9, last) for s in done])
-        lines.append(f"| {v.name} (iterations {last - 9}–{last}) | {len(done)} | {fmt(windows[:, 0].mean(), ci95(windows[:, 0]))} | "
-                     f"{fmt(windows[:, 1].mean(), ci95(windows[:, 1]))} | "
-                     + ", ".join(f"{x:.1f}" for x in windows[:, 1]) + " |")
+        lines.append(
+            f"| {v.name} (iterations {last - 9}–{last}) | {len(done)} | "
+            f"{fmt(windows[:, 0].mean(), ci95(windows[:, 0]))} | "
+            f"{fmt(windows[:, 1].mean(), ci95(windows[:, 1]))} | " + ", ".join(f"{x:.1f}" for x in windows[:, 1]) + " |"
+        )
     alpha_rows = []
     alpha_variants = [v for v in variants if learns_alpha(v)]
     for v in alpha_variants:
@@ -475,12 +532,19 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
             if complete(run, final_iteration(v)):
                 a = alpha_summary(run)["all"]
                 if a["std"] > 0:
-                    alpha_rows.append(f"| {v.name} | {s} | {a['mean']:.4f} | {a['std']:.4f} | {a['min']:.3f} | "
-                                      f"{a['max']:.3f} | {a['negative']} of {a['entries']} |")
+                    alpha_rows.append(
+                        f"| {v.name} | {s} | {a['mean']:.4f} | {a['std']:.4f} | {a['min']:.3f} | "
+                        f"{a['max']:.3f} | {a['negative']} of {a['entries']} |"
+                    )
     if alpha_rows:
-        lines += ["", "#### Learned α after training (all entries)", "",
-                  "| variant | seed | mean | std | min | max | negative entries |", "| --- | --- | --- | --- | --- | --- | --- |",
-                  *alpha_rows]
+        lines += [
+            "",
+            "#### Learned α after training (all entries)",
+            "",
+            "| variant | seed | mean | std | min | max | negative entries |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *alpha_rows,
+        ]
         lines += ["", "#### Learned α per layer (mean over seeds of each layer's mean / std)", ""]
         for v in alpha_variants:
             done = [s for s in seeds if complete(run_dir(runs, v, s), final_iteration(v))]
@@ -488,9 +552,13 @@ def report(runs: Path, variants: list[Variant], seeds: list[int], protocols: lis
             if not summaries or summaries[0]["all"]["std"] == 0:
                 continue
             layers = [k for k in summaries[0] if k != "all"]
-            lines += [f"| {v.name} ({len(done)} seeds) | " + " | ".join(layers) + " |", "| --- |" + " --- |" * len(layers),
-                      "| mean | " + " | ".join(f"{np.mean([x[k]['mean'] for x in summaries]):.4f}" for k in layers) + " |",
-                      "| std | " + " | ".join(f"{np.mean([x[k]['std'] for x in summaries]):.4f}" for k in layers) + " |", ""]
+            lines += [
+                f"| {v.name} ({len(done)} seeds) | " + " | ".join(layers) + " |",
+                "| --- |" + " --- |" * len(layers),
+                "| mean | " + " | ".join(f"{np.mean([x[k]['mean'] for x in summaries]):.4f}" for k in layers) + " |",
+                "| std | " + " | ".join(f"{np.mean([x[k]['std'] for x in summaries]):.4f}" for k in layers) + " |",
+                "",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -510,10 +578,16 @@ def main() -> None:
     parser.add_argument("--variants", help="comma-separated subset of the study's variants")
     parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4 or 1,2,3")
     parser.add_argument("--runs", type=Path, required=True, help="directory of the study's runs")
-    parser.add_argument("--parallel", type=int, default=1, help="training runs at a time (each with one learner thread)")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="training runs at a time (each with one learner thread)"
+    )
     parser.add_argument("--protocols", default="maml-paper,metasgd-paper", help=f"of {', '.join(PROTOCOLS)}")
-    parser.add_argument("--to", type=Path, help="archive: where the summaries and evaluations go (e.g. docs/data/study-paper)")
-    parser.add_argument("--peer-runs", type=Path, help="report, archive: pytorch-maml-rl runs of the peer harness, seed<N>/ each")
+    parser.add_argument(
+        "--to", type=Path, help="archive: where the summaries and evaluations go (e.g. docs/data/study-paper)"
+    )
+    parser.add_argument(
+        "--peer-runs", type=Path, help="report, archive: pytorch-maml-rl runs of the peer harness, seed<N>/ each"
+    )
     args = parser.parse_args()
     variants = STUDIES[args.study]
     if args.variants:

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Thin entry point for `ray submit` / `ray job submit`: ``python scripts/train.py ARGS`` = ``metarl train ARGS``.
+r"""Thin entry point for `ray submit` / `ray job submit`: ``python scripts/train.py ARGS`` = ``metarl train ARGS``.
 
-    ray submit cluster.yaml scripts/train.py ~/metarl/configs/navigation2d-metasgd.yaml --address auto --out /home/ubuntu/runs/nav
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python scripts/train.py configs/navigation2d-metasgd.yaml --address auto
+ray submit cluster.yaml scripts/train.py ~/metarl/configs/navigation2d-metasgd.yaml \
+    --address auto --out /home/ubuntu/runs/nav
+ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+    python scripts/train.py configs/navigation2d-metasgd.yaml --address auto
 """
 
 import sys

@@ -111,6 +111,7 @@ _shared: dict[str, str] = {}  # {"address": the shared Ray's GCS address} once i
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering
 def pytest_collection_modifyitems(items):
     """Modules that start their own cluster run after the rest, so the shared Ray starts once per run."""
+
     def module(item):
         return getattr(item, "module", None)
 
@@ -130,8 +131,11 @@ def ray_leftovers(timeout: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         left = [f"actor {a['ActorClassName']} ({a['State']})" for a in actors().values() if a["State"] != "DEAD"]
-        left += [f"placement group {pg['name'] or pg_id} ({pg['state']})"
-                 for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"]
+        left += [
+            f"placement group {pg['name'] or pg_id} ({pg['state']})"
+            for pg_id, pg in ray.util.placement_group_table().items()
+            if pg["state"] != "REMOVED"
+        ]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)

@@ -380,8 +380,9 @@ def test_gae_without_cut_information_treats_the_horizon_as_termination():
     obs, rewards, mask, last_obs, truncated, gamma = _cut_case()
     plain = gae_advantages(obs, rewards, mask, gamma, 1.0, normalize=False)
     assert torch.equal(plain[0, 0], plain[0, 1])  # a cut episode and a terminated one are valued alike
-    none_cut = gae_advantages(obs, rewards, mask, gamma, 1.0, normalize=False, last_obs=last_obs,
-                              truncated=torch.zeros_like(truncated))
+    none_cut = gae_advantages(
+        obs, rewards, mask, gamma, 1.0, normalize=False, last_obs=last_obs, truncated=torch.zeros_like(truncated)
+    )
     assert torch.equal(none_cut, plain)
 
 

@@ -33,8 +33,9 @@ def test_maml_from_rescaled_units_is_metasgd_with_per_unit_alpha():
         torch.testing.assert_close(a, b)  # the same policy
 
     alpha = 0.5
-    maml_rescaled = adapt(spec, rescaled, {k: torch.tensor(alpha, dtype=torch.float64) for k in theta}, batch,
-                          create_graph=False)
+    maml_rescaled = adapt(
+        spec, rescaled, {k: torch.tensor(alpha, dtype=torch.float64) for k in theta}, batch, create_graph=False
+    )
     metasgd = adapt(spec, theta, {k: alpha / s[k] ** 2 for k in theta}, batch, create_graph=False)
     maml = adapt(spec, theta, {k: torch.tensor(alpha, dtype=torch.float64) for k in theta}, batch, create_graph=False)
     for k in theta:  # θ̃' = S θ'_metasgd entry by entry ...

@@ -20,8 +20,15 @@ def tiny(config):
         config.environment("metarl/Navigation2D-v0", env_kwargs={"action_mode": "clip"})
         .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)
         .learners(device="cpu", num_cpus=0.5, num_threads=1)
-        .training(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], iterations=10, inner_lr=0.1,
-                  meta_optimizer="trpo", max_kl=0.01)
+        .training(
+            meta_batch_size=4,
+            episodes_per_task=4,
+            hidden_sizes=[8],
+            iterations=10,
+            inner_lr=0.1,
+            meta_optimizer="trpo",
+            max_kl=0.01,
+        )
         .debugging(seed=3)
     )
 
@@ -31,7 +38,13 @@ def test_builder_maps_rllib_names_to_config_keys():
     cfg = tiny(MetaSGDConfig()).to_config()
     assert isinstance(cfg, Config)
     assert (cfg.algorithm, cfg.env, cfg.env_kwargs) == ("metasgd", "metarl/Navigation2D-v0", {"action_mode": "clip"})
-    assert (cfg.num_workers, cfg.worker_cpus, cfg.device, cfg.learner_cpus, cfg.learner_threads) == (1, 0.5, "cpu", 0.5, 1)
+    assert (cfg.num_workers, cfg.worker_cpus, cfg.device, cfg.learner_cpus, cfg.learner_threads) == (
+        1,
+        0.5,
+        "cpu",
+        0.5,
+        1,
+    )
     assert (cfg.meta_batch_size, cfg.episodes_per_task, cfg.hidden_sizes, cfg.seed) == (4, 4, [8], 3)
     assert MAMLConfig().to_config().algorithm == "maml"
     # unset keys keep Config's defaults; a later setter call overrides only what it names
@@ -107,8 +120,20 @@ def test_train_save_restore_and_continue(local_ray, tmp_path):
     for tag in ("return_pre", "return_post"):
         assert [s for s, _ in scalars[tag]] == [1, 2, 3], tag
         np.testing.assert_allclose([v for _, v in scalars[tag]], [m[tag] for m in history], rtol=1e-6)
-    for tag in ("outer/kl", "outer/line_search_steps", "alpha/mean", "alpha/min", "alpha/max", "alpha/layer0.weight/mean",
-                "env_steps", "seconds", "time/sample_pre", "time/adapt", "time/sample_post", "time/meta_update"):
+    for tag in (
+        "outer/kl",
+        "outer/line_search_steps",
+        "alpha/mean",
+        "alpha/min",
+        "alpha/max",
+        "alpha/layer0.weight/mean",
+        "env_steps",
+        "seconds",
+        "time/sample_pre",
+        "time/adapt",
+        "time/sample_post",
+        "time/meta_update",
+    ):
         assert [s for s, _ in scalars[tag]] == [1, 2, 3], tag
     assert [s for s, _ in read_scalars(tmp_path / "restored" / "tensorboard")["return_post"]] == [3]
     csv_rows = read_csv(tmp_path / "run" / "metrics.csv")  # and metrics.csv: the same rows

@@ -70,8 +70,17 @@ def test_pretrained_baseline_trains_without_adapting_and_adapts_at_test_time(loc
     from metarl.runtime.metrics import read_metrics
     from metarl.runtime.trainer import Trainer
 
-    cfg = Config.from_dict(dict(algorithm="maml", inner_lr=0.0, iterations=2, meta_batch_size=4,
-                                episodes_per_task=4, hidden_sizes=[8], checkpoint_every=1))
+    cfg = Config.from_dict(
+        dict(
+            algorithm="maml",
+            inner_lr=0.0,
+            iterations=2,
+            meta_batch_size=4,
+            episodes_per_task=4,
+            hidden_sizes=[8],
+            checkpoint_every=1,
+        )
+    )
     trainer = Trainer(cfg, tmp_path / "pre")
     try:
         trainer.train()

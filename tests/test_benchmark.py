@@ -19,9 +19,24 @@ def _positive(x) -> bool:
 
 def test_benchmark_json_fields():
     proc = subprocess.run(
-        [sys.executable, "-m", "metarl.cli", "benchmark", "--json", "--iterations", "2", "--warmup", "1",
-         "--threads", "1", "--set", *TINY],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "benchmark",
+            "--json",
+            "--iterations",
+            "2",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--set",
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

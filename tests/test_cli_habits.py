@@ -46,12 +46,15 @@ def test_grid_values_are_typed_like_set_values():
     assert points == [(0.01, "clip"), (0.01, "scale"), (0.1, "clip"), (0.1, "scale")]
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--set", "iterations=1", NAV],
-    ["train", "--set", "iterations=1", "seed=3", NAV],
-    ["train", NAV, "--set", "iterations=1", "--set", "seed=3"],
-    ["train", "--set=iterations=1", "seed=3", NAV, "--quiet"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--set", "iterations=1", NAV],
+        ["train", "--set", "iterations=1", "seed=3", NAV],
+        ["train", NAV, "--set", "iterations=1", "--set", "seed=3"],
+        ["train", "--set=iterations=1", "seed=3", NAV, "--quiet"],
+    ],
+)
 def test_overrides_and_the_config_path_in_any_order(argv):
     args = build_parser().parse_args(argv)
     assert args.config == NAV
@@ -64,8 +67,9 @@ def test_goals_before_the_run_are_not_taken_for_the_run():
 
 
 def _run_cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "metarl.cli", *argv], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "metarl.cli", *argv], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
 
 
 def test_config_command_prints_the_resolved_config():
@@ -131,7 +135,9 @@ def test_json_tasks_work_for_any_family():
     assert resolve_tasks(cheetah, [parse_task('{"velocity": 1.5}')], None, 0) == [{"velocity": 1.5}]
     with pytest.raises(ValueError, match="must lie in"):
         resolve_tasks(cheetah, [parse_task('{"velocity": 9}')], None, 0)
-    with pytest.raises(ValueError, match=re.escape("""tasks have no goal; give the task as JSON, e.g. --task '{"velocity": """)):
+    with pytest.raises(
+        ValueError, match=re.escape("""tasks have no goal; give the task as JSON, e.g. --task '{"velocity": """)
+    ):
         resolve_tasks(cheetah, [parse_goal("1.5")], None, 0)
     with pytest.raises(ValueError, match="not valid JSON"):
         parse_task("{velocity: 1}")
@@ -191,8 +197,14 @@ def test_the_embedded_ray_starts_with_authentication_but_without_its_notice(tmp_
     """Ray 2.60 logs the notice for every new local cluster; metarl hides it there and keeps token auth on.
     The plain ``ray.init`` case shows the notice is real (if Ray drops it, this test says so)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    proc = subprocess.run([sys.executable, "-c", INIT.format(start=start)], capture_output=True, text=True,
-                          timeout=240, cwd=REPO, env={**env, "HOME": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, "-c", INIT.format(start=start)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+        env={**env, "HOME": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mode token" in proc.stdout
     assert (AUTH_NOTICE in proc.stderr) is shown, proc.stderr[-2000:]

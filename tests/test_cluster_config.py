@@ -25,8 +25,16 @@ RAY_PORTS = (8265, 6379, 10001)  # dashboard / job server, GCS, Ray client
 
 # RunInstances parameters this project uses or documents (catches typos Ray's schema lets through).
 EC2_NODE_CONFIG_KEYS = {
-    "InstanceType", "ImageId", "BlockDeviceMappings", "InstanceMarketOptions", "KeyName",
-    "SecurityGroupIds", "SubnetIds", "IamInstanceProfile", "TagSpecifications", "Placement",
+    "InstanceType",
+    "ImageId",
+    "BlockDeviceMappings",
+    "InstanceMarketOptions",
+    "KeyName",
+    "SecurityGroupIds",
+    "SubnetIds",
+    "IamInstanceProfile",
+    "TagSpecifications",
+    "Placement",
 }
 # (vCPUs, GPUs) of the instance types the file names: `resources` may not promise more than the machine has.
 INSTANCE_SHAPES = {"m6i.xlarge": (4, 0), "g5.xlarge": (4, 1), "c6i.4xlarge": (16, 0)}
@@ -45,8 +53,14 @@ def ray_checked(raw: dict) -> dict:
 
 
 def all_commands(cfg: dict) -> list[str]:
-    keys = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-            "head_start_ray_commands", "worker_start_ray_commands")
+    keys = (
+        "initialization_commands",
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    )
     cmds = [c for k in keys for c in cfg.get(k) or []]
     for node_type in (cfg.get("available_node_types") or {}).values():
         for k in ("initialization_commands", "worker_setup_commands"):
@@ -59,7 +73,9 @@ def open_ray_ports_to_world(cfg: dict) -> list[str]:
     problems = []
     rules = (cfg.get("provider", {}).get("security_group") or {}).get("IpPermissions") or []
     for rule in rules:
-        world = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + [r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])]
+        world = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + [
+            r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])
+        ]
         if not {"0.0.0.0/0", "::/0"} & set(world):
             continue
         if str(rule.get("IpProtocol")) == "-1":
@@ -136,9 +152,13 @@ def test_setup_installs_this_project_with_pinned_constraints(path):
     mounts = cfg["file_mounts"]
     remote = next(r for r, local in mounts.items() if (ROOT / local).resolve() == ROOT)  # the repo is mounted
     cmds = cfg["setup_commands"]
-    installs = [c for c in cmds if re.search(r"pip install\b", c)
-                and re.search(rf"-c {re.escape(remote)}/constraints\.txt\b", c)
-                and re.search(rf"-e {re.escape(remote)}(\s|$)", c)]
+    installs = [
+        c
+        for c in cmds
+        if re.search(r"pip install\b", c)
+        and re.search(rf"-c {re.escape(remote)}/constraints\.txt\b", c)
+        and re.search(rf"-e {re.escape(remote)}(\s|$)", c)
+    ]
     assert installs, f"no `pip install -c {remote}/constraints.txt -e {remote}` in setup_commands: {cmds}"
     assert (ROOT / "constraints.txt").is_file() and (ROOT / "configs").is_dir()
     # every pip install on the nodes goes through the pinned constraints
@@ -179,12 +199,14 @@ def test_port_check_is_not_vacuous():
     assert open_ray_ports_to_world(cfg({"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, **world}))
     assert open_ray_ports_to_world(cfg({"IpProtocol": "tcp", "FromPort": 6000, "ToPort": 11000, **world}))
     assert open_ray_ports_to_world(cfg({"IpProtocol": "-1", **world}))
-    assert open_ray_ports_to_world(cfg({"IpProtocol": "tcp", "FromPort": 10001, "ToPort": 10001,
-                                        "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}))
+    assert open_ray_ports_to_world(
+        cfg({"IpProtocol": "tcp", "FromPort": 10001, "ToPort": 10001, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]})
+    )
     assert open_ray_ports_to_world(cfg(cmd="ray start --head --dashboard-host=0.0.0.0"))
     assert not open_ray_ports_to_world(cfg({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **world}))
-    assert not open_ray_ports_to_world(cfg({"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265,
-                                            "IpRanges": [{"CidrIp": "10.0.0.0/16"}]}))
+    assert not open_ray_ports_to_world(
+        cfg({"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "10.0.0.0/16"}]})
+    )
 
 
 def test_dashboard_on_loopback(aws_raw, local_raw):
@@ -204,12 +226,17 @@ def test_every_node_type_has_explicit_resources(aws_raw):
 def test_gpu_node_type_for_the_learner(aws_raw):
     gpu_types = {n: t for n, t in aws_raw["available_node_types"].items() if t["resources"].get("GPU", 0) >= 1}
     assert gpu_types, "no node type with a GPU"
-    assert any(t["resources"].get("learner", 0) >= 1 and t.get("min_workers", 0) >= 1 for t in gpu_types.values()), \
+    assert any(t["resources"].get("learner", 0) >= 1 and t.get("min_workers", 0) >= 1 for t in gpu_types.values()), (
         "the learner's GPU node must be up when `metarl train` starts (min_workers >= 1, resource `learner`)"
-    cpu_types = [t for n, t in aws_raw["available_node_types"].items()
-                 if n != aws_raw["head_node_type"] and t["resources"].get("GPU", 0) == 0]
-    assert cpu_types and all(t["max_workers"] > t.get("min_workers", 0) >= 1 for t in cpu_types), \
+    )
+    cpu_types = [
+        t
+        for n, t in aws_raw["available_node_types"].items()
+        if n != aws_raw["head_node_type"] and t["resources"].get("GPU", 0) == 0
+    ]
+    assert cpu_types and all(t["max_workers"] > t.get("min_workers", 0) >= 1 for t in cpu_types), (
         "a CPU node type for rollouts with autoscaling bounds"
+    )
 
 
 def test_aws_node_configs(aws_raw):

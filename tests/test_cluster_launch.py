@@ -49,9 +49,9 @@ class Proc:
 
     def __init__(self, pid: int):
         stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         self.pid, self.state, self.start = pid, fields[0], int(fields[19])
-        self.name = stat[stat.index("(") + 1:stat.rindex(")")]
+        self.name = stat[stat.index("(") + 1 : stat.rindex(")")]
         self.uid = Path(f"/proc/{pid}").stat().st_uid
         self.cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
 
@@ -168,10 +168,33 @@ def test_ray_up_submit_down(tmp_path):
         names = {p.name for p in cluster.values()}
         assert {"gcs_server", "raylet"} <= names, names
 
-        job = _run([RAY, "job", "submit", "--address", "http://127.0.0.1:48265", "--working-dir", ".", "--",
-                    "metarl", "train", "configs/navigation2d-metasgd.yaml", "--address", "auto", "--quiet",
-                    "--out", run_dir, "--set", "iterations=2", "meta_batch_size=4", "episodes_per_task=4",
-                    "hidden_sizes=[16,16]"], log, timeout=900)
+        job = _run(
+            [
+                RAY,
+                "job",
+                "submit",
+                "--address",
+                "http://127.0.0.1:48265",
+                "--working-dir",
+                ".",
+                "--",
+                "metarl",
+                "train",
+                "configs/navigation2d-metasgd.yaml",
+                "--address",
+                "auto",
+                "--quiet",
+                "--out",
+                run_dir,
+                "--set",
+                "iterations=2",
+                "meta_batch_size=4",
+                "episodes_per_task=4",
+                "hidden_sizes=[16,16]",
+            ],
+            log,
+            timeout=900,
+        )
         assert job.returncode == 0 and "succeeded" in _tail(log, 5), _tail(log)
 
         local_copy = tmp_path / "run"

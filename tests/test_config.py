@@ -54,8 +54,11 @@ def test_adam_reptile_policy_and_alpha_defaults_come_from_their_sections():
     assert _init_fields(Reptile)["step_size"] == ReptileConfig().step_size
     spec = PolicySpec(2, 2)
     policy = PolicyConfig()
-    assert (list(spec.hidden_sizes), spec.activation, spec.init_std) == (policy.hidden_sizes, policy.activation,
-                                                                         policy.init_std)
+    assert (list(spec.hidden_sizes), spec.activation, spec.init_std) == (
+        policy.hidden_sizes,
+        policy.activation,
+        policy.init_std,
+    )
     create = inspect.signature(Alpha.create).parameters
     assert {k: create[k].default for k in ("granularity", "parametrization")} == Config().alpha.model_dump()
 
@@ -64,13 +67,21 @@ def test_the_learner_builds_its_optimizer_from_the_section():
     from metarl.runtime.learner import Learner
 
     spec = PolicySpec(2, 2, (8,))
-    learner = Learner(Config.from_dict({**SMALL, "max_kl": 0.03, "alpha_update": "natural", "alpha_max_kl": 0.002},
-                                       check_env=False), spec)
+    learner = Learner(
+        Config.from_dict({**SMALL, "max_kl": 0.03, "alpha_update": "natural", "alpha_max_kl": 0.002}, check_env=False),
+        spec,
+    )
     assert isinstance(learner.optimizer, TRPO)
-    assert (learner.optimizer.max_kl, learner.optimizer.alpha_update, learner.optimizer.alpha_max_kl) == (0.03, "natural", 0.002)
+    assert (learner.optimizer.max_kl, learner.optimizer.alpha_update, learner.optimizer.alpha_max_kl) == (
+        0.03,
+        "natural",
+        0.002,
+    )
     adam = Learner(Config.from_dict({**SMALL, "meta_optimizer": "adam", "adam": {"lr": 0.02}}, check_env=False), spec)
     assert isinstance(adam.optimizer, Adam) and adam.optimizer.lr == 0.02
-    reptile = Learner(Config.from_dict({**SMALL, "algorithm": "reptile", "reptile_step_size": 0.3}, check_env=False), spec)
+    reptile = Learner(
+        Config.from_dict({**SMALL, "algorithm": "reptile", "reptile_step_size": 0.3}, check_env=False), spec
+    )
     assert (reptile.optimizer.step_size, reptile.optimizer.anneal_over) == (0.3, 3)
 
 
@@ -85,20 +96,46 @@ def test_every_flat_key_is_documented_with_its_section():
 
 # -- flat (legacy) and nested input ----------------------------------------------------------------------
 def test_flat_nested_and_mixed_input_load_the_same_config():
-    flat = {"algorithm": "metasgd", "max_kl": 0.02, "alpha_update": "adam", "alpha_lr": 0.03, "alpha_granularity": "scalar",
-            "gamma": 0.9, "hidden_sizes": [16], "num_workers": 2, "seed": 4}
-    nested = {"algorithm": "metasgd", "trpo": {"max_kl": 0.02, "alpha_update": "adam", "alpha_lr": 0.03},
-              "alpha": {"granularity": "scalar"}, "advantages": {"gamma": 0.9}, "policy": {"hidden_sizes": [16]},
-              "resources": {"num_workers": 2}, "seed": 4}
-    mixed = {"algorithm": "metasgd", "trpo": {"max_kl": 0.02}, "alpha_update": "adam", "alpha_lr": 0.03,
-             "alpha": {"granularity": "scalar"}, "gamma": 0.9, "policy": {"hidden_sizes": [16]}, "num_workers": 2, "seed": 4}
+    flat = {
+        "algorithm": "metasgd",
+        "max_kl": 0.02,
+        "alpha_update": "adam",
+        "alpha_lr": 0.03,
+        "alpha_granularity": "scalar",
+        "gamma": 0.9,
+        "hidden_sizes": [16],
+        "num_workers": 2,
+        "seed": 4,
+    }
+    nested = {
+        "algorithm": "metasgd",
+        "trpo": {"max_kl": 0.02, "alpha_update": "adam", "alpha_lr": 0.03},
+        "alpha": {"granularity": "scalar"},
+        "advantages": {"gamma": 0.9},
+        "policy": {"hidden_sizes": [16]},
+        "resources": {"num_workers": 2},
+        "seed": 4,
+    }
+    mixed = {
+        "algorithm": "metasgd",
+        "trpo": {"max_kl": 0.02},
+        "alpha_update": "adam",
+        "alpha_lr": 0.03,
+        "alpha": {"granularity": "scalar"},
+        "gamma": 0.9,
+        "policy": {"hidden_sizes": [16]},
+        "num_workers": 2,
+        "seed": 4,
+    }
     configs = [Config.from_dict(raw, check_env=False) for raw in (flat, nested, mixed)]
     assert configs[0] == configs[1] == configs[2]
     assert configs[0].max_kl == configs[0].trpo.max_kl == 0.02 and configs[0].num_workers == 2
 
 
 def test_a_key_given_flat_and_nested_with_different_values_is_refused():
-    with pytest.raises(ConfigError, match=r"^trpo\.max_kl: given twice, as max_kl \(0.02\) and as trpo.max_kl \(0.03\)"):
+    with pytest.raises(
+        ConfigError, match=r"^trpo\.max_kl: given twice, as max_kl \(0.02\) and as trpo.max_kl \(0.03\)"
+    ):
         Config.from_dict({"max_kl": 0.02, "trpo": {"max_kl": 0.03}}, check_env=False)
     assert Config.from_dict({"max_kl": 0.02, "trpo": {"max_kl": 0.02}}, check_env=False).max_kl == 0.02
 
@@ -115,7 +152,9 @@ def test_unknown_keys_get_a_did_you_mean_flat_or_nested():
 def test_set_reaches_sections_and_replaces_the_other_spelling(tmp_path):
     assert apply_overrides({"max_kl": 0.01}, ["trpo.max_kl=0.02"]) == {"trpo": {"max_kl": 0.02}}
     assert apply_overrides({"trpo": {"max_kl": 0.01, "cg_iters": 3}}, ["max_kl=0.02"]) == {
-        "trpo": {"cg_iters": 3}, "max_kl": 0.02}
+        "trpo": {"cg_iters": 3},
+        "max_kl": 0.02,
+    }
     cfg = Config.load(NAV_MAML, ["trpo.max_kl=0.02", "env_kwargs.action_mode=clip", "meta_lr=0.001"])
     assert cfg.max_kl == 0.02 and cfg.env_kwargs == {"action_mode": "clip"}
     with pytest.raises(ConfigError, match="trpo.max_kl is float, not a mapping"):
@@ -133,17 +172,29 @@ def test_errors_name_the_key_as_written():
 
 # -- options that do not apply -----------------------------------------------------------------------------
 INAPPLICABLE = [
-    ({"algorithm": "maml", "alpha_update": "natural"}, "alpha_update applies only to algorithm metasgd (this config: maml)"),
+    (
+        {"algorithm": "maml", "alpha_update": "natural"},
+        "alpha_update applies only to algorithm metasgd (this config: maml)",
+    ),
     ({"algorithm": "maml", "alpha_granularity": "scalar"}, "alpha_granularity applies only to algorithm metasgd"),
-    ({"algorithm": "maml", "alpha": {"parametrization": "log"}}, "alpha_parametrization applies only to algorithm metasgd"),
+    (
+        {"algorithm": "maml", "alpha": {"parametrization": "log"}},
+        "alpha_parametrization applies only to algorithm metasgd",
+    ),
     ({"algorithm": "reptile", "meta_optimizer": "adam"}, "meta_optimizer does not apply to algorithm reptile"),
     ({"algorithm": "reptile", "max_kl": 0.02}, "max_kl does not apply to algorithm reptile"),
     ({"algorithm": "reptile", "meta_gradient": "lvc"}, "meta_gradient does not apply to algorithm reptile"),
-    ({"algorithm": "maml", "reptile_step_size": 0.3}, "reptile_step_size applies only to algorithm reptile (this config: maml)"),
+    (
+        {"algorithm": "maml", "reptile_step_size": 0.3},
+        "reptile_step_size applies only to algorithm reptile (this config: maml)",
+    ),
     ({"meta_lr": 0.01}, "meta_lr applies only to meta_optimizer adam (this config: trpo)"),
     ({"meta_optimizer": "adam", "cg_iters": 5}, "cg_iters applies only to meta_optimizer trpo (this config: adam)"),
     ({"alpha_lr": 0.05}, "alpha_lr applies only to alpha_update adam (this config: joint)"),
-    ({"alpha_update": "adam", "alpha_max_kl": 0.05}, "alpha_max_kl applies only to alpha_update natural (this config: adam)"),
+    (
+        {"alpha_update": "adam", "alpha_max_kl": 0.05},
+        "alpha_max_kl applies only to alpha_update natural (this config: adam)",
+    ),
 ]
 
 
@@ -170,8 +221,10 @@ def test_an_option_that_does_not_apply_exits_2_with_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["train", str(NAV_MAML), "--set", "alpha_update=natural", "--out", str(out), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err == ["metarl: error: alpha_update applies only to algorithm metasgd (this config: maml); "
-                               "remove it or set it to its default 'joint'"]
+    assert rc == 2 and err == [
+        "metarl: error: alpha_update applies only to algorithm metasgd (this config: maml); "
+        "remove it or set it to its default 'joint'"
+    ]
     assert not out.exists()
 
 
@@ -190,15 +243,49 @@ def test_the_saved_form_round_trips(tmp_path, preset):
 # What metarl wrote into checkpoints and config.yaml before the typed config: dataclasses.asdict of the
 # flat dataclass, every key, including ones the algorithm ignored (here a MAML run with alpha_lr 0.05).
 LEGACY = {
-    "algorithm": "maml", "alpha_granularity": "per_parameter", "alpha_parametrization": "direct",
-    "alpha_update": "joint", "alpha_max_kl": 0.01, "alpha_lr": 0.05, "reptile_step_size": 0.5, "reptile_anneal": True,
-    "env": "metarl/Navigation2D-v0", "env_kwargs": {}, "horizon": None, "iterations": 3, "meta_batch_size": 2,
-    "episodes_per_task": 2, "inner_steps": 1, "inner_lr": 0.1, "first_order": False, "meta_gradient": "maml",
-    "meta_optimizer": "trpo", "meta_lr": 0.001, "max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-05, "ls_ratio": 0.8,
-    "ls_max_steps": 15, "fisher_subsample": 1.0, "gamma": 0.99, "gae_lambda": 1.0, "normalize_advantages": True,
-    "loss_average": "steps", "hidden_sizes": [8], "activation": "relu", "init_std": 1.0, "seed": 0,
-    "num_workers": 1, "worker_cpus": 1.0, "learner_cpus": 1.0, "learner_threads": 0, "device": "auto",
-    "dtype": "float32", "checkpoint_every": 10, "keep_checkpoints": 3, "max_consecutive_skips": 5,
+    "algorithm": "maml",
+    "alpha_granularity": "per_parameter",
+    "alpha_parametrization": "direct",
+    "alpha_update": "joint",
+    "alpha_max_kl": 0.01,
+    "alpha_lr": 0.05,
+    "reptile_step_size": 0.5,
+    "reptile_anneal": True,
+    "env": "metarl/Navigation2D-v0",
+    "env_kwargs": {},
+    "horizon": None,
+    "iterations": 3,
+    "meta_batch_size": 2,
+    "episodes_per_task": 2,
+    "inner_steps": 1,
+    "inner_lr": 0.1,
+    "first_order": False,
+    "meta_gradient": "maml",
+    "meta_optimizer": "trpo",
+    "meta_lr": 0.001,
+    "max_kl": 0.01,
+    "cg_iters": 10,
+    "cg_damping": 1e-05,
+    "ls_ratio": 0.8,
+    "ls_max_steps": 15,
+    "fisher_subsample": 1.0,
+    "gamma": 0.99,
+    "gae_lambda": 1.0,
+    "normalize_advantages": True,
+    "loss_average": "steps",
+    "hidden_sizes": [8],
+    "activation": "relu",
+    "init_std": 1.0,
+    "seed": 0,
+    "num_workers": 1,
+    "worker_cpus": 1.0,
+    "learner_cpus": 1.0,
+    "learner_threads": 0,
+    "device": "auto",
+    "dtype": "float32",
+    "checkpoint_every": 10,
+    "keep_checkpoints": 3,
+    "max_consecutive_skips": 5,
 }  # bootstrap_truncated did not exist yet
 
 

@@ -42,21 +42,37 @@ CHOICES = [n for n in NAMES if FIELDS[n].choices]
 
 # -- strategies: (raw config, the key the error must name) ------------------------------------
 small_text = st.text(min_size=0, max_size=12)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True), small_text)
-junk = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                     st.dictionaries(small_text, inner, max_size=3)), max_leaves=6)
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True), small_text)
+junk = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(small_text, inner, max_size=3)),
+    max_leaves=6,
+)
 
 
 def _wrong_type(name: str):
     t = _base_type(name)
     non_int_float = st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not float(x).is_integer())
     by_type = {
-        "int": st.one_of(small_text, st.booleans(), non_int_float, st.integers().map(float), st.lists(scalars, max_size=2),
-                         st.dictionaries(small_text, scalars, max_size=2)),
-        "float": st.one_of(small_text, st.booleans(), st.lists(scalars, max_size=2), st.dictionaries(small_text, scalars, max_size=2)),
+        "int": st.one_of(
+            small_text,
+            st.booleans(),
+            non_int_float,
+            st.integers().map(float),
+            st.lists(scalars, max_size=2),
+            st.dictionaries(small_text, scalars, max_size=2),
+        ),
+        "float": st.one_of(
+            small_text, st.booleans(), st.lists(scalars, max_size=2), st.dictionaries(small_text, scalars, max_size=2)
+        ),
         "bool": st.one_of(st.integers(), st.floats(), small_text, st.lists(scalars, max_size=2)),
-        "str": st.one_of(st.integers(), st.floats(), st.booleans(), st.lists(scalars, max_size=2),
-                         st.dictionaries(small_text, scalars, max_size=2)),
+        "str": st.one_of(
+            st.integers(),
+            st.floats(),
+            st.booleans(),
+            st.lists(scalars, max_size=2),
+            st.dictionaries(small_text, scalars, max_size=2),
+        ),
         "list": st.one_of(st.integers(), small_text, st.booleans(), st.dictionaries(small_text, scalars, max_size=2)),
         "dict": st.one_of(st.integers(), small_text, st.booleans(), st.lists(scalars, max_size=2)),
     }[t]
@@ -74,7 +90,7 @@ def _bad_number(name: str):
     ]
     low, high = spec.low, spec.high
     if low is not None:
-        below = st.integers(-10**9, math.ceil(low) - 1) if is_int else st.floats(-1e9, low, exclude_max=True)
+        below = st.integers(-(10**9), math.ceil(low) - 1) if is_int else st.floats(-1e9, low, exclude_max=True)
         options.append(below)
         if spec.exclusive_low:
             options.append(st.just(int(low) if is_int else float(low)))
@@ -94,21 +110,29 @@ def _bad_choice(name: str):
 def _typo(name: str):
     """A near miss of a real key (exercises 'did you mean')."""
     return st.tuples(st.integers(0, len(name) - 1), st.sampled_from(["drop", "dup", "swap", "case"])).map(
-        lambda a: {"drop": name[: a[0]] + name[a[0] + 1:], "dup": name[: a[0]] + name[a[0]] + name[a[0]:],
-                   "swap": name[: a[0]] + name[a[0] + 1: a[0] + 2] + name[a[0]] + name[a[0] + 2:],
-                   "case": name.upper()}[a[1]]
+        lambda a: {
+            "drop": name[: a[0]] + name[a[0] + 1 :],
+            "dup": name[: a[0]] + name[a[0]] + name[a[0] :],
+            "swap": name[: a[0]] + name[a[0] + 1 : a[0] + 2] + name[a[0]] + name[a[0] + 2 :],
+            "case": name.upper(),
+        }[a[1]]
     )
 
 
-unknown_key = st.one_of(st.sampled_from(NAMES).flatmap(_typo), st.text(min_size=1, max_size=30)).filter(
-    lambda k: k not in FIELDS and k not in SECTIONS
-).flatmap(lambda k: junk.map(lambda v: ({**BASE, k: v}, k)))
+unknown_key = (
+    st.one_of(st.sampled_from(NAMES).flatmap(_typo), st.text(min_size=1, max_size=30))
+    .filter(lambda k: k not in FIELDS and k not in SECTIONS)
+    .flatmap(lambda k: junk.map(lambda v: ({**BASE, k: v}, k)))
+)
 
 bad_hidden = st.one_of(
     st.just([]),
-    st.lists(st.integers(-10**6, 0), min_size=1, max_size=4),
-    st.lists(st.one_of(st.booleans(), st.floats(), small_text, st.lists(st.integers(1, 9), max_size=2), st.none()),
-             min_size=1, max_size=4),
+    st.lists(st.integers(-(10**6), 0), min_size=1, max_size=4),
+    st.lists(
+        st.one_of(st.booleans(), st.floats(), small_text, st.lists(st.integers(1, 9), max_size=2), st.none()),
+        min_size=1,
+        max_size=4,
+    ),
     st.lists(st.integers(1, 64), min_size=65, max_size=70),
     st.lists(st.integers(10**5, 10**9), min_size=2, max_size=3),  # a policy of > 1e8 parameters
     st.integers(10**9 + 1, 10**30).map(lambda x: [8, x]),
@@ -116,12 +140,16 @@ bad_hidden = st.one_of(
 
 bad_env_kwargs = st.one_of(
     st.dictionaries(st.integers(), scalars, min_size=1, max_size=2),  # non-string keys
-    st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda k: k != "action_mode"), junk, min_size=1, max_size=2),
+    st.dictionaries(
+        st.text(min_size=1, max_size=10).filter(lambda k: k != "action_mode"), junk, min_size=1, max_size=2
+    ),
     junk.filter(lambda v: v not in ("clip", "scale")).map(lambda v: {"action_mode": v}),
     st.sampled_from([math.nan, math.inf]).map(lambda v: {"action_mode": "clip", "extra": [v]}),
 ).map(lambda v: ({**BASE, "env_kwargs": v}, "env_kwargs"))
 
-bad_env = st.text(max_size=40).filter(lambda s: s != "metarl/Navigation2D-v0").map(lambda v: ({**BASE, "env": v}, "env"))
+bad_env = (
+    st.text(max_size=40).filter(lambda s: s != "metarl/Navigation2D-v0").map(lambda v: ({**BASE, "env": v}, "env"))
+)
 
 too_many_workers = st.integers(5, 10**6).map(lambda w: ({**BASE, "num_workers": w}, "num_workers"))
 
@@ -197,17 +225,29 @@ def test_generated_bad_configs_are_rejected_with_one_line_naming_the_key(tmp_pat
     assert via_cli[0] >= 100, f"only {via_cli[0]} went through the CLI"
 
 
-YAML_NOISE = st.text(alphabet=st.sampled_from(list("{}[]:,&*!|>'\"%@`\t\n -?#=.0123456789abcxyz_\\")), min_size=1,
-                     max_size=40)
+YAML_NOISE = st.text(
+    alphabet=st.sampled_from(list("{}[]:,&*!|>'\"%@`\t\n -?#=.0123456789abcxyz_\\")), min_size=1, max_size=40
+)
 bad_files = st.one_of(
     YAML_NOISE.map(str.encode),
     st.binary(min_size=0, max_size=64),
     st.lists(scalars, max_size=3).map(lambda v: yaml.safe_dump(v).encode()),  # a list, not a mapping
     scalars.map(lambda v: yaml.safe_dump(v).encode()),
     st.integers(2, 2000).map(lambda n: ("[" * n).encode()),  # unbalanced / deeply nested
-    st.sampled_from([b"", b"\n\n", b"# only a comment\n", b"a: 1\na: 2\n", b"\xff\xfe\x00garbage",
-                     b"!!python/object/apply:os.system ['true']\n", b"meta_lr: !!binary aGVsbG8=\n",
-                     b"inner_lr: 2024-01-01\n", b"x: &a [*a]\n", b"\x00\x01\x02"]),
+    st.sampled_from(
+        [
+            b"",
+            b"\n\n",
+            b"# only a comment\n",
+            b"a: 1\na: 2\n",
+            b"\xff\xfe\x00garbage",
+            b"!!python/object/apply:os.system ['true']\n",
+            b"meta_lr: !!binary aGVsbG8=\n",
+            b"inner_lr: 2024-01-01\n",
+            b"x: &a [*a]\n",
+            b"\x00\x01\x02",
+        ]
+    ),
 )
 
 
@@ -240,13 +280,18 @@ def test_generated_bad_files_are_rejected_with_one_line(tmp_path):
 
 
 @settings(max_examples=60, **SETTINGS)
-@given(item=st.one_of(st.text(max_size=20).filter(lambda s: "=" not in s),
-                      st.text(min_size=1, max_size=10).filter(lambda k: k.strip() and "=" not in k and k.strip() not in FIELDS
-                                                              and k.strip() not in SECTIONS)
-                      .map(lambda k: f"{k}=1"),
-                      st.sampled_from(NUMERIC).map(lambda k: f"{k}=.nan"),
-                      st.sampled_from(["hidden_sizes=[8,", "env_kwargs={a: [}", "seed=1e400", "iterations=-3",
-                                       "inner_lr=!!python/name:os.system"])))
+@given(
+    item=st.one_of(
+        st.text(max_size=20).filter(lambda s: "=" not in s),
+        st.text(min_size=1, max_size=10)
+        .filter(lambda k: k.strip() and "=" not in k and k.strip() not in FIELDS and k.strip() not in SECTIONS)
+        .map(lambda k: f"{k}=1"),
+        st.sampled_from(NUMERIC).map(lambda k: f"{k}=.nan"),
+        st.sampled_from(
+            ["hidden_sizes=[8,", "env_kwargs={a: [}", "seed=1e400", "iterations=-3", "inner_lr=!!python/name:os.system"]
+        ),
+    )
+)
 def test_bad_overrides_are_rejected(item):
     with pytest.raises(ConfigError) as info:
         Config.load(REPO / "configs/navigation2d-maml.yaml", [item])
@@ -266,8 +311,14 @@ def test_yaml_1_2_floats_and_duplicate_keys(tmp_path):
 
 # -- through the real CLI --------------------------------------------------------------------
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "metarl.cli", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={**__import__("os").environ, "RAY_ADDRESS": "local"})
+    return subprocess.run(
+        [sys.executable, "-m", "metarl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**__import__("os").environ, "RAY_ADDRESS": "local"},
+    )
 
 
 def _assert_status_2_one_line(proc: subprocess.CompletedProcess, fragment: str = "") -> str:
@@ -311,7 +362,8 @@ SPECIAL_FILES = {
 
 
 @pytest.mark.parametrize(
-    "command, name", [("train", name) for name in sorted(SPECIAL_FILES)] + [("benchmark", "list.yaml"), ("benchmark", "garbage.yaml")]
+    "command, name",
+    [("train", name) for name in sorted(SPECIAL_FILES)] + [("benchmark", "list.yaml"), ("benchmark", "garbage.yaml")],
 )
 def test_cli_bad_files(tmp_path, command, name):
     data, fragment = SPECIAL_FILES[name]

@@ -30,8 +30,17 @@ from metarl.runtime.metrics import read_metrics
 from metarl.runtime.rollout_group import ResourceError, check_placement, split_by_share
 from metarl.runtime.trainer import LearnerDiedError, Trainer
 
-TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], num_workers=2, worker_cpus=1.0,
-            learner_cpus=1.0, learner_threads=1, iterations=2, checkpoint_every=1)
+TINY = dict(
+    meta_batch_size=4,
+    episodes_per_task=4,
+    hidden_sizes=[8],
+    num_workers=2,
+    worker_cpus=1.0,
+    learner_cpus=1.0,
+    learner_threads=1,
+    iterations=2,
+    checkpoint_every=1,
+)
 NODE_CPUS = (1, 1, 1)  # head, node a, node b
 
 
@@ -210,7 +219,10 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
     [
         (dict(device="cuda"), "GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has 0 GPUs"),
         (dict(num_workers=3, meta_batch_size=4), "ask for 4 CPUs; the Ray cluster has 3"),
-        (dict(num_workers=1, worker_cpus=1.5, learner_cpus=0.5), "worker_cpus=1.5 CPUs on one node; the largest node has 1"),
+        (
+            dict(num_workers=1, worker_cpus=1.5, learner_cpus=0.5),
+            "worker_cpus=1.5 CPUs on one node; the largest node has 1",
+        ),
         (dict(num_workers=4, worker_cpus=0.6, learner_cpus=0.5), "hold at most 2 such workers"),
     ],
     ids=["gpu", "cpu-total", "cpu-per-node", "cpu-packing"],
@@ -232,7 +244,9 @@ def test_unplaceable_group_times_out(clean, tmp_path, monkeypatch):
     assert other.wait(20)
     try:
         start = time.monotonic()
-        with pytest.raises(ResourceError, match=r"rollout placement group .* not placed within 2 s; the cluster has 0 CPUs"):
+        with pytest.raises(
+            ResourceError, match=r"rollout placement group .* not placed within 2 s; the cluster has 0 CPUs"
+        ):
             _trainer(tmp_path, num_workers=1)
         assert time.monotonic() - start < 30
     finally:
@@ -241,9 +255,23 @@ def test_unplaceable_group_times_out(clean, tmp_path, monkeypatch):
 
 def test_cli_impossible_request_one_line(clean, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "metarl.cli", "train", "configs/navigation2d-maml.yaml", "--set", "device=cuda",
-         "--out", str(tmp_path / "run"), "--address", ray.get_runtime_context().gcs_address, "--quiet"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "train",
+            "configs/navigation2d-maml.yaml",
+            "--set",
+            "device=cuda",
+            "--out",
+            str(tmp_path / "run"),
+            "--address",
+            ray.get_runtime_context().gcs_address,
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -285,6 +313,7 @@ def test_learner_death_then_resume_matches_uninterrupted(clean, tmp_path):
     out = tmp_path / "interrupted"
     first = _trainer(out, **cfg)
     try:
+
         def kill_learner_after_2(m):
             if m["iteration"] == 2:
                 os.kill(_pid_of(first.learner), signal.SIGKILL)
@@ -298,12 +327,14 @@ def test_learner_death_then_resume_matches_uninterrupted(clean, tmp_path):
     message = str(err.value)
     assert "\n" not in message and message.startswith(
         f"learner died at iteration 3; newest checkpoint: {out / 'checkpoints' / 'checkpoint-000002.pt'}; "
-        "resume with: metarl train ")
+        "resume with: metarl train "
+    )
     assert message.endswith(f"--out {out} --address {ray.get_runtime_context().gcs_address} --resume")
     assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]
 
-    resumed = Trainer(Config.from_dict({**TINY, **cfg}), out, address=ray.get_runtime_context().gcs_address,
-                      resume=True)
+    resumed = Trainer(
+        Config.from_dict({**TINY, **cfg}), out, address=ray.get_runtime_context().gcs_address, resume=True
+    )
     try:
         assert resumed.iteration == 2
         history = resumed.train()
@@ -324,8 +355,22 @@ def test_cli_resume_matches_uninterrupted(clean, tmp_path):
     sets = [s.replace(" ", "") for s in sets]
 
     def cli(out, *extra, iterations=4):
-        args = [sys.executable, "-m", "metarl.cli", "train", "configs/navigation2d-maml.yaml", "--quiet",
-                "--set", *sets, f"iterations={iterations}", "--out", str(out), "--address", address, *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "train",
+            "configs/navigation2d-maml.yaml",
+            "--quiet",
+            "--set",
+            *sets,
+            f"iterations={iterations}",
+            "--out",
+            str(out),
+            "--address",
+            address,
+            *extra,
+        ]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
 

@@ -57,8 +57,14 @@ def test_import_metarl_registers_the_families_under_its_own_name(tmp_path):
     """A fresh process: ``import metarl`` alone makes ``gymnasium.make("metarl/...")`` work (run outside the
     repository, so nothing on the path but the package)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", MAKE_AFTER_IMPORT_METARL], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", MAKE_AFTER_IMPORT_METARL],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "MADE", done.stderr
 
 
@@ -71,8 +77,9 @@ def test_the_built_wheel_installs_metarl_envs_and_no_top_level_envs(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     build = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
-    done = subprocess.run([sys.executable, "-c", build, str(tmp_path / "dist")], cwd=src,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path / "dist")], cwd=src, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     with zipfile.ZipFile(tmp_path / "dist" / done.stdout.strip().splitlines()[-1]) as wheel:
         names = wheel.namelist()

@@ -85,11 +85,16 @@ def test_inner_step_matches_adapt_then_continues_per_task(tiny, metasgd):
     spec, theta, pre, post = tiny
     theta = {k: v.detach() for k, v in theta.items()}
     gen = torch.Generator().manual_seed(3)
-    alpha = {k: (0.05 + 0.1 * torch.rand(v.shape, generator=gen, dtype=v.dtype)) if metasgd else torch.tensor(0.1, dtype=v.dtype)
-             for k, v in theta.items()}
+    alpha = {
+        k: (0.05 + 0.1 * torch.rand(v.shape, generator=gen, dtype=v.dtype))
+        if metasgd
+        else torch.tensor(0.1, dtype=v.dtype)
+        for k, v in theta.items()
+    }
     one = inner_step(spec, expand_to_tasks(theta, pre.num_tasks), alpha, pre)
-    reference = adapt(spec, {k: v.clone().requires_grad_() for k, v in theta.items()}, alpha, pre, steps=1,
-                      create_graph=False)
+    reference = adapt(
+        spec, {k: v.clone().requires_grad_() for k, v in theta.items()}, alpha, pre, steps=1, create_graph=False
+    )
     for k in theta:
         torch.testing.assert_close(one[k], reference[k].detach())
     # a second step starts from each task's own φ¹ (a (T, …) stack), on the new batch
@@ -100,8 +105,22 @@ def test_inner_step_matches_adapt_then_continues_per_task(tiny, metasgd):
 
 def test_cli_json_on_explicit_goals(run_dir, capsys):
     """`metarl evaluate RUN --goal … --json` prints one JSON object (here on this module's Ray)."""
-    argv = ["evaluate", str(run_dir), "--goal", "0.3,-0.2", "-0.4,0.1", "--goal", "0.0,0.45", "--steps", "2",
-            "--episodes", "3", "--seed", "1", "--json"]
+    argv = [
+        "evaluate",
+        str(run_dir),
+        "--goal",
+        "0.3,-0.2",
+        "-0.4,0.1",
+        "--goal",
+        "0.0,0.45",
+        "--steps",
+        "2",
+        "--episodes",
+        "3",
+        "--seed",
+        "1",
+        "--json",
+    ]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     _check_report(result, GOALS, steps=2)
@@ -119,12 +138,14 @@ def test_table_and_checkpoint_file(run_dir):
 
 @pytest.mark.parametrize(
     "argv, fragment",
-    [(["evaluate", "{missing}", "--goal", "0.1,0.1"], "no checkpoint found"),
-     (["evaluate", "{run}", "--goal", "0.1;0.2"], "comma-separated numbers"),
-     (["evaluate", "{run}", "--goal", "0.1,0.2,0.3"], "shape (2,)"),
-     (["evaluate", "{run}", "--goal", "0.9,0.1"], "[-0.5, 0.5]"),
-     (["evaluate", "{run}", "--goal", "0.1,0.1", "--tasks", "3"], "not both"),
-     (["evaluate", "{run}", "--steps", "-1"], "--steps")],
+    [
+        (["evaluate", "{missing}", "--goal", "0.1,0.1"], "no checkpoint found"),
+        (["evaluate", "{run}", "--goal", "0.1;0.2"], "comma-separated numbers"),
+        (["evaluate", "{run}", "--goal", "0.1,0.2,0.3"], "shape (2,)"),
+        (["evaluate", "{run}", "--goal", "0.9,0.1"], "[-0.5, 0.5]"),
+        (["evaluate", "{run}", "--goal", "0.1,0.1", "--tasks", "3"], "not both"),
+        (["evaluate", "{run}", "--steps", "-1"], "--steps"),
+    ],
 )
 def test_cli_bad_input_is_one_line_and_status_2(run_dir, tmp_path, capsys, argv, fragment):
     argv = [a.format(missing=tmp_path / "no-such-run", run=run_dir) for a in argv]

@@ -31,20 +31,27 @@ def fake_run(out: Path, **overrides) -> Path:
     spec = policy_spec(cfg, make_env(cfg.env, cfg.env_kwargs))
     g = torch.Generator().manual_seed(7)
     theta = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in init_params(spec, g).items()}
-    alpha = {k: (cfg.inner_lr + 0.02 * torch.randn(v.shape, generator=g)) if cfg.algorithm == "metasgd"
-             else torch.tensor(cfg.inner_lr) for k, v in theta.items()}
+    alpha = {
+        k: (cfg.inner_lr + 0.02 * torch.randn(v.shape, generator=g))
+        if cfg.algorithm == "metasgd"
+        else torch.tensor(cfg.inner_lr)
+        for k, v in theta.items()
+    }
     out.mkdir(parents=True)
     cfg.dump(out / "config.yaml")
-    save_checkpoint(out / "checkpoints", 5, {"theta": theta, "alpha": alpha, "iteration": 5,
-                                             "config": cfg.to_dict_json()})
+    save_checkpoint(
+        out / "checkpoints", 5, {"theta": theta, "alpha": alpha, "iteration": 5, "config": cfg.to_dict_json()}
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    return {"nav": fake_run(root / "nav"),
-            "grid": fake_run(root / "grid", env="metarl/GridNavigation-v0", algorithm="maml", activation="tanh")}
+    return {
+        "nav": fake_run(root / "nav"),
+        "grid": fake_run(root / "grid", env="metarl/GridNavigation-v0", algorithm="maml", activation="tanh"),
+    }
 
 
 def _outputs(spec, params, obs):
@@ -89,13 +96,35 @@ np.save(obs_file + ".out.npy", out[0].detach().numpy())
 @pytest.mark.parametrize("suffix", [".pt2", ".pt"])
 def test_cli_export_loads_without_metarl_and_gives_the_same_actions(runs, tmp_path, suffix, capsys):
     out = tmp_path / f"policy{suffix}"
-    assert main(["export", str(runs["nav"]), "--goal", "0.3,-0.2", "--steps", "1", "--episodes", "2",
-                 "--seed", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(runs["nav"]),
+                "--goal",
+                "0.3,-0.2",
+                "--steps",
+                "1",
+                "--episodes",
+                "2",
+                "--seed",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "after 1 inner step" in capsys.readouterr().err
     obs = np.random.default_rng(0).uniform(-0.5, 0.5, size=(5, 2)).astype(np.float32)
     np.save(tmp_path / "obs.npy", obs)
-    proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_METARL, str(out), str(tmp_path / "obs.npy")],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_METARL, str(out), str(tmp_path / "obs.npy")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = load_run(runs["nav"])
     params = adapted_params(run, [0.3, -0.2], 1, 2, seed=2)
@@ -125,8 +154,9 @@ def test_compute_single_action_is_the_deterministic_mode(runs):
     action = algo.compute_single_action(obs)
     assert action == int(logits.argmax()) == deterministic_action(run.spec, run.theta, obs)
     sampled = [algo.compute_single_action(obs, explore=True, rng=np.random.default_rng(s)) for s in range(40)]
-    assert len(set(sampled)) > 1 and sampled == [algo.compute_single_action(obs, explore=True,
-                                                                           rng=np.random.default_rng(s)) for s in range(40)]
+    assert len(set(sampled)) > 1 and sampled == [
+        algo.compute_single_action(obs, explore=True, rng=np.random.default_rng(s)) for s in range(40)
+    ]
 
 
 def test_modules_hold_plain_nn_linear_weights_out_by_in(runs, tmp_path):

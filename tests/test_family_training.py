@@ -17,8 +17,9 @@ from metarl.runtime.checkpoint import list_checkpoints, load_checkpoint
 from metarl.runtime.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[16], learner_threads=1,
-            checkpoint_every=2)
+TINY = dict(
+    iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[16], learner_threads=1, checkpoint_every=2
+)
 
 
 def _train_and_check(cfg: Config, tmp_path) -> list[dict]:

@@ -62,10 +62,19 @@ def imports(path: Path, name: str, known: set[str]) -> list[tuple[int, str, bool
     """``(line, imported metarl module, inside a function)`` for every import of a metarl module that runs
     (``if TYPE_CHECKING:`` imports are left out)."""
     tree = ast.parse(path.read_text())
-    local = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-             for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
-    typing_only = {id(n) for f in ast.walk(tree) if isinstance(f, ast.If) and "TYPE_CHECKING" in ast.unparse(f.test)
-                   for n in ast.walk(f)}  # annotations only: never executed
+    local = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+    }
+    typing_only = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, ast.If) and "TYPE_CHECKING" in ast.unparse(f.test)
+        for n in ast.walk(f)
+    }  # annotations only: never executed
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
@@ -76,7 +85,9 @@ def imports(path: Path, name: str, known: set[str]) -> list[tuple[int, str, bool
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
@@ -119,7 +130,7 @@ def test_no_import_circles():
         stack.append(n)
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                pytest.fail("import circle: " + " -> ".join(stack[stack.index(m):] + [m]))
+                pytest.fail("import circle: " + " -> ".join(stack[stack.index(m) :] + [m]))
             if m not in state:
                 visit(m)
         stack.pop()
@@ -134,7 +145,7 @@ def test_function_local_imports_say_why():
     """An import inside a function is allowed only to put off a heavy or optional dependency, and says so
     (``# lazy: why`` on the import's line or the comment line above its block)."""
     silent = []
-    for name, path in modules().items():
+    for _name, path in modules().items():
         lines = path.read_text().splitlines()
         tree = ast.parse("\n".join(lines))
         for f in ast.walk(tree):
@@ -170,8 +181,14 @@ def test_core_imports_only_torch_numpy_and_itself():
 
 
 def _loaded(code: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, check=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        timeout=120,
+    )
     return json.loads(out.stdout.splitlines()[-1])
 
 
@@ -182,7 +199,9 @@ def test_the_core_imports_alone():
     loaded = _loaded("import importlib\n" + "\n".join(f"importlib.import_module({n!r})" for n in core))
     baseline = set(_loaded("import metarl"))
     picture = layers()
-    assert all(layer_of(n, picture) <= 1 for n in baseline if n.startswith("metarl")), "import metarl loads more than envs"
+    assert all(layer_of(n, picture) <= 1 for n in baseline if n.startswith("metarl")), (
+        "import metarl loads more than envs"
+    )
     above = [n for n in loaded if n.startswith("metarl") and n not in baseline and not n.startswith("metarl.core")]
     assert not above, f"importing the core loaded {above}"
     heavy = [n for n in loaded if n.split(".")[0] in NOT_IN_CORE or n in NOT_IN_CORE]

@@ -23,8 +23,16 @@ from metarl.runtime.metrics import read_metrics
 from metarl.runtime.trainer import Trainer
 from metarl.runtime.watchdog import WINDOW, CallLimits
 
-TINY = dict(meta_batch_size=2, episodes_per_task=2, hidden_sizes=[8], learner_cpus=0.5, worker_cpus=0.5,
-            learner_threads=1, num_workers=1, checkpoint_every=1)
+TINY = dict(
+    meta_batch_size=2,
+    episodes_per_task=2,
+    hidden_sizes=[8],
+    learner_cpus=0.5,
+    worker_cpus=0.5,
+    learner_threads=1,
+    num_workers=1,
+    checkpoint_every=1,
+)
 
 
 def test_limits_scale_with_the_slowest_recent_call_and_never_go_below_the_floor():
@@ -58,7 +66,8 @@ class _SlowLearner(Learner):
 
 @pytest.fixture
 def slow_learner(local_ray, monkeypatch):
-    """The trainer's learner actor is a :class:`_SlowLearner` (its class travels by value: tests/ is not importable there)."""
+    """The trainer's learner actor is a :class:`_SlowLearner` (its class travels by value: tests/ is not
+    importable there)."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setattr(learner_mod, "Learner", _SlowLearner)
     yield _SlowLearner
@@ -87,11 +96,14 @@ def test_a_hung_learner_is_stopped_in_one_line_with_the_resume_command(slow_lear
     monkeypatch.setattr(slow_learner, "pid_file", str(tmp_path / "learner.pid"))
     out = tmp_path / "run"
     address = ray.get_runtime_context().gcs_address
-    sets = [f"{k}={v}".replace(" ", "") for k, v in {**TINY, "iterations": 5, "learner_timeout_factor": 3,
-                                                        "learner_timeout_min": 4}.items()]
+    sets = [
+        f"{k}={v}".replace(" ", "")
+        for k, v in {**TINY, "iterations": 5, "learner_timeout_factor": 3, "learner_timeout_min": 4}.items()
+    ]
     start = time.monotonic()
-    rc = cli.main(["train", "configs/navigation2d-maml.yaml", "--quiet", "--out", str(out), "--address", address,
-                   "--set", *sets])
+    rc = cli.main(
+        ["train", "configs/navigation2d-maml.yaml", "--quiet", "--out", str(out), "--address", address, "--set", *sets]
+    )
     assert rc == 1 and time.monotonic() - start < 60
     last = capsys.readouterr().err.strip().splitlines()[-1]
     head, stopped, kept, resume = last.split("; ")

@@ -73,8 +73,10 @@ def test_log_alpha_keeps_values_sign_and_round_trips():
     theta = {"w": torch.zeros(3, 2, dtype=torch.float64), "b": torch.zeros(2, dtype=torch.float64)}
     alpha = Alpha.create(theta, 0.5, learned=True, parametrization="log")
     torch.testing.assert_close(alpha.values()["w"], torch.full((3, 2), 0.5, dtype=torch.float64))
-    stored = {"w": torch.tensor([[0.2, -0.1], [1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64),
-              "b": torch.tensor([0.1, -0.4], dtype=torch.float64)}
+    stored = {
+        "w": torch.tensor([[0.2, -0.1], [1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64),
+        "b": torch.tensor([0.1, -0.4], dtype=torch.float64),
+    }
     alpha.load_state_dict(stored)
     torch.testing.assert_close(alpha.state_dict()["w"], stored["w"])
     with torch.no_grad():  # a step on ρ changes α relatively and never flips its sign
@@ -145,7 +147,8 @@ def test_lvc_meta_gradient_equals_its_closed_form():
     reinforce = lambda x: inner_losses(spec, {k: v[None] for k, v in unflat(x).items()}, pre).sum()  # noqa: E731
     hessian = torch.autograd.functional.hessian(reinforce, flat0)
     jac = torch.autograd.functional.jacobian(
-        lambda x: log_probs(spec, {k: v[None] for k, v in unflat(x).items()}, pre)[0], flat0)
+        lambda x: log_probs(spec, {k: v[None] for k, v in unflat(x).items()}, pre)[0], flat0
+    )
     weights = (pre.flat("weights") * pre.flat("advantages"))[0]
     outer = -(jac.T * weights) @ jac
     g_inner = torch.autograd.functional.jacobian(reinforce, flat0)
@@ -184,9 +187,19 @@ def _rollouts_of(batch: Batch) -> dict[str, np.ndarray]:
 
 def test_learner_adapts_step_j_on_batch_j_and_the_objective_uses_the_same_theta_prime():
     spec, _, batches = tiny_batches(3)
-    cfg = Config.from_dict({"algorithm": "metasgd", "inner_steps": 2, "meta_batch_size": 3, "episodes_per_task": 3,
-                            "hidden_sizes": [5], "activation": "tanh", "init_std": 0.5, "dtype": "float64",
-                            "learner_threads": 1})
+    cfg = Config.from_dict(
+        {
+            "algorithm": "metasgd",
+            "inner_steps": 2,
+            "meta_batch_size": 3,
+            "episodes_per_task": 3,
+            "hidden_sizes": [5],
+            "activation": "tanh",
+            "init_std": 0.5,
+            "dtype": "float64",
+            "learner_threads": 1,
+        }
+    )
     threads = torch.get_num_threads()
     learner = Learner(cfg, spec)
     torch.set_num_threads(threads)
@@ -212,15 +225,27 @@ def test_learner_adapts_step_j_on_batch_j_and_the_objective_uses_the_same_theta_
 
 @pytest.mark.parametrize("meta_gradient, first_order", [("maml", False), ("lvc", False), ("maml", True)])
 @pytest.mark.parametrize("inner_steps", [1, 2])
-def test_the_objective_differentiates_the_theta_prime_the_post_phase_sampled_with(meta_gradient, first_order,
-                                                                                   inner_steps):
+def test_the_objective_differentiates_the_theta_prime_the_post_phase_sampled_with(
+    meta_gradient, first_order, inner_steps
+):
     """The learner hands the post phase θ' (what the rollout workers sample with); the objective it then gives
     the meta-optimizer must put the same θ' on the post observations, whatever the estimator or order."""
     spec, _, batches = tiny_batches(inner_steps + 1)
-    cfg = Config.from_dict({"algorithm": "metasgd", "inner_steps": inner_steps, "meta_batch_size": 3,
-                            "episodes_per_task": 3, "hidden_sizes": [5], "activation": "tanh", "init_std": 0.5,
-                            "dtype": "float64", "learner_threads": 1, "meta_gradient": meta_gradient,
-                            "first_order": first_order})
+    cfg = Config.from_dict(
+        {
+            "algorithm": "metasgd",
+            "inner_steps": inner_steps,
+            "meta_batch_size": 3,
+            "episodes_per_task": 3,
+            "hidden_sizes": [5],
+            "activation": "tanh",
+            "init_std": 0.5,
+            "dtype": "float64",
+            "learner_threads": 1,
+            "meta_gradient": meta_gradient,
+            "first_order": first_order,
+        }
+    )
     threads = torch.get_num_threads()
     learner = Learner(cfg, spec)
     torch.set_num_threads(threads)
@@ -235,9 +260,12 @@ def test_the_objective_differentiates_the_theta_prime_the_post_phase_sampled_wit
 
     learner.optimizer.step = recording_step
     learner.meta_update([_rollouts_of(batches[-1])])
-    (objective, dist), = seen
-    assert (objective.meta_gradient, objective.first_order, objective.inner_steps) == (meta_gradient, first_order,
-                                                                                       inner_steps)
+    ((objective, dist),) = seen
+    assert (objective.meta_gradient, objective.first_order, objective.inner_steps) == (
+        meta_gradient,
+        first_order,
+        inner_steps,
+    )
     theta_prime = {k: torch.as_tensor(v) for k, v in sampled_with.items()}
     expected = forward(spec, theta_prime, batches[-1].flat("obs"))
     for got, want in zip(dist, expected):

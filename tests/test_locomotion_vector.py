@@ -9,12 +9,15 @@ from metarl.envs.locomotion import AntDirEnv, AntVelEnv, HalfCheetahDirEnv, Half
 from metarl.runtime.rollouts import GymTaskVectorEnv, VectorEnvs
 
 
-@pytest.mark.parametrize("cls, tasks, obs_dim, act_dim", [
-    (HalfCheetahVelEnv, [{"velocity": 0.3}, {"velocity": 1.7}], 17, 6),
-    (HalfCheetahDirEnv, [{"direction": 1}, {"direction": -1}], 17, 6),
-    (AntDirEnv, [{"direction": 1}, {"direction": -1}], 105, 8),
-    (AntVelEnv, [{"velocity": 0.5}, {"velocity": 2.5}], 105, 8),
-])
+@pytest.mark.parametrize(
+    "cls, tasks, obs_dim, act_dim",
+    [
+        (HalfCheetahVelEnv, [{"velocity": 0.3}, {"velocity": 1.7}], 17, 6),
+        (HalfCheetahDirEnv, [{"direction": 1}, {"direction": -1}], 17, 6),
+        (AntDirEnv, [{"direction": 1}, {"direction": -1}], 105, 8),
+        (AntVelEnv, [{"velocity": 0.5}, {"velocity": 2.5}], 105, 8),
+    ],
+)
 def test_native_locomotion_equals_the_gymnasium_path_step_for_step(cls, tasks, obs_dim, act_dim):
     """Equal while a copy is alive in both, its terminating step included; later steps are masked by the
     rollout (the Gymnasium copy auto-resets, the native one stays put), so only the native contract is checked."""
@@ -51,12 +54,32 @@ def test_rollouts_use_the_native_cheetah_with_per_task_reset_seeds():
     assert not np.array_equal(first[0, 0], first[0, 1])  # episodes of a task start apart
 
 
-@pytest.mark.parametrize("env_id, cls, tasks, other, act_dim", [
-    ("metarl/HalfCheetahVel-v0", HalfCheetahVelEnv, [{"velocity": 0.4}, {"velocity": 1.6}],
-     [{"velocity": 1.9}, {"velocity": 0.1}], 6),
-    ("metarl/AntVel-v0", AntVelEnv, [{"velocity": 0.4}, {"velocity": 2.6}], [{"velocity": 2.9}, {"velocity": 0.1}], 8),
-    ("metarl/AntDir-v0", AntDirEnv, [{"direction": 1}, {"direction": -1}], [{"direction": -1}, {"direction": -1}], 8),
-])
+@pytest.mark.parametrize(
+    "env_id, cls, tasks, other, act_dim",
+    [
+        (
+            "metarl/HalfCheetahVel-v0",
+            HalfCheetahVelEnv,
+            [{"velocity": 0.4}, {"velocity": 1.6}],
+            [{"velocity": 1.9}, {"velocity": 0.1}],
+            6,
+        ),
+        (
+            "metarl/AntVel-v0",
+            AntVelEnv,
+            [{"velocity": 0.4}, {"velocity": 2.6}],
+            [{"velocity": 2.9}, {"velocity": 0.1}],
+            8,
+        ),
+        (
+            "metarl/AntDir-v0",
+            AntDirEnv,
+            [{"direction": 1}, {"direction": -1}],
+            [{"direction": -1}, {"direction": -1}],
+            8,
+        ),
+    ],
+)
 def test_kept_native_copies_roll_out_as_freshly_built_ones(env_id, cls, tasks, other, act_dim):
     """VectorEnvs keeps the native copies between phases (building 800 costs ~1.7 s); a reused set, after
     other tasks were run on it (ants falling there), steps exactly like a new one."""

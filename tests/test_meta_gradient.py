@@ -69,8 +69,10 @@ def _analytic_and_fd(inner_steps, first_order=False, eps=1e-6, kind="gaussian", 
     return analytic, fd, meta
 
 
-@pytest.mark.parametrize("inner_steps, kind, fresh", [(1, "gaussian", False), (2, "gaussian", False),
-                                                      (2, "gaussian", True), (1, "categorical", False)])
+@pytest.mark.parametrize(
+    "inner_steps, kind, fresh",
+    [(1, "gaussian", False), (2, "gaussian", False), (2, "gaussian", True), (1, "categorical", False)],
+)
 def test_second_order_meta_gradient_matches_finite_differences(inner_steps, kind, fresh):
     analytic, fd, meta = _analytic_and_fd(inner_steps, kind=kind, fresh=fresh)
     rel = (analytic - fd).norm() / fd.norm()
@@ -81,18 +83,25 @@ def test_second_order_meta_gradient_matches_finite_differences(inner_steps, kind
     assert analytic[n_theta:].abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("granularity, parametrization, inner_steps", [
-    ("scalar", "direct", 1), ("per_layer", "direct", 1), ("scalar", "log", 1), ("per_layer", "log", 1),
-    ("per_layer", "direct", 2),
-])
+@pytest.mark.parametrize(
+    "granularity, parametrization, inner_steps",
+    [
+        ("scalar", "direct", 1),
+        ("per_layer", "direct", 1),
+        ("scalar", "log", 1),
+        ("per_layer", "log", 1),
+        ("per_layer", "direct", 2),
+    ],
+)
 def test_meta_gradient_for_coarse_alpha_matches_finite_differences(granularity, parametrization, inner_steps):
     """One α shared by every tensor (its gradient sums over all of them) or one α per tensor."""
     analytic, fd, meta = _analytic_and_fd(
-        inner_steps, make_meta=lambda theta: _coarse_leaves(theta, granularity, parametrization))
+        inner_steps, make_meta=lambda theta: _coarse_leaves(theta, granularity, parametrization)
+    )
     n_alpha = len(meta.theta) if granularity == "per_layer" else 1
     assert analytic.numel() - meta.num_theta == n_alpha
     torch.testing.assert_close(analytic, fd, rtol=1e-4, atol=1e-7)
-    assert analytic[meta.num_theta:].abs().min() > 1e-6, "every α leaf gets a gradient"
+    assert analytic[meta.num_theta :].abs().min() > 1e-6, "every α leaf gets a gradient"
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
@@ -147,7 +156,10 @@ def test_batched_adaptation_equals_per_task_loop(tiny):
         for _ in range(2):
             loss = inner_losses(spec, {k: v.unsqueeze(0) for k, v in params.items()}, one).sum()
             grads = torch.autograd.grad(loss, list(params.values()))
-            params = {k: (v - meta.alpha_values()[k].detach() * g).detach().requires_grad_() for (k, v), g in zip(params.items(), grads)}
+            params = {
+                k: (v - meta.alpha_values()[k].detach() * g).detach().requires_grad_()
+                for (k, v), g in zip(params.items(), grads)
+            }
         for k in params:
             torch.testing.assert_close(batched[k][i].detach(), params[k].detach(), rtol=1e-10, atol=1e-12)
 
@@ -283,8 +295,9 @@ def test_line_search_backtracks_to_the_first_acceptable_step():
     assert (result.loss_after, result.kl) == pytest.approx(verdicts[first], rel=1e-12)
 
 
-@pytest.mark.parametrize("direction, reason", [("uphill", "line search failed"),
-                                               ("nan", "non-finite loss or KL at every line-search step")])
+@pytest.mark.parametrize(
+    "direction, reason", [("uphill", "line search failed"), ("nan", "non-finite loss or KL at every line-search step")]
+)
 def test_rejected_line_search_reverts_theta_and_alpha(direction, reason):
     meta, objective, loss0, g = _at_start()
     trpo = TRPO(max_kl=0.01, ls_ratio=0.5, ls_max_steps=4)
@@ -298,8 +311,9 @@ def test_rejected_line_search_reverts_theta_and_alpha(direction, reason):
     assert torch.equal(meta.get_flat(), start), "a rejected step must leave (θ, α) exactly as they were"
 
 
-@pytest.mark.parametrize("fvp, reason", [(lambda v: -v, "non-positive curvature"),
-                                         (lambda v: 0 * v, "non-finite curvature")])
+@pytest.mark.parametrize(
+    "fvp, reason", [(lambda v: -v, "non-positive curvature"), (lambda v: 0 * v, "non-finite curvature")]
+)
 @pytest.mark.parametrize("alpha_update", ["joint", "natural"])
 def test_trpo_skips_a_step_without_positive_curvature(monkeypatch, fvp, reason, alpha_update):
     """A Fisher-vector product with vᵀFv ≤ 0 (or a CG that blows up) skips the update and says why; for the
@@ -308,6 +322,7 @@ def test_trpo_skips_a_step_without_positive_curvature(monkeypatch, fvp, reason, 
     trpo = TRPO(alpha_update=alpha_update)
     n_theta = meta.num_theta
     if alpha_update == "natural":  # θ's block is fine, α's is not
+
         def product(v):
             out = fvp(v)
             out[:n_theta] = v[:n_theta]

@@ -36,15 +36,21 @@ def test_reptile_update_equals_formula_on_hand_built_case():
     assert reptile.current_step_size() == pytest.approx(0.5 * 0.75), "β anneals linearly"
 
 
-@pytest.mark.parametrize("granularity, count", [("scalar", lambda th: 1), ("per_layer", lambda th: len(th)),
-                                                ("per_parameter", lambda th: sum(v.numel() for v in th.values()))])
+@pytest.mark.parametrize(
+    "granularity, count",
+    [
+        ("scalar", lambda th: 1),
+        ("per_layer", lambda th: len(th)),
+        ("per_parameter", lambda th: sum(v.numel() for v in th.values())),
+    ],
+)
 @pytest.mark.parametrize("first_order", [False, True])
 def test_alpha_granularity_counts_and_gradients(granularity, count, first_order):
     spec, theta, pre, post = tiny_problem()
     theta = {k: v.clone().requires_grad_() for k, v in theta.items()}
     cfg = Config.from_dict({"algorithm": "metasgd", "alpha_granularity": granularity, "inner_lr": 0.3})
     meta = MetaParameters(theta, init_alpha(theta, cfg))
-    alpha_leaves = meta.leaves[len(theta):]
+    alpha_leaves = meta.leaves[len(theta) :]
     assert sum(a.numel() for a in alpha_leaves) == count(theta)
     objective = MetaObjective(spec, [pre], post, first_order)
     dist = objective.distribution(meta.theta, meta.alpha_values(), create_graph=not first_order)

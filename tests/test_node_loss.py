@@ -19,8 +19,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import ray
@@ -34,8 +35,19 @@ from metarl.runtime.trainer import LearnerDiedError, Trainer
 
 # Long episodes: one rollout slice takes a few tenths of a second (so a removal lands mid-call) and
 # its rollouts (~0.7 MB) live in the worker node's object store, where a node loss takes them along.
-RUN = dict(meta_batch_size=4, episodes_per_task=4, horizon=3000, hidden_sizes=[8], num_workers=2, worker_cpus=1.0,
-           learner_cpus=2.0, learner_threads=1, iterations=3, checkpoint_every=1, seed=11)
+RUN = dict(
+    meta_batch_size=4,
+    episodes_per_task=4,
+    horizon=3000,
+    hidden_sizes=[8],
+    num_workers=2,
+    worker_cpus=1.0,
+    learner_cpus=2.0,
+    learner_threads=1,
+    iterations=3,
+    checkpoint_every=1,
+    seed=11,
+)
 HANG_S = 120  # a disturbed run that takes longer than this has hung (undisturbed: ~10 s)
 
 
@@ -261,11 +273,14 @@ def _lose_before_the_learner_reads(cluster: Loopback, trainer: Trainer, victim, 
     return sample
 
 
-@pytest.mark.parametrize("moment", [
-    "mid-call",
-    pytest.param("before-the-learner-reads", marks=pytest.mark.slow),
-    pytest.param("between-iterations", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "mid-call",
+        pytest.param("before-the-learner-reads", marks=pytest.mark.slow),
+        pytest.param("between-iterations", marks=pytest.mark.slow),
+    ],
+)
 def test_a_lost_rollout_node_costs_no_episode(clean, undisturbed, tmp_path, caplog, moment):
     """Remove the node of rollout worker ``w``; the run completes and equals the undisturbed one.
 
@@ -300,6 +315,7 @@ def test_a_lost_rollout_node_costs_no_episode(clean, undisturbed, tmp_path, capl
                 _wait_until_joined(trainer, w)
                 assert trainer.rollouts.worker_nodes[w] == spare.node_id
     else:
+
         def callback(m):
             if m["iteration"] == 1:
                 cluster.remove(victim)
@@ -379,8 +395,13 @@ def test_losing_every_rollout_worker_stops_in_one_line_with_the_resume_command(c
         """An actor that only holds its CPU: another job's."""
 
     cluster = clean
-    blocker = ray.remote(num_cpus=1)(Idle).options(  # holds the permanent node's CPU
-        scheduling_strategy=NodeAffinitySchedulingStrategy(cluster.permanent.node_id, soft=False)).remote()
+    blocker = (
+        ray.remote(num_cpus=1)(Idle)
+        .options(  # holds the permanent node's CPU
+            scheduling_strategy=NodeAffinitySchedulingStrategy(cluster.permanent.node_id, soft=False)
+        )
+        .remote()
+    )
     ray.get(blocker.__ray_ready__.remote(), timeout=60)
     victim = cluster.add(1)
     try:
@@ -398,7 +419,10 @@ def test_losing_every_rollout_worker_stops_in_one_line_with_the_resume_command(c
         ray.kill(blocker)
     message = str(err.value)
     assert "\n" not in message and message.startswith(
-        "iteration 2: no rollout worker is left and none could be started within 3 s (each needs worker_cpus=1 CPUs")
-    assert message.endswith(f"newest checkpoint: {tmp_path / 'checkpoints' / 'checkpoint-000001.pt'}; resume with: "
-                            f"metarl train {tmp_path / 'config.yaml'} --out {tmp_path} --address "
-                            f"{ray.get_runtime_context().gcs_address} --resume")
+        "iteration 2: no rollout worker is left and none could be started within 3 s (each needs worker_cpus=1 CPUs"
+    )
+    assert message.endswith(
+        f"newest checkpoint: {tmp_path / 'checkpoints' / 'checkpoint-000001.pt'}; resume with: "
+        f"metarl train {tmp_path / 'config.yaml'} --out {tmp_path} --address "
+        f"{ray.get_runtime_context().gcs_address} --resume"
+    )

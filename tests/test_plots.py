@@ -144,8 +144,25 @@ def test_vector_formats_and_cli(runs, tmp_path, capsys):
     assert save_figure(fig, tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
     assert main(["plot", "curves", str(runs["maml"]), "--out", str(tmp_path / "c.png"), "--dpi", str(DPI)]) == 0
     assert imread(tmp_path / "c.png").shape[1] == round(7.5 * DPI)
-    assert main(["plot", "trajectories", str(runs["maml"]), "--goal=-0.3,0.2", "--steps", "1", "--episodes", "2",
-                 "--out", str(tmp_path / "t.png"), "--dpi", str(DPI)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "trajectories",
+                str(runs["maml"]),
+                "--goal=-0.3,0.2",
+                "--steps",
+                "1",
+                "--episodes",
+                "2",
+                "--out",
+                str(tmp_path / "t.png"),
+                "--dpi",
+                str(DPI),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     for argv, fragment in [
         (["plot", "alpha", str(runs["maml"]), "--out", str(tmp_path / "x.gif")], "unsupported format"),

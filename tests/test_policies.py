@@ -47,7 +47,12 @@ def test_gaussian_log_prob_and_kl_match_torch_distributions():
     def draw(*shape, scale=1.0):
         return (scale * torch.randn(*shape, generator=gen, dtype=torch.float64)).requires_grad_()
 
-    mean_p, log_std_p, mean_q, log_std_q = draw(2, 5, 4), draw(2, 5, 4, scale=0.5), draw(2, 5, 4), draw(2, 5, 4, scale=0.5)
+    mean_p, log_std_p, mean_q, log_std_q = (
+        draw(2, 5, 4),
+        draw(2, 5, 4, scale=0.5),
+        draw(2, 5, 4),
+        draw(2, 5, 4, scale=0.5),
+    )
     actions = torch.randn(2, 5, 4, generator=gen, dtype=torch.float64)
     leaves = [mean_p, log_std_p, mean_q, log_std_q]
 
@@ -56,16 +61,20 @@ def test_gaussian_log_prob_and_kl_match_torch_distributions():
 
     pairs = [
         (lambda: log_prob(spec, (mean_p, log_std_p), actions), lambda: normal(mean_p, log_std_p).log_prob(actions)),
-        (lambda: kl(spec, (mean_p, log_std_p), (mean_q, log_std_q)),
-         lambda: torch.distributions.kl_divergence(normal(mean_p, log_std_p), normal(mean_q, log_std_q))),
+        (
+            lambda: kl(spec, (mean_p, log_std_p), (mean_q, log_std_q)),
+            lambda: torch.distributions.kl_divergence(normal(mean_p, log_std_p), normal(mean_q, log_std_q)),
+        ),
     ]
     for ours_fn, ref_fn in pairs:
         ours, ref = ours_fn(), ref_fn()
         assert ours.shape == (2, 5)
         torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
         weights = torch.randn(2, 5, generator=gen, dtype=torch.float64)
-        for a, b in zip(torch.autograd.grad((ours * weights).sum(), leaves, allow_unused=True),
-                        torch.autograd.grad((ref * weights).sum(), leaves, allow_unused=True)):
+        for a, b in zip(
+            torch.autograd.grad((ours * weights).sum(), leaves, allow_unused=True),
+            torch.autograd.grad((ref * weights).sum(), leaves, allow_unused=True),
+        ):
             assert (a is None) == (b is None)
             if a is not None:
                 torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -15,8 +15,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 
-SHRINK = {"meta_batch_size=20, episodes_per_task=20": "meta_batch_size=2, episodes_per_task=2",
-          "num_tasks=40": "num_tasks=2"}
+SHRINK = {
+    "meta_batch_size=20, episodes_per_task=20": "meta_batch_size=2, episodes_per_task=2",
+    "num_tasks=40": "num_tasks=2",
+}
 CHECKS = """
 import json
 from pathlib import Path
@@ -41,8 +43,14 @@ def test_python_api_block_runs_on_two_cores(tmp_path):
         assert full in code, f"README's API block changed: update SHRINK ({full!r})"
         code = code.replace(full, small)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-c", code + CHECKS], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env={**env, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, "-c", code + CHECKS],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0 and "README-OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -51,10 +59,22 @@ def test_config_lines_of_the_train_block():
     commands = [line for line in lines if line.startswith("metarl config")]
     assert len(commands) == 2
     for command in commands:
-        proc = subprocess.run([sys.executable, "-m", "metarl.cli", *shlex.split(command)[1:]], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "metarl.cli", *shlex.split(command)[1:]],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         assert isinstance(yaml.safe_load(proc.stdout), dict)
-    resolved = yaml.safe_load(subprocess.run([sys.executable, "-m", "metarl.cli", *shlex.split(commands[0])[1:]],
-                                             cwd=REPO, capture_output=True, text=True, timeout=120).stdout)
+    resolved = yaml.safe_load(
+        subprocess.run(
+            [sys.executable, "-m", "metarl.cli", *shlex.split(commands[0])[1:]],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
     assert resolved["env_kwargs"]["action_mode"] == "scale"

@@ -47,8 +47,15 @@ from metarl.runtime.metrics import read_metrics
 from metarl.runtime.trainer import Trainer, TrainingDivergedError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], learner_cpus=0.5, worker_cpus=0.5,
-            learner_threads=1, num_workers=1)
+TINY = dict(
+    meta_batch_size=4,
+    episodes_per_task=4,
+    hidden_sizes=[8],
+    learner_cpus=0.5,
+    worker_cpus=0.5,
+    learner_threads=1,
+    num_workers=1,
+)
 
 
 # -- processes: started here, ended here by PID ------------------------------------------------
@@ -96,9 +103,21 @@ class _Run:
 
     def __init__(self, out: Path, address: str, *extra: str, sets: dict | None = None):
         sets = {**TINY, "iterations": 10_000, "checkpoint_every": 1, **(sets or {})}
-        args = [sys.executable, "-m", "metarl.cli", "train", "configs/navigation2d-metasgd.yaml", "--quiet",
-                "--out", str(out), "--address", address, "--set",
-                *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()], *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "train",
+            "configs/navigation2d-metasgd.yaml",
+            "--quiet",
+            "--out",
+            str(out),
+            "--address",
+            address,
+            "--set",
+            *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()],
+            *extra,
+        ]
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=self.stderr)
         self.tree: dict[int, str] = {}
@@ -146,8 +165,12 @@ def _cfg(**overrides) -> Config:
 
 
 def _state(iteration: int, value: float = 1.0, size: int = 8) -> dict:
-    return {"theta": {"w": torch.full((size,), float(value))}, "alpha": {"w": torch.full((size,), 0.1)},
-            "iteration": iteration, "config": "{}"}
+    return {
+        "theta": {"w": torch.full((size,), float(value))},
+        "alpha": {"w": torch.full((size,), 0.1)},
+        "iteration": iteration,
+        "config": "{}",
+    }
 
 
 # -- checkpoints: retention, torn writes, SIGKILL ------------------------------------------------
@@ -209,16 +232,24 @@ def test_sigkill_while_writing_checkpoints_never_leaves_a_bad_latest(tmp_path):
     """
     rng = random.Random(0)
     start, torn, writer = 1, 0, (0, None)
-    harness = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    harness = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)],
+        cwd=REPO,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
-        for trial in range(10):
+        for _trial in range(10):
             harness.stdin.write(f"{start}\n")
             harness.stdin.flush()
             pid = int(harness.stdout.readline())
             writer = (pid, _start_time(pid))
-            _wait_for(lambda: (found := load_latest(tmp_path)) is not None and found[1]["iteration"] >= start,
-                      60, "a first checkpoint")
+            _wait_for(
+                lambda: (found := load_latest(tmp_path)) is not None and found[1]["iteration"] >= start,  # noqa: B023 (called in this iteration)
+                60,
+                "a first checkpoint",
+            )
             time.sleep(rng.uniform(0.0, 0.4))
             os.kill(pid, signal.SIGKILL)
             assert harness.stdout.readline().strip() == "reaped"
@@ -299,8 +330,13 @@ def test_pickle_bomb_checkpoint_is_refused_without_running_its_payload(tmp_path,
 def test_pickle_bomb_via_cli_is_one_line_status_2(tmp_path):
     marker = tmp_path / "PWNED"
     _forge(tmp_path / "checkpoint-000001.pt", _bombs(marker)["torch-zip/os.system"])
-    proc = subprocess.run([sys.executable, "-m", "metarl.cli", "evaluate", str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "metarl.cli", "evaluate", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "refused to load" in lines[0], proc.stderr
     assert not marker.exists()
@@ -313,7 +349,7 @@ def test_forged_checkpoints_with_valid_checksums_are_refused(tmp_path):
         "nan theta": {"theta": {"w": torch.tensor([float("nan")])}, "alpha": {"w": torch.zeros(1)}},
         "bad iteration": {"theta": {"w": torch.zeros(1)}, "alpha": {"w": torch.zeros(1)}, "iteration": -1},
     }
-    for i, (name, obj) in enumerate(cases.items()):
+    for i, (_name, obj) in enumerate(cases.items()):
         buffer = io.BytesIO()
         torch.save(obj, buffer)
         path = tmp_path / f"checkpoint-{i:06d}.pt"
@@ -338,10 +374,13 @@ class _NaNGrad(torch.autograd.Function):
 def _rollouts(cfg: Config, obs_dim=2, act_dim=2, horizon=5, seed=0):
     rng = np.random.default_rng(seed)
     shape = (cfg.meta_batch_size, cfg.episodes_per_task, horizon)
-    return {"obs": rng.standard_normal((*shape, obs_dim), dtype=np.float32),
-            "actions": rng.standard_normal((*shape, act_dim), dtype=np.float32),
-            "rewards": rng.standard_normal(shape, dtype=np.float32),
-            "mask": np.ones(shape, dtype=np.float32), "task_index": np.arange(cfg.meta_batch_size)}
+    return {
+        "obs": rng.standard_normal((*shape, obs_dim), dtype=np.float32),
+        "actions": rng.standard_normal((*shape, act_dim), dtype=np.float32),
+        "rewards": rng.standard_normal(shape, dtype=np.float32),
+        "mask": np.ones(shape, dtype=np.float32),
+        "task_index": np.arange(cfg.meta_batch_size),
+    }
 
 
 @pytest.mark.parametrize("optimizer", ["trpo", "adam"])
@@ -398,7 +437,10 @@ def test_consecutive_nan_updates_stop_training_with_a_diagnosis(ray_address, tmp
     try:
         assert trainer.train(should_stop=lambda: True) == [] and trainer.stopped  # stop before any iteration:
         assert list_checkpoints(tmp_path / "checkpoints") == []  # nothing trained, nothing written
-        with caplog.at_level(logging.WARNING, logger="metarl.runtime.trainer"), pytest.raises(TrainingDivergedError) as err:
+        with (
+            caplog.at_level(logging.WARNING, logger="metarl.runtime.trainer"),
+            pytest.raises(TrainingDivergedError) as err,
+        ):
             trainer.train()
     finally:
         trainer.close()
@@ -412,7 +454,10 @@ def test_consecutive_nan_updates_stop_training_with_a_diagnosis(ray_address, tmp
     assert [r["outer/consecutive_non_finite"] for r in rows] == [1, 2, 3]
     assert "iteration 2: meta-update skipped: non-finite gradient (2 in a row; training stops at 3)" in caplog.text
     # the checkpoints written before the stop hold the untouched, finite initial θ
-    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-000001.pt", "checkpoint-000002.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [
+        "checkpoint-000001.pt",
+        "checkpoint-000002.pt",
+    ]
     theta = load_checkpoint(tmp_path / "checkpoints" / "checkpoint-000002.pt")["theta"]
     assert all(torch.isfinite(v).all() for v in theta.values())
 
@@ -429,8 +474,18 @@ def test_cli_reports_divergence_in_one_line_with_status_1(monkeypatch, capsys):
 
 
 # -- determinism -----------------------------------------------------------------------------------
-DETERMINISTIC_KEYS = ("return_pre", "return_post", "env_steps", "outer/loss_before", "outer/loss_after", "outer/kl",
-                      "outer/accepted", "alpha/mean", "alpha/min", "alpha/max")
+DETERMINISTIC_KEYS = (
+    "return_pre",
+    "return_post",
+    "env_steps",
+    "outer/loss_before",
+    "outer/loss_after",
+    "outer/kl",
+    "outer/accepted",
+    "alpha/mean",
+    "alpha/min",
+    "alpha/max",
+)
 
 
 def _seeded_run(out: Path, **overrides):
@@ -498,15 +553,38 @@ def test_sigint_to_the_process_group_exits_130_with_a_checkpoint(tmp_path):
     out = tmp_path / "run"
     ray_tmp = Path(tempfile.mkdtemp(prefix="mrs", dir="/tmp"))  # its own Ray: own sockets and session files
     sets = {**TINY, "iterations": 10_000, "checkpoint_every": 1000}
-    args = [sys.executable, "-m", "metarl.cli", "train", "configs/navigation2d-metasgd.yaml", "--quiet", "--out",
-            str(out), "--set", *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()]]
+    args = [
+        sys.executable,
+        "-m",
+        "metarl.cli",
+        "train",
+        "configs/navigation2d-metasgd.yaml",
+        "--quiet",
+        "--out",
+        str(out),
+        "--set",
+        *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()],
+    ]
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
-                                env={**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": str(ray_tmp)})
+        proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+            env={**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": str(ray_tmp)},
+        )
         tree: dict[int, str] = {}
         try:
-            _wait_for(lambda: (out / "metrics.jsonl").exists() and len(read_metrics(out / "metrics.jsonl")) >= 2
-                      or proc.poll() is not None, 300, "two iterations")
+            _wait_for(
+                lambda: (
+                    (out / "metrics.jsonl").exists()
+                    and len(read_metrics(out / "metrics.jsonl")) >= 2
+                    or proc.poll() is not None
+                ),
+                300,
+                "two iterations",
+            )
             tree = _tree(proc.pid)
             os.killpg(proc.pid, signal.SIGINT)
             rc = proc.wait(120)
@@ -536,7 +614,9 @@ def _quiet_latest_iteration(ckpt: Path) -> int:
         logger.setLevel(level)
 
 
-@pytest.mark.parametrize("kills", [pytest.param(1, id="1-kill"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kills", [pytest.param(1, id="1-kill"), pytest.param(10, id="10-kills", marks=pytest.mark.slow)]
+)
 def test_sigkill_at_random_moments_then_sigterm_then_resume(ray_address, tmp_path, kills):
     """A real `metarl train` (tiny config, checkpoint every iteration, ~0.1-0.5 s each), ``kills``
     times SIGKILLed by its PID at a random moment after it wrote a new checkpoint (mid-iteration,
@@ -551,7 +631,12 @@ def test_sigkill_at_random_moments_then_sigterm_then_resume(ray_address, tmp_pat
     for trial in range(kills):
         run = _Run(out, ray_address, *(["--resume"] if trial else []))
         try:
-            _wait_for(lambda: _quiet_latest_iteration(ckpt) > done, 180, f"trial {trial}'s first new checkpoint", run)
+            _wait_for(
+                lambda: _quiet_latest_iteration(ckpt) > done,  # noqa: B023 (called in this iteration)
+                180,
+                f"trial {trial}'s first new checkpoint",
+                run,
+            )
             time.sleep(rng.uniform(0.0, 1.5))
         finally:
             run.send(signal.SIGKILL)
@@ -565,8 +650,14 @@ def test_sigkill_at_random_moments_then_sigterm_then_resume(ray_address, tmp_pat
     # SIGTERM: only the stop writes a checkpoint (checkpoint_every 1000)
     run = _Run(out, ray_address, "--resume", sets={"checkpoint_every": 1000})
     try:
-        _wait_for(lambda: (out / "metrics.jsonl").exists() and read_metrics(out / "metrics.jsonl")[-1]["iteration"] > done + 1,
-                  180, "two iterations after the resume", run)
+        _wait_for(
+            lambda: (
+                (out / "metrics.jsonl").exists() and read_metrics(out / "metrics.jsonl")[-1]["iteration"] > done + 1
+            ),
+            180,
+            "two iterations after the resume",
+            run,
+        )
         run.send(signal.SIGTERM)
         rc, err = run.wait(120)
     finally:
@@ -587,5 +678,7 @@ def test_sigkill_at_random_moments_then_sigterm_then_resume(ray_address, tmp_pat
     assert "metarl: done" in err, err
     assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == list(range(1, last + 3))
     assert load_latest(ckpt)[1]["iteration"] == last + 2
-    print(f"{kills} kill(s), resumed each time (last at checkpoint {done}); SIGTERM at {last}; "
-          f"{len(list(ckpt.glob('*.bad')))} torn newest checkpoint(s) quarantined")
+    print(
+        f"{kills} kill(s), resumed each time (last at checkpoint {done}); SIGTERM at {last}; "
+        f"{len(list(ckpt.glob('*.bad')))} torn newest checkpoint(s) quarantined"
+    )

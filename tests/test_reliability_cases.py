@@ -43,8 +43,15 @@ from metarl.runtime.metrics import read_metrics
 from metarl.runtime.trainer import Trainer, policy_spec
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(meta_batch_size=2, episodes_per_task=2, hidden_sizes=[8], learner_cpus=0.5, worker_cpus=0.5,
-            learner_threads=1, num_workers=1)
+TINY = dict(
+    meta_batch_size=2,
+    episodes_per_task=2,
+    hidden_sizes=[8],
+    learner_cpus=0.5,
+    worker_cpus=0.5,
+    learner_threads=1,
+    num_workers=1,
+)
 CONFIG = "configs/navigation2d-metasgd.yaml"
 
 
@@ -62,8 +69,9 @@ def _real_state(cfg: Config, iteration: int = 1) -> dict:
     env = make_env(cfg.env, cfg.env_kwargs)
     state = Learner(cfg, policy_spec(cfg, env)).state_dict()
     env.close()
-    state.update(iteration=iteration, env_steps=0, worker_restarts=0, config=cfg.to_dict_json(),
-                 rng_state=json.dumps({}))
+    state.update(
+        iteration=iteration, env_steps=0, worker_restarts=0, config=cfg.to_dict_json(), rng_state=json.dumps({})
+    )
     return state
 
 
@@ -101,13 +109,16 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 
 
 # -- 6. absurd sizes fail fast, naming the key, before Ray starts ----------------------------------
-@pytest.mark.parametrize("setting, key", [
-    ("hidden_sizes=[1000000]", "hidden_sizes"),
-    ("inner_steps=1000000", "inner_steps"),
-    ("inner_steps=500", "inner_steps"),  # under the cap, but the learner's graphs would not fit
-    ("meta_batch_size=250000", "meta_batch_size"),
-    ("horizon=6000000", "horizon"),
-])
+@pytest.mark.parametrize(
+    "setting, key",
+    [
+        ("hidden_sizes=[1000000]", "hidden_sizes"),
+        ("inner_steps=1000000", "inner_steps"),
+        ("inner_steps=500", "inner_steps"),  # under the cap, but the learner's graphs would not fit
+        ("meta_batch_size=250000", "meta_batch_size"),
+        ("horizon=6000000", "horizon"),
+    ],
+)
 def test_absurd_config_sizes_fail_in_one_line_naming_the_key(tmp_path, capsys, setting, key, monkeypatch):
     monkeypatch.setenv("METARL_MAX_MEMORY_GB", "24")  # the same answer on any machine
     out = tmp_path / "out"
@@ -127,15 +138,21 @@ def test_memory_estimate_accepts_the_presets(monkeypatch):
             assert "GiB" not in str(exc), f"{preset.name}: {exc}"
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["evaluate", "RUN", "--tasks", "1000000000"], "--tasks"),
-    (["evaluate", "RUN", "--steps", "1000000000"], "--steps"),
-    (["evaluate", "RUN", "--episodes", "1000000000"], "--episodes"),
-    (["evaluate", "RUN", "--tasks", "5000", "--episodes", "5000"], "--tasks x --episodes"),
-    (["plot", "curves", "RUN", "--out", "OUT/c.png", "--dpi", "9000"], "--dpi"),
-    (["plot", "curves", "RUN", "--out", "OUT/c.png", "--dpi", "100000"], "--dpi"),
-    (["plot", "trajectories", "RUN", "--goal", "0.1,0.1", "--out", "OUT/t.png", "--steps", "1000000000"], "--steps"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["evaluate", "RUN", "--tasks", "1000000000"], "--tasks"),
+        (["evaluate", "RUN", "--steps", "1000000000"], "--steps"),
+        (["evaluate", "RUN", "--episodes", "1000000000"], "--episodes"),
+        (["evaluate", "RUN", "--tasks", "5000", "--episodes", "5000"], "--tasks x --episodes"),
+        (["plot", "curves", "RUN", "--out", "OUT/c.png", "--dpi", "9000"], "--dpi"),
+        (["plot", "curves", "RUN", "--out", "OUT/c.png", "--dpi", "100000"], "--dpi"),
+        (
+            ["plot", "trajectories", "RUN", "--goal", "0.1,0.1", "--out", "OUT/t.png", "--steps", "1000000000"],
+            "--steps",
+        ),
+    ],
+)
 def test_absurd_command_line_sizes_fail_before_anything_is_read(run, tmp_path, capsys, argv, flag):
     argv = [a.replace("RUN", str(run)).replace("OUT", str(tmp_path)) for a in argv]
     before = _snapshot(run)
@@ -159,8 +176,11 @@ BOMB = textwrap.dedent("""\
 MERGE_BOMB = "base: &b {iterations: 3}\nrun:\n  <<: *b\n"
 
 
-@pytest.mark.parametrize("text", [BOMB, MERGE_BOMB, "iterations: &n 3\ncheckpoint_every: *n\n"],
-                         ids=["alias-bomb", "merge-key", "plain-alias"])
+@pytest.mark.parametrize(
+    "text",
+    [BOMB, MERGE_BOMB, "iterations: &n 3\ncheckpoint_every: *n\n"],
+    ids=["alias-bomb", "merge-key", "plain-alias"],
+)
 def test_yaml_anchors_and_aliases_are_refused(tmp_path, text):
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -240,7 +260,11 @@ def _deep(n: int) -> str:
 
 
 FORGED_CONFIGS = {
-    "missing": None, "list": "[1, 2]", "int": 5, "deep": _deep(100_000), "deep but small": _deep(1000),
+    "missing": None,
+    "list": "[1, 2]",
+    "int": 5,
+    "deep": _deep(100_000),
+    "deep but small": _deep(1000),
     "not json": "{oops",
     "unknown key": json.dumps({"no_such_key": 1}),
 }
@@ -258,8 +282,9 @@ def test_forged_checkpoint_configs_fail_in_one_line(tmp_path, cfg, capsys, case)
     assert rc == 2 and len(err) == 1 and err[0].startswith("metarl: error:") and str(path) in err[0], err
 
 
-@pytest.mark.parametrize("case", ["theta missing a key", "alpha missing a key", "theta shape", "alpha shape",
-                                  "extra theta key"])
+@pytest.mark.parametrize(
+    "case", ["theta missing a key", "alpha missing a key", "theta shape", "alpha shape", "extra theta key"]
+)
 def test_forged_parameters_that_do_not_fit_the_config_fail_in_one_line(tmp_path, cfg, capsys, case):
     state = _real_state(cfg)
     name = "layer0.weight"
@@ -323,12 +348,15 @@ def test_trust_env_module_lets_the_user_import_it(tmp_path, cfg, payload_module)
     assert marker.exists()
 
 
-@pytest.mark.parametrize("body, what", [
-    ("import sys; sys.exit(0)", "SystemExit"),
-    ("raise KeyboardInterrupt", "KeyboardInterrupt"),
-    ("raise BaseException('boom')", "BaseException"),
-    ("import time; time.sleep(30)", "TimeoutError"),
-])
+@pytest.mark.parametrize(
+    "body, what",
+    [
+        ("import sys; sys.exit(0)", "SystemExit"),
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+        ("raise BaseException('boom')", "BaseException"),
+        ("import time; time.sleep(30)", "TimeoutError"),
+    ],
+)
 def test_a_config_env_module_that_exits_or_interrupts_is_one_line(tmp_path, capsys, monkeypatch, body, what):
     name = f"r19bad_{os.getpid()}_{time.monotonic_ns()}"
     (tmp_path / f"{name}.py").write_text(body + "\n")
@@ -408,8 +436,10 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(run, cfg):
 
 def test_the_lock_dies_with_its_process(run):
     """SIGKILL leaves no stale lock: the kernel drops a flock with its last descriptor."""
-    code = ("import sys, time; from pathlib import Path; from metarl.runtime.rundir import RunLock; "
-            "lock = RunLock(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)")
+    code = (
+        "import sys, time; from pathlib import Path; from metarl.runtime.rundir import RunLock; "
+        "lock = RunLock(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(run)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -421,8 +451,18 @@ def test_the_lock_dies_with_its_process(run):
     rundir.RunLock(run).release()
 
 
-@pytest.mark.parametrize("change", [{"inner_lr": 0.2}, {"seed": 1}, {"meta_batch_size": 4}, {"gamma": 0.9},
-                                    {"meta_optimizer": "adam"}, {"hidden_sizes": [16]}, {"algorithm": "maml"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"inner_lr": 0.2},
+        {"seed": 1},
+        {"meta_batch_size": 4},
+        {"gamma": 0.9},
+        {"meta_optimizer": "adam"},
+        {"hidden_sizes": [16]},
+        {"algorithm": "maml"},
+    ],
+)
 def test_resume_with_a_different_learning_config_is_refused_and_writes_nothing(run, cfg, change):
     before = _snapshot(run)
     key = next(iter(change))
@@ -432,11 +472,24 @@ def test_resume_with_a_different_learning_config_is_refused_and_writes_nothing(r
 
 
 def test_resume_may_change_length_resources_and_checkpointing(run, cfg):
-    new = Config.from_dict({**cfg.to_dict(), "iterations": 9, "num_workers": 2, "learner_threads": 2,
-                            "checkpoint_every": 5, "keep_checkpoints": 7})
+    new = Config.from_dict(
+        {
+            **cfg.to_dict(),
+            "iterations": 9,
+            "num_workers": 2,
+            "learner_threads": 2,
+            "checkpoint_every": 5,
+            "keep_checkpoints": 7,
+        }
+    )
     changes = rundir.resume_changes(run, new)
-    assert changes == {"iterations": (3, 9), "num_workers": (1, 2), "learner_threads": (1, 2),
-                       "checkpoint_every": (10, 5), "keep_checkpoints": (3, 7)}
+    assert changes == {
+        "iterations": (3, 9),
+        "num_workers": (1, 2),
+        "learner_threads": (1, 2),
+        "checkpoint_every": (10, 5),
+        "keep_checkpoints": (3, 7),
+    }
     assert rundir.format_changes(changes).startswith("iterations 3 -> 9, num_workers 1 -> 2")
 
 
@@ -516,8 +569,19 @@ def test_a_failed_checkpoint_write_names_what_was_kept(tmp_path, cfg, monkeypatc
 # -- 1. process-group signals, live writers, resume through the CLI (real runs) --------------------
 def _train_args(out: Path, *extra: str, sets: dict | None = None) -> list[str]:
     sets = {**TINY, "iterations": 10_000, "checkpoint_every": 1000, **(sets or {})}
-    return [sys.executable, "-m", "metarl.cli", "train", CONFIG, "--quiet", "--out", str(out), "--set",
-            *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()], *extra]
+    return [
+        sys.executable,
+        "-m",
+        "metarl.cli",
+        "train",
+        CONFIG,
+        "--quiet",
+        "--out",
+        str(out),
+        "--set",
+        *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()],
+        *extra,
+    ]
 
 
 def _wait_rows(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -546,8 +610,9 @@ def test_group_signal_checkpoints_and_resume_refuses_other_configs(tmp_path, sig
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
     with tempfile.TemporaryFile() as stderr:
-        proc = subprocess.Popen(_train_args(out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            _train_args(out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, env=env
+        )
         try:
             _wait_rows(out, 2, proc)
             assert _group_members(proc.pid) == [proc.pid], "Ray's processes share the driver's process group"
@@ -566,8 +631,14 @@ def test_group_signal_checkpoints_and_resume_refuses_other_configs(tmp_path, sig
     assert resolve_checkpoint(out).name == f"checkpoint-{last:06d}.pt"
 
     before = _snapshot(out)
-    refused = subprocess.run(_train_args(out, "--resume", sets={"inner_lr": 0.05}), cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        _train_args(out, "--resume", sets={"inner_lr": 0.05}),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1 and " -> 0.05; only iterations" in lines[0], refused.stderr
     assert _snapshot(out) == before, "a refused resume rewrote files in the run directory"
@@ -589,16 +660,25 @@ def test_two_live_writers_and_an_allowed_resume(tmp_path):
             address = ray.get_runtime_context().gcs_address
             out = tmp_path / "run"
             with tempfile.TemporaryFile() as stderr:
-                first = subprocess.Popen(_train_args(out, "--address", address, sets={"checkpoint_every": 1}),
-                                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+                first = subprocess.Popen(
+                    _train_args(out, "--address", address, sets={"checkpoint_every": 1}),
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                )
                 try:
                     _wait_rows(out, 1, first)
-                    second = subprocess.run(_train_args(out, "--address", address, "--resume",
-                                                        sets={"checkpoint_every": 1}),
-                                            cwd=REPO, capture_output=True, text=True, timeout=120)
+                    second = subprocess.run(
+                        _train_args(out, "--address", address, "--resume", sets={"checkpoint_every": 1}),
+                        cwd=REPO,
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                    )
                     lines = second.stderr.strip().splitlines()
-                    assert second.returncode == 2 and len(lines) == 1 and "another metarl process" in lines[0], \
+                    assert second.returncode == 2 and len(lines) == 1 and "another metarl process" in lines[0], (
                         second.stderr
+                    )
                     assert first.poll() is None, "the first writer was disturbed"
                     first.send_signal(signal.SIGTERM)
                     assert first.wait(120) == 143
@@ -607,9 +687,15 @@ def test_two_live_writers_and_an_allowed_resume(tmp_path):
                         first.kill()
                         first.wait()
             last = read_metrics(out / "metrics.jsonl")[-1]["iteration"]
-            done = subprocess.run(_train_args(out, "--address", address, "--resume",
-                                              sets={"checkpoint_every": 1, "iterations": last + 2}),
-                                  cwd=REPO, capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                _train_args(
+                    out, "--address", address, "--resume", sets={"checkpoint_every": 1, "iterations": last + 2}
+                ),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, done.stderr
             assert "resuming with changed iterations 10000 -> " in done.stderr, done.stderr
             assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == list(range(1, last + 3))
@@ -620,8 +706,11 @@ def test_two_live_writers_and_an_allowed_resume(tmp_path):
 # -- 9. soak: random kills of the driver, a worker or the learner; the result is unchanged ----------
 def _children(pid: int) -> list[int]:
     try:
-        return [int(c) for t in os.listdir(f"/proc/{pid}/task")
-                for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+        return [
+            int(c)
+            for t in os.listdir(f"/proc/{pid}/task")
+            for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()
+        ]
     except OSError:
         return []
 
@@ -653,9 +742,11 @@ def _same_results(a: Path, b: Path) -> None:
             assert torch.equal(sa[group][name], sb[group][name]), (group, name)
 
 
-def _disturb_after_progress(proc: subprocess.Popen, out: Path, raylet: int, rng, log: list[str], last: int,
-                            victim: str) -> None:
+def _disturb_after_progress(
+    proc: subprocess.Popen, out: Path, raylet: int, rng, log: list[str], last: int, victim: str
+) -> None:
     """Wait until the run logs a new iteration (one short of the end at most), then signal ``victim``."""
+
     def rows() -> int:
         return len(read_metrics(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0
 
@@ -703,16 +794,25 @@ def test_soak_random_kills_then_auto_resume_give_the_undisturbed_result(tmp_path
             address = ray.get_runtime_context().gcs_address
             node = ray._private.worker._global_node
             raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
-            straight = subprocess.run(_train_args(tmp_path / "straight", "--address", address, sets=sets),
-                                      cwd=REPO, capture_output=True, text=True, timeout=600)
+            straight = subprocess.run(
+                _train_args(tmp_path / "straight", "--address", address, sets=sets),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert straight.returncode == 0, straight.stderr
 
             out, done, log = tmp_path / "soak", False, []
             for attempt in range(kills + 20):
                 extra = ["--resume"] if out.exists() else []
                 with tempfile.TemporaryFile() as stderr:
-                    proc = subprocess.Popen(_train_args(out, "--address", address, *extra, sets=sets), cwd=REPO,
-                                            stdout=subprocess.DEVNULL, stderr=stderr)
+                    proc = subprocess.Popen(
+                        _train_args(out, "--address", address, *extra, sets=sets),
+                        cwd=REPO,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                    )
                     try:
                         while proc.poll() is None and len(log) < kills:  # a worker's death does not end the run
                             _disturb_after_progress(proc, out, raylet, rng, log, sets["iterations"], plan[len(log)])

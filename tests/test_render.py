@@ -26,8 +26,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(*argv: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "metarl.cli", *argv], capture_output=True, text=True, timeout=300,
-                          cwd=REPO, env=_env(**env))
+    return subprocess.run(
+        [sys.executable, "-m", "metarl.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=_env(**env),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -42,8 +48,13 @@ def _cannot_render() -> str | None:
 
 @pytest.fixture(scope="module")
 def cheetah(tmp_path_factory):
-    return fake_run(tmp_path_factory.mktemp("render") / "cheetah", env="metarl/HalfCheetahVel-v0", meta_batch_size=2,
-                    episodes_per_task=1, horizon=50)  # a short horizon: offscreen rendering costs ~0.1 s a frame
+    return fake_run(
+        tmp_path_factory.mktemp("render") / "cheetah",
+        env="metarl/HalfCheetahVel-v0",
+        meta_batch_size=2,
+        episodes_per_task=1,
+        horizon=50,
+    )  # a short horizon: offscreen rendering costs ~0.1 s a frame
 
 
 def test_gif_shows_both_episodes_side_by_side(cheetah, tmp_path):
@@ -53,8 +64,9 @@ def test_gif_shows_both_episodes_side_by_side(cheetah, tmp_path):
     import imageio.v3 as iio
 
     out = tmp_path / "cheetah.gif"
-    proc = _cli("render", str(cheetah), "--task", TASK, "--out", str(out), "--episodes", "1", "--width", "64",
-                "--height", "48")
+    proc = _cli(
+        "render", str(cheetah), "--task", TASK, "--out", str(out), "--episodes", "1", "--width", "64", "--height", "48"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "51 frames" in proc.stderr and "after 1 inner step" in proc.stderr
     frames = iio.imread(out, index=None)

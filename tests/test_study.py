@@ -115,8 +115,15 @@ def test_an_archive_reports_the_same_tables_as_the_runs(tmp_path):
         run = study.run_dir(runs, v, seed)
         (run / "checkpoints").mkdir(parents=True)
         (run / "checkpoints" / "checkpoint-000020.pt").touch()
-        rows = [{"iteration": i, "return_pre": float(rng.normal(-40, 1)), "return_post": float(rng.normal(-12, 1)),
-                 "kl": 0.01} for i in range(1, 21)]
+        rows = [
+            {
+                "iteration": i,
+                "return_pre": float(rng.normal(-40, 1)),
+                "return_post": float(rng.normal(-12, 1)),
+                "kl": 0.01,
+            }
+            for i in range(1, 21)
+        ]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         _write_eval(runs, v, seed, protocol, rng.normal(-20, 3, size=(3, 40)))
     unfinished = study.run_dir(runs, v, 2)
@@ -136,7 +143,9 @@ def test_an_archive_of_peer_runs_loads_like_the_runs(tmp_path):
         (peer / f"seed{seed}" / "eval_seed1").mkdir(parents=True)
         np.savez(peer / f"seed{seed}" / "eval_seed1" / "results.npz", step_returns=rng.normal(-20, 3, (4, 40, 20)))
         rows = [f"{i},{rng.normal(-40):.4f},{rng.normal(-16):.4f},5.0" for i in range(1, 101)]
-        (peer / f"seed{seed}" / "progress.csv").write_text("iteration,return_pre,return_post,seconds\n" + "\n".join(rows) + "\n")
+        (peer / f"seed{seed}" / "progress.csv").write_text(
+            "iteration,return_pre,return_post,seconds\n" + "\n".join(rows) + "\n"
+        )
     assert len(study.archive_peer(peer, [1, 2, 3], dest)) == 4
     (live, live_windows), (kept, kept_windows) = study.load_peer(peer, [1, 2, 3]), study.load_peer(dest, [1, 2, 3])
     assert kept.seeds == live.seeds == [1, 2] and kept_windows == live_windows

@@ -29,12 +29,42 @@ BAD_ANY = [{}, None, [0.5], "task", {"other": 1}]
 # id -> (horizon, invalid tasks beyond BAD_ANY)
 FAMILIES = {
     "metarl/Navigation2D-v0": (100, []),  # its invalid tasks, rule by rule: test_envs.py
-    "metarl/GridNavigation-v0": (20, [{"goal": [2, 2]}, {"goal": [5, 0]}, {"goal": [-1, 0]}, {"goal": [1.5, 0]},
-                                      {"goal": [True, 0]}, {"goal": [1, 2, 3]}, {"goal": "a1"}]),
-    "metarl/HalfCheetahVel-v0": (200, [{"velocity": -0.1}, {"velocity": 2.01}, {"velocity": NAN}, {"velocity": INF},
-                                       {"velocity": "1"}, {"velocity": True}, {"velocity": [1.0]}]),
-    "metarl/HalfCheetahDir-v0": (200, [{"direction": 0}, {"direction": 2}, {"direction": 0.5}, {"direction": True},
-                                       {"direction": "1"}, {"direction": NAN}, {"direction": [1]}]),
+    "metarl/GridNavigation-v0": (
+        20,
+        [
+            {"goal": [2, 2]},
+            {"goal": [5, 0]},
+            {"goal": [-1, 0]},
+            {"goal": [1.5, 0]},
+            {"goal": [True, 0]},
+            {"goal": [1, 2, 3]},
+            {"goal": "a1"},
+        ],
+    ),
+    "metarl/HalfCheetahVel-v0": (
+        200,
+        [
+            {"velocity": -0.1},
+            {"velocity": 2.01},
+            {"velocity": NAN},
+            {"velocity": INF},
+            {"velocity": "1"},
+            {"velocity": True},
+            {"velocity": [1.0]},
+        ],
+    ),
+    "metarl/HalfCheetahDir-v0": (
+        200,
+        [
+            {"direction": 0},
+            {"direction": 2},
+            {"direction": 0.5},
+            {"direction": True},
+            {"direction": "1"},
+            {"direction": NAN},
+            {"direction": [1]},
+        ],
+    ),
     "metarl/AntDir-v0": (200, [{"direction": 0}, {"direction": -2}, {"direction": False}]),
     "metarl/AntVel-v0": (200, [{"velocity": -0.5}, {"velocity": 3.01}, {"velocity": NAN}]),
     EXAMPLE_ID: (200, [{"gravity": 4.9}, {"gravity": 15.1}, {"gravity": NAN}, {"gravity": "9.8"}]),
@@ -156,10 +186,15 @@ def _torso_x(env) -> float:
     return float(env.data.qpos[0]) if "Cheetah" in type(env).__name__ else float(env.data.body(1).xpos[0])
 
 
-@pytest.mark.parametrize("env_id, task", [
-    ("metarl/HalfCheetahVel-v0", {"velocity": 1.3}), ("metarl/HalfCheetahDir-v0", {"direction": -1}),
-    ("metarl/AntDir-v0", {"direction": 1}), ("metarl/AntVel-v0", {"velocity": 2.2}),
-])
+@pytest.mark.parametrize(
+    "env_id, task",
+    [
+        ("metarl/HalfCheetahVel-v0", {"velocity": 1.3}),
+        ("metarl/HalfCheetahDir-v0", {"direction": -1}),
+        ("metarl/AntDir-v0", {"direction": 1}),
+        ("metarl/AntVel-v0", {"velocity": 2.2}),
+    ],
+)
 def test_locomotion_env_reward_uses_measured_velocity_and_clipped_action(env_id, task):
     """The env's reward is the reference formula of the torso's x displacement / dt and the clipped action."""
     env = make(env_id)
@@ -276,8 +311,10 @@ def test_rollouts_do_not_depend_on_how_tasks_are_split(env_id):
     theta = init_params(spec, torch.Generator().manual_seed(0))
     tasks, seeds = env.sample_tasks(3, np.random.default_rng(0)), [21, 22, 23]
     whole = _sample(vector_envs, spec, theta, tasks, seeds, horizon=5)
-    parts = [_sample(vector_envs, spec, theta, tasks[:1], seeds[:1], horizon=5),
-             _sample(vector_envs, spec, theta, tasks[1:], seeds[1:], horizon=5)]
+    parts = [
+        _sample(vector_envs, spec, theta, tasks[:1], seeds[:1], horizon=5),
+        _sample(vector_envs, spec, theta, tasks[1:], seeds[1:], horizon=5),
+    ]
     np.testing.assert_array_equal(whole["obs"][:, :, 0], np.concatenate([p["obs"][:, :, 0] for p in parts]))
     for key in ("obs", "actions", "rewards", "mask"):
         np.testing.assert_allclose(whole[key], np.concatenate([p[key] for p in parts]), rtol=1e-4, atol=1e-5)

@@ -95,7 +95,10 @@ def test_truncate_after_keeps_jsonl_csv_and_tensorboard_consistent(tmp_path):
     assert [(r["iteration"], r["return_post"]) for r in jsonl] == [(1, 1.0), (2, 20.0), (3, 30.0)]
     rows = read_csv(tmp_path / "metrics.csv")
     assert [(r["iteration"], r["return_post"], r["alpha/mean"]) for r in rows] == [
-        ("1", "1.0", ""), ("2", "20.0", "0.1"), ("3", "30.0", "0.1")]
+        ("1", "1.0", ""),
+        ("2", "20.0", "0.1"),
+        ("3", "30.0", "0.1"),
+    ]
     assert read_scalars(tmp_path / "tensorboard")["return_post"] == [(1, 1.0), (2, 20.0), (3, 30.0)]
 
 

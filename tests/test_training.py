@@ -34,6 +34,7 @@ def _train(tmp_path, **overrides):
 
 def test_the_shared_rays_leftover_check_sees_actors_and_placement_groups(local_ray):
     """What conftest checks after every test on the shared Ray (a trainer's close() included) is not vacuous."""
+
     class _Idle:  # defined here, so Ray ships it by value (workers cannot import this test module)
         def ping(self) -> bool:
             return True
@@ -71,8 +72,15 @@ def test_metasgd_learns_2d_navigation(local_ray, tmp_path):
 
 
 def test_run_directory_outputs_and_maml_alpha_fixed(local_ray, tmp_path):
-    history = _train(tmp_path, algorithm="maml", iterations=2, checkpoint_every=1, meta_batch_size=4,
-                     episodes_per_task=4, hidden_sizes=[8])
+    history = _train(
+        tmp_path,
+        algorithm="maml",
+        iterations=2,
+        checkpoint_every=1,
+        meta_batch_size=4,
+        episodes_per_task=4,
+        hidden_sizes=[8],
+    )
     resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert resolved["algorithm"] == "maml" and resolved["iterations"] == 2
     rows = read_metrics(tmp_path / "metrics.jsonl")
@@ -93,9 +101,20 @@ def test_run_directory_outputs_and_maml_alpha_fixed(local_ray, tmp_path):
 
 def test_cli_rejects_bad_key_with_one_line_and_status_2(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "metarl.cli", "train", "configs/navigation2d-metasgd.yaml", "--set", "inner_lrr=0.2",
-         "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "train",
+            "configs/navigation2d-metasgd.yaml",
+            "--set",
+            "inner_lrr=0.2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -105,13 +124,21 @@ def test_cli_rejects_bad_key_with_one_line_and_status_2(tmp_path):
 
 @pytest.mark.parametrize(
     "override, fragment",
-    [("algorithm=reptil", "choose one of"), ("meta_batch_size=0", ">= 1"), ("inner_lr=.nan", "finite"),
-     ("device=tpu", "auto, cpu, cuda"), ("env=metarl/Navigation3D-v0", "did you mean"), ("hidden_sizes=[0]", "positive")],
+    [
+        ("algorithm=reptil", "choose one of"),
+        ("meta_batch_size=0", ">= 1"),
+        ("inner_lr=.nan", "finite"),
+        ("device=tpu", "auto, cpu, cuda"),
+        ("env=metarl/Navigation3D-v0", "did you mean"),
+        ("hidden_sizes=[0]", "positive"),
+    ],
 )
 def test_cli_bad_values(tmp_path, override, fragment):
     proc = subprocess.run(
         [sys.executable, "-m", "metarl.cli", "train", "configs/navigation2d-maml.yaml", "--set", override],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and fragment in proc.stderr, proc.stderr

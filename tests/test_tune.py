@@ -17,8 +17,15 @@ from metarl.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 from metarl.runtime.metrics import read_metrics
 from metarl.tune import MetaRLTrainable, parse_grid, split_values, trial_layout
 
-TINY = dict(meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], learner_threads=1, device="cpu",
-            worker_cpus=0.5, learner_cpus=0.5)
+TINY = dict(
+    meta_batch_size=4,
+    episodes_per_task=4,
+    hidden_sizes=[8],
+    learner_threads=1,
+    device="cpu",
+    worker_cpus=0.5,
+    learner_cpus=0.5,
+)
 
 
 class CrashOnce(MetaRLTrainable):
@@ -82,12 +89,16 @@ def test_two_trial_sweep_checkpoints_and_restores_a_crashed_trial(tune_ray, tmp_
     """2 trials x 2 iterations side by side on 2 CPUs (each reserves 0.5 + 0.5); the first trial to
     reach iteration 2 crashes once and is restored from its iteration-1 checkpoint."""
     marker = tmp_path / "crashed"
-    space = MetaSGDConfig().update_from_dict(TINY).training(iterations=2, inner_lr=tune.grid_search([0.05, 0.1])).to_dict()
+    space = (
+        MetaSGDConfig().update_from_dict(TINY).training(iterations=2, inner_lr=tune.grid_search([0.05, 0.1])).to_dict()
+    )
     tuner = tune.Tuner(
         CrashOnce,
         param_space={**space, "_crash_once_marker": str(marker)},
         run_config=tune.RunConfig(
-            name="sweep", storage_path=str(tmp_path / "results"), verbose=0,
+            name="sweep",
+            storage_path=str(tmp_path / "results"),
+            verbose=0,
             stop={"training_iteration": 2},
             failure_config=tune.FailureConfig(max_failures=1),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1),
@@ -105,7 +116,10 @@ def test_two_trial_sweep_checkpoints_and_restores_a_crashed_trial(tune_ray, tmp_
         assert r.metrics["training_iteration"] == 2 and r.metrics["iteration"] == 2
         assert r.checkpoint is not None
         state = load_checkpoint(resolve_checkpoint(r.checkpoint.path))  # a plain metarl checkpoint
-        assert state["iteration"] == 2 and Config.from_dict(__import__("json").loads(state["config"])).inner_lr == r.config["inner_lr"]
+        assert (
+            state["iteration"] == 2
+            and Config.from_dict(__import__("json").loads(state["config"])).inner_lr == r.config["inner_lr"]
+        )
         history = r.metrics_dataframe
         assert list(history["training_iteration"])[-1] == 2 and history["return_post"].notna().all()
         # the trial's run directory, synced beside Tune's files: one row per iteration, even after the crash
@@ -119,9 +133,27 @@ def test_sweep_cli(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text("\n".join(f"{k}: {v}" for k, v in TINY.items()) + "\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "metarl.cli", "sweep", str(config), "--grid", "inner_lr=0.05,0.1", "--iterations", "1",
-         "--out", str(tmp_path / "exp"), "--quiet", "--json", "--address", "local"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_ADDRESS": ""},
+        [
+            sys.executable,
+            "-m",
+            "metarl.cli",
+            "sweep",
+            str(config),
+            "--grid",
+            "inner_lr=0.05,0.1",
+            "--iterations",
+            "1",
+            "--out",
+            str(tmp_path / "exp"),
+            "--quiet",
+            "--json",
+            "--address",
+            "local",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "RAY_ADDRESS": ""},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json

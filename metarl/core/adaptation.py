@@ -9,7 +9,7 @@ meta-gradient and TRPO's curvature products need.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -44,8 +44,14 @@ class Alpha:
         self._raw = {k: v.requires_grad_(learned) for k, v in raw.items()}
 
     @classmethod
-    def create(cls, theta: Params, init: float, learned: bool, granularity: str = AlphaOptions.granularity,
-               parametrization: str = AlphaOptions.parametrization) -> "Alpha":
+    def create(
+        cls,
+        theta: Params,
+        init: float,
+        learned: bool,
+        granularity: str = AlphaOptions.granularity,
+        parametrization: str = AlphaOptions.parametrization,
+    ) -> Alpha:
         """α = ``init`` everywhere, at ``granularity`` when learned (a fixed scalar otherwise)."""
         if granularity not in GRANULARITIES:
             raise ValueError(f"alpha granularity {granularity!r} is not one of {GRANULARITIES}")
@@ -77,7 +83,9 @@ class Alpha:
         """The learned leaves as one detached vector (empty for a fixed α)."""
         leaves = self.leaves()
         if not leaves:
-            return torch.zeros(0, dtype=self._raw[next(iter(self._raw))].dtype, device=self._raw[next(iter(self._raw))].device)
+            return torch.zeros(
+                0, dtype=self._raw[next(iter(self._raw))].dtype, device=self._raw[next(iter(self._raw))].device
+            )
         return torch.cat([v.detach().reshape(-1) for v in leaves])
 
     @torch.no_grad()
@@ -130,7 +138,9 @@ class Alpha:
             target = self._raw[k]
             v = torch.as_tensor(v).to(target.device, target.dtype)
             if v.shape != target.shape:
-                raise ValueError(f"checkpoint alpha.{k} has shape {tuple(v.shape)}, the policy expects {tuple(target.shape)}")
+                raise ValueError(
+                    f"checkpoint alpha.{k} has shape {tuple(v.shape)}, the policy expects {tuple(target.shape)}"
+                )
             if self.parametrization == "log":
                 if bool((v == 0).any()):
                     raise ValueError(f"checkpoint alpha.{k} has zero entries, which parametrization 'log' cannot hold")

@@ -39,11 +39,16 @@ class Batch:
 
     @classmethod
     def from_rollouts(
-        cls, rollouts: dict[str, np.ndarray], gamma: float = AdvantageOptions.gamma,
-        gae_lambda: float = AdvantageOptions.gae_lambda, normalize: bool = AdvantageOptions.normalize_advantages,
-        dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-        loss_average: str = AdvantageOptions.loss_average, bootstrap_truncated: bool = AdvantageOptions.bootstrap_truncated,
-    ) -> "Batch":
+        cls,
+        rollouts: dict[str, np.ndarray],
+        gamma: float = AdvantageOptions.gamma,
+        gae_lambda: float = AdvantageOptions.gae_lambda,
+        normalize: bool = AdvantageOptions.normalize_advantages,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        loss_average: str = AdvantageOptions.loss_average,
+        bootstrap_truncated: bool = AdvantageOptions.bootstrap_truncated,
+    ) -> Batch:
         """``bootstrap_truncated``: GAE bootstraps where the horizon cut an episode (needs the rollouts' cut keys)."""
         t = {k: torch.as_tensor(rollouts[k]).to(device=device, dtype=dtype) for k in ROLLOUT_KEYS}
         weights = step_weights(t["mask"], loss_average)
@@ -55,13 +60,17 @@ class Batch:
         adv = gae_advantages(t["obs"], t["rewards"], t["mask"], gamma, gae_lambda, normalize, weights, **cut)
         return cls(t["obs"], t["actions"], t["rewards"], t["mask"], adv, weights)
 
-    def select(self, num_tasks: int) -> "Batch":
+    def select(self, num_tasks: int) -> Batch:
         """The first ``num_tasks`` tasks (views, no copy)."""
-        return Batch(*(getattr(self, f)[:num_tasks] for f in ("obs", "actions", "rewards", "mask", "advantages", "weights")))
+        return Batch(
+            *(getattr(self, f)[:num_tasks] for f in ("obs", "actions", "rewards", "mask", "advantages", "weights"))
+        )
 
-    def tasks(self, start: int, stop: int) -> "Batch":
+    def tasks(self, start: int, stop: int) -> Batch:
         """Tasks ``start:stop`` (views, no copy)."""
-        return Batch(*(getattr(self, f)[start:stop] for f in ("obs", "actions", "rewards", "mask", "advantages", "weights")))
+        return Batch(
+            *(getattr(self, f)[start:stop] for f in ("obs", "actions", "rewards", "mask", "advantages", "weights"))
+        )
 
     def task_mean(self, x: torch.Tensor) -> torch.Tensor:
         """``(T,)``: each task's weighted mean of a per-step quantity ``(T, E*H)``."""

@@ -1,7 +1,8 @@
 """Meta-update of (θ, α) on post-adaptation rollouts: the objective and its two optimizers.
 
 The objective maps the meta-parameters to each task's post-adaptation action distribution
-``y`` (``(mean, log_std)``, or ``(logits,)`` for a categorical policy) on the post-adaptation observations, *through* the inner step.
+``y`` (``(mean, log_std)``, or ``(logits,)`` for a categorical policy) on the post-adaptation
+observations, *through* the inner step.
 TRPO's surrogate and KL are functions of ``y`` only, which lets the Fisher-vector product be
 computed as Jᵀ H_y J v (exact at the current point, where the KL's gradient is zero) from
 one graph built once per update: no third-order derivatives, no graph rebuilt per CG step.
@@ -9,8 +10,9 @@ one graph built once per update: no third-order derivatives, no graph rebuilt pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -50,12 +52,17 @@ class MetaObjective:
         adapted = adapt(self.spec, theta, alpha, self.pre, create_graph=create_graph, meta_gradient=self.meta_gradient)
         return forward(self.spec, adapted, self.post.flat("obs"))
 
-    def subset(self, num_tasks: int) -> "MetaObjective":
+    def subset(self, num_tasks: int) -> MetaObjective:
         """The same objective on the first ``num_tasks`` tasks (tasks are drawn i.i.d.)."""
-        return MetaObjective(self.spec, [b.select(num_tasks) for b in self.pre], self.post.select(num_tasks),
-                             self.first_order, self.meta_gradient)
+        return MetaObjective(
+            self.spec,
+            [b.select(num_tasks) for b in self.pre],
+            self.post.select(num_tasks),
+            self.first_order,
+            self.meta_gradient,
+        )
 
-    def split(self, rows_per_group: int) -> list["MetaObjective"]:
+    def split(self, rows_per_group: int) -> list[MetaObjective]:
         """The objective as groups of consecutive tasks with about ``rows_per_group`` post rows each.
 
         The meta-objective is a mean over tasks, so its loss, gradient, KL and Fisher are the
@@ -65,8 +72,16 @@ class MetaObjective:
         size = max(1, rows_per_group // max(rows, 1))
         if size >= num_tasks:
             return [self]
-        return [MetaObjective(self.spec, [b.tasks(lo, lo + size) for b in self.pre], self.post.tasks(lo, lo + size),
-                              self.first_order, self.meta_gradient) for lo in range(0, num_tasks, size)]
+        return [
+            MetaObjective(
+                self.spec,
+                [b.tasks(lo, lo + size) for b in self.pre],
+                self.post.tasks(lo, lo + size),
+                self.first_order,
+                self.meta_gradient,
+            )
+            for lo in range(0, num_tasks, size)
+        ]
 
     def set_old(self, dist: Dist) -> None:
         """Freeze the sampling distribution (the current one) for ratios and KL."""
@@ -96,8 +111,14 @@ class UpdateResult:
     reason: str = ""  # why the update was skipped ("" when accepted)
 
     @classmethod
-    def skipped(cls, reason: str, loss: float = float("nan"), grad_norm: float = float("nan"), kl: float = 0.0,
-                line_search_steps: int = 0) -> "UpdateResult":
+    def skipped(
+        cls,
+        reason: str,
+        loss: float = float("nan"),
+        grad_norm: float = float("nan"),
+        kl: float = 0.0,
+        line_search_steps: int = 0,
+    ) -> UpdateResult:
         """An update that left (θ, α) as they were, and why."""
         return cls(loss, loss, kl, grad_norm, False, line_search_steps, reason)
 
@@ -138,19 +159,19 @@ def _unflat(vec: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
 CPU_GROUP_ROWS = 8192
 
 
-def task_groups(objective: "MetaObjective", meta: "MetaParameters") -> list["MetaObjective"]:
+def task_groups(objective: MetaObjective, meta: MetaParameters) -> list[MetaObjective]:
     """The objective split for the learner's device (see ``CPU_GROUP_ROWS``)."""
     on_cpu = next(iter(meta.theta.values())).device.type == "cpu"
     return objective.split(CPU_GROUP_ROWS) if on_cpu else [objective]
 
 
-def group_weights(groups: list["MetaObjective"]) -> list[float]:
+def group_weights(groups: list[MetaObjective]) -> list[float]:
     """Each group's share of the tasks: the mean over tasks is the weighted sum of the groups' means."""
     total = sum(g.post.num_tasks for g in groups)
     return [g.post.num_tasks / total for g in groups]
 
 
-def freeze_old(meta: "MetaParameters", groups: list["MetaObjective"], create_graph: bool) -> list[Dist]:
+def freeze_old(meta: MetaParameters, groups: list[MetaObjective], create_graph: bool) -> list[Dist]:
     """Every group's current distribution, frozen as its old one; the returned ones keep their graphs
     (for the gradient and the curvature products)."""
     dists = [group.distribution(meta.theta, meta.alpha_values(), create_graph=create_graph) for group in groups]
@@ -159,7 +180,7 @@ def freeze_old(meta: "MetaParameters", groups: list["MetaObjective"], create_gra
     return dists
 
 
-def loss_and_gradient(meta: "MetaParameters", groups: list["MetaObjective"], dists: list[Dist]):
+def loss_and_gradient(meta: MetaParameters, groups: list[MetaObjective], dists: list[Dist]):
     """The surrogate loss at the old distributions and its flat gradient, summed over the groups."""
     loss, grads = 0.0, None
     for group, dist, weight in zip(groups, dists, group_weights(groups)):
@@ -170,7 +191,7 @@ def loss_and_gradient(meta: "MetaParameters", groups: list["MetaObjective"], dis
     return loss, _flat(grads)
 
 
-def loss_and_kl(meta: "MetaParameters", groups: list["MetaObjective"]) -> tuple[float, float]:
+def loss_and_kl(meta: MetaParameters, groups: list[MetaObjective]) -> tuple[float, float]:
     """Surrogate loss and KL at the current (θ, α), group by group without keeping graphs (the line search)."""
     alpha, loss, kl = meta.alpha_values(), 0.0, 0.0
     for group, weight in zip(groups, group_weights(groups)):
@@ -282,14 +303,14 @@ class AlphaAdam:
             per_leaf = [state["state"][i] for i in order if i in state["state"]]
             if not per_leaf:
                 return
-            state = {"steps": int(per_leaf[0]["step"]),
-                     "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_leaf]),
-                     "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_leaf])}
+            state = {
+                "steps": int(per_leaf[0]["step"]),
+                "exp_avg": torch.cat([s["exp_avg"].reshape(-1) for s in per_leaf]),
+                "exp_avg_sq": torch.cat([s["exp_avg_sq"].reshape(-1) for s in per_leaf]),
+            }
         if state:
             self.steps = int(state["steps"])
             self.exp_avg, self.exp_avg_sq = state["exp_avg"].clone(), state["exp_avg_sq"].clone()
-
-
 
 
 @dataclass
@@ -354,18 +375,21 @@ class TRPO(TRPOOptions):
             theta_step, alpha_step, bound = direction, self.alpha_adam.propose(g[n:]), self.max_kl
         return self._line_search(meta, groups, torch.cat([theta_step, alpha_step]), loss.item(), g, bound)
 
-    def _natural_step(self, fvp, g: torch.Tensor, lo: int, hi: int, max_kl: float,
-                      relative_damping: float = 0.0) -> torch.Tensor | str:
+    def _natural_step(
+        self, fvp, g: torch.Tensor, lo: int, hi: int, max_kl: float, relative_damping: float = 0.0
+    ) -> torch.Tensor | str:
         """The step F_bb⁻¹ g_b · sqrt(2·max_kl / gᵀF⁻¹g) on the block ``[lo, hi)`` of the flat (θ, α),
         or why there is none. The whole vector is the plain TRPO step. ``relative_damping`` λ adds
         λ·(g_bᵀF_bb g_b / g_bᵀg_b)·I to the block (Levenberg–Marquardt style, in the block's own scale)."""
         if (lo, hi) == (0, g.numel()):
             block_fvp = fvp
         else:
+
             def block_fvp(v: torch.Tensor) -> torch.Tensor:
                 full = torch.zeros_like(g)
                 full[lo:hi] = v
                 return fvp(full)[lo:hi]
+
         if relative_damping > 0:
             gb, undamped = g[lo:hi], block_fvp
             scale = (gb @ undamped(gb)) / (gb @ gb).clamp_min(torch.finfo(gb.dtype).tiny)
@@ -375,6 +399,7 @@ class TRPO(TRPOOptions):
 
             def block_fvp(v: torch.Tensor) -> torch.Tensor:  # noqa: F811 (the damped block)
                 return undamped(v) + damping * v
+
         direction, shs = conjugate_gradient(block_fvp, g[lo:hi], self.cg_iters)
         if not torch.isfinite(shs) or not torch.isfinite(direction).all():
             return "non-finite curvature"
@@ -407,15 +432,23 @@ class TRPO(TRPOOptions):
 
         return fvp
 
-    def _grouped_fisher_vector_product(self, groups: list[MetaObjective], dists: list[Dist],
-                                       leaves: list[torch.Tensor]):
+    def _grouped_fisher_vector_product(
+        self, groups: list[MetaObjective], dists: list[Dist], leaves: list[torch.Tensor]
+    ):
         """The whole meta-batch's product: the groups' products weighted by their share of tasks."""
         products = [self._fisher_vector_product(g, d, leaves) for g, d in zip(groups, dists)]
         weights = group_weights(groups)
         return lambda v: sum(weight * product(v) for weight, product in zip(weights, products))
 
-    def _line_search(self, meta: MetaParameters, groups: list[MetaObjective], full_step: torch.Tensor,
-                     loss_before: float, g: torch.Tensor, max_kl: float) -> UpdateResult:
+    def _line_search(
+        self,
+        meta: MetaParameters,
+        groups: list[MetaObjective],
+        full_step: torch.Tensor,
+        loss_before: float,
+        g: torch.Tensor,
+        max_kl: float,
+    ) -> UpdateResult:
         """Backtrack from the full step of (θ, α) (θ's entries, then α's), judging each candidate on the
         objective's task ``groups``; a rejected step is reverted. These are the lines where TRPO changes θ and α."""
         n = meta.num_theta
@@ -438,7 +471,9 @@ class TRPO(TRPOOptions):
 
 @dataclass
 class Adam(AdamOptions):
-    """Adam on (θ, α); a step with a non-finite loss or gradient is skipped. Arguments: the config's ``adam`` section."""
+    """Adam on (θ, α); a step with a non-finite loss or gradient is skipped.
+
+    Arguments: the config's ``adam`` section."""
 
     _opt: torch.optim.Adam | None = field(default=None, init=False, repr=False)
     _pending: dict | None = field(default=None, init=False, repr=False)  # state loaded before the first step

@@ -160,4 +160,6 @@ def to_numpy(params: Params) -> dict:
 
 
 def from_numpy(arrays: dict, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Params:
-    return {k: torch.tensor(v, device=device, dtype=dtype) for k, v in arrays.items()}  # copies: Ray hands out read-only arrays
+    return {
+        k: torch.tensor(v, device=device, dtype=dtype) for k, v in arrays.items()
+    }  # copies: Ray hands out read-only arrays

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 ACTOR_ENV_VARS = {
     "MALLOC_MMAP_THRESHOLD_": "17179869184",  # 16 GiB: never serve tensors by mmap

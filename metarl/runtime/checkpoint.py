@@ -149,12 +149,18 @@ def _write_failed(directory: Path, path: Path, exc: OSError) -> CheckpointWriteE
         kept = [p for p in list_checkpoints(directory) if p.with_suffix(".json").is_file()]
     except OSError:  # the directory itself is unreadable: nothing more to undo or report
         kept = []
-    reason = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
-              errno.EPERM: "not permitted", errno.EROFS: "read-only file system"}.get(exc.errno)
+    reason = {
+        errno.ENOSPC: "disk full",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "not permitted",
+        errno.EROFS: "read-only file system",
+    }.get(exc.errno)
     reason = reason or exc.strerror or str(exc)
     what = f"the newest complete checkpoint is still {kept[-1]}" if kept else "no complete earlier checkpoint was found"
-    return CheckpointWriteError(f"cannot write checkpoint {path.name} in {directory} ({reason}); nothing was "
-                                f"half-written, {what}")
+    return CheckpointWriteError(
+        f"cannot write checkpoint {path.name} in {directory} ({reason}); nothing was half-written, {what}"
+    )
 
 
 def _remove_stale_tmp(directory: Path, include_own: bool = False) -> None:
@@ -199,8 +205,10 @@ def _check_archive(path: Path, data: bytes) -> None:
     except (zipfile.BadZipFile, ValueError, OSError):
         raise CheckpointError(f"{path}: refused to load, not plain tensors and data (not torch's zip format)") from None
     if any(i.compress_type != zipfile.ZIP_STORED for i in infos) or sum(i.file_size for i in infos) > len(data):
-        raise CheckpointError(f"{path}: refused to load, not plain tensors and data (compressed zip entries; "
-                              "torch writes them uncompressed)")
+        raise CheckpointError(
+            f"{path}: refused to load, not plain tensors and data (compressed zip entries; "
+            "torch writes them uncompressed)"
+        )
 
 
 def load_checkpoint(path: str | Path, trust_env_module: bool | None = None) -> dict[str, Any]:
@@ -229,7 +237,9 @@ def load_checkpoint(path: str | Path, trust_env_module: bool | None = None) -> d
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError and others for foreign content
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: refused to load, not plain tensors and data ({type(exc).__name__}: {first})") from None
+        raise CheckpointError(
+            f"{path}: refused to load, not plain tensors and data ({type(exc).__name__}: {first})"
+        ) from None
     _check_state(path, state)
     if "config" in state:
         trusted = TRUST_ENV_MODULES if trust_env_module is None else trust_env_module
@@ -242,14 +252,20 @@ def _check_state(path: Path, state: Any) -> None:
         raise CheckpointError(f"{path}: not a metarl checkpoint (no 'theta')")
     for group in ("theta", "alpha"):
         params = state.get(group)
-        if not isinstance(params, dict) or not params or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point() for k, v in params.items()
+        if (
+            not isinstance(params, dict)
+            or not params
+            or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) and v.is_floating_point() for k, v in params.items()
+            )
         ):
             raise CheckpointError(f"{path}: not a metarl checkpoint ({group!r} must map names to float tensors)")
     if set(state["alpha"]) != set(state["theta"]):
         missing = sorted(set(state["theta"]) ^ set(state["alpha"]))
-        raise CheckpointError(f"{path}: not a metarl checkpoint (theta and alpha name different parameters: "
-                              f"{', '.join(map(repr, missing[:5]))})")
+        raise CheckpointError(
+            f"{path}: not a metarl checkpoint (theta and alpha name different parameters: "
+            f"{', '.join(map(repr, missing[:5]))})"
+        )
     if not isinstance(state.get("iteration", 0), int) or state.get("iteration", 0) < 0:
         raise CheckpointError(f"{path}: not a metarl checkpoint ('iteration' must be a non-negative int)")
     bad = _non_finite({"theta": state["theta"], "alpha": state["alpha"]})
@@ -309,7 +325,7 @@ def _check_env_trust(path: Path, raw: dict[str, Any], trusted: bool) -> None:
         )
 
 
-def expected_shapes(cfg: "Config", obs_dim: int, act_dim: int, kind: str) -> dict[str, tuple[int, ...]]:
+def expected_shapes(cfg: Config, obs_dim: int, act_dim: int, kind: str) -> dict[str, tuple[int, ...]]:
     """θ's names and shapes for ``cfg``'s policy (the layout of :func:`metarl.core.policies.init_params`)."""
     sizes = (obs_dim, *cfg.hidden_sizes, act_dim)
     shapes: dict[str, tuple[int, ...]] = {}
@@ -320,7 +336,7 @@ def expected_shapes(cfg: "Config", obs_dim: int, act_dim: int, kind: str) -> dic
     return shapes
 
 
-def run_config(path: str | Path, state: dict[str, Any], trust_env_module: bool | None = None) -> "Config":
+def run_config(path: str | Path, state: dict[str, Any], trust_env_module: bool | None = None) -> Config:
     """The validated config of a loaded checkpoint, after checking θ and α fit the policy it describes.
 
     ``trust_env_module`` as in :func:`load_checkpoint`; validating the config imports the module.
@@ -369,8 +385,10 @@ def resolve_checkpoint(run_or_file: str | Path) -> Path:
             if _looks_complete(path):
                 return path
         if found:
-            raise CheckpointError(f"{directory}: none of its {len(found)} checkpoint files is complete "
-                                  "(each lacks a matching .json; a write in progress or interrupted)")
+            raise CheckpointError(
+                f"{directory}: none of its {len(found)} checkpoint files is complete "
+                "(each lacks a matching .json; a write in progress or interrupted)"
+            )
     raise CheckpointError(f"{p}: no checkpoint found (expected a checkpoint-*.pt file or a run directory)")
 
 

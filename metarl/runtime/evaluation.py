@@ -30,9 +30,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import ray
@@ -127,8 +128,9 @@ def parse_task(text: str) -> Task:
     return task
 
 
-def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float] | Task] | None, num_tasks: int | None,
-                  seed: int) -> list[Task]:
+def resolve_tasks(
+    run: TrainedRun, goals: Sequence[Sequence[float] | Task] | None, num_tasks: int | None, seed: int
+) -> list[Task]:
     """The given tasks, or ``num_tasks`` fresh draws.
 
     A given task is a dict of the family (``{"velocity": 1.5}``) or a goal's coordinates
@@ -146,8 +148,10 @@ def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float] | Task] | Non
             elif "goal" in unwrapped.get_task():
                 task = {"goal": list(goal)}
             else:
-                raise ValueError(f"--goal {','.join(map(str, goal))}: {run.cfg.env} tasks have no goal; give the task "
-                                 f"as JSON, e.g. --task '{json.dumps(unwrapped.get_task())}'")
+                raise ValueError(
+                    f"--goal {','.join(map(str, goal))}: {run.cfg.env} tasks have no goal; give the task "
+                    f"as JSON, e.g. --task '{json.dumps(unwrapped.get_task())}'"
+                )
             unwrapped.set_task(task)  # ValueError names the task and the rule
             tasks.append(unwrapped.get_task())
         return tasks
@@ -202,8 +206,9 @@ class RaySampler:
         self.group = RolloutGroup(cfg.env, cfg.env_kwargs, run.spec, run.horizon, n, cfg.worker_cpus)
         self.steps = 0  # phases sampled so far, to name them in log messages
 
-    def sample(self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int,
-               seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    def sample(
+        self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int, seeds: Sequence[int]
+    ) -> dict[str, np.ndarray]:
         refs = self.group.sample(tasks, ray.put(params), per_task, seeds, episodes, f"evaluation step {self.steps}")
         self.steps += 1
         return merge_rollouts(ray.get(refs))
@@ -220,8 +225,9 @@ class LocalSampler:
         self.worker = RolloutWorker(run.cfg.env, run.cfg.env_kwargs, run.spec, run.horizon)
         torch.set_num_threads(threads)  # the worker pins 1 thread, meant for its own actor process
 
-    def sample(self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int,
-               seeds: Sequence[int]) -> dict[str, np.ndarray]:
+    def sample(
+        self, tasks: list[Task], params: dict[str, np.ndarray], per_task: bool, episodes: int, seeds: Sequence[int]
+    ) -> dict[str, np.ndarray]:
         part = self.worker.sample(tasks, np.arange(len(tasks)), params, per_task, episodes, [int(s) for s in seeds])
         return merge_rollouts([part])
 
@@ -265,8 +271,12 @@ def parse_step_sizes(text: str) -> list[float]:
     return values
 
 
-def step_scales(run: "TrainedRun", steps: int, alpha_scales: Sequence[float] | None = None,
-                step_sizes: Sequence[float] | None = None) -> list[float]:
+def step_scales(
+    run: TrainedRun,
+    steps: int,
+    alpha_scales: Sequence[float] | None = None,
+    step_sizes: Sequence[float] | None = None,
+) -> list[float]:
     """The multiplier on the run's α for inner steps 1..K (the last given value repeats).
 
     ``alpha_scales`` multiply the run's own α (fixed or learned); ``step_sizes`` are absolute
@@ -278,8 +288,10 @@ def step_scales(run: "TrainedRun", steps: int, alpha_scales: Sequence[float] | N
         raise ValueError("give either --step-sizes (absolute, fixed-α runs) or --alpha-scales (multipliers), not both")
     if step_sizes is not None:
         if run.cfg.learns_alpha and run.init != "random":
-            raise ValueError(f"--step-sizes: this {run.cfg.algorithm} run learned α per parameter; scale it with "
-                             "--alpha-scales instead (e.g. --alpha-scales 1,0.5)")
+            raise ValueError(
+                f"--step-sizes: this {run.cfg.algorithm} run learned α per parameter; scale it with "
+                "--alpha-scales instead (e.g. --alpha-scales 1,0.5)"
+            )
         alpha_scales = step_sizes  # multipliers on a unit α: see with_unit_alpha
     scales = list(alpha_scales) if alpha_scales else [1.0]
     if not all(math.isfinite(v) and v > 0 for v in scales):
@@ -305,8 +317,16 @@ class Sweep:
     mean_action_returns: np.ndarray | None = None  # (K+1, T): return of the noiseless (mean/arg-max) policy
 
 
-def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: int, seed: int, sampler,
-                     scales: Sequence[float] | None = None, deterministic: bool = False) -> Sweep:
+def adaptation_sweep(
+    run: TrainedRun,
+    tasks: list[Task],
+    steps: int,
+    episodes: int,
+    seed: int,
+    sampler,
+    scales: Sequence[float] | None = None,
+    deterministic: bool = False,
+) -> Sweep:
     """Sample with θ, adapt one step, sample with φ¹, adapt from φ¹ on that batch, … (K steps).
 
     Step j uses ``scales[j-1] · α`` (all 1 by default). With ``deterministic`` the return of
@@ -328,8 +348,16 @@ def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: i
             mean_returns.append(mean_action_returns(run, tasks, stack))
         seeds = [noise_seed(seed, j, task, r) for task, r in zip(tasks, repeats)]  # by content and copy
         rollouts = sampler.sample(tasks, stack, True, episodes, seeds)
-        batch = Batch.from_rollouts(rollouts, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, dtype, "cpu",
-                                    cfg.loss_average, cfg.bootstrap_truncated)
+        batch = Batch.from_rollouts(
+            rollouts,
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.normalize_advantages,
+            dtype,
+            "cpu",
+            cfg.loss_average,
+            cfg.bootstrap_truncated,
+        )
         returns.append(batch.episode_returns().mean(-1).double().numpy())
         if j < steps:
             params = inner_step(run.spec, params, run.alpha, batch, scales[j])
@@ -413,9 +441,15 @@ def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str,
         "ci95_by_step": [ci95(r) for r in returns],
         **extra,
         "per_task": [
-            {"task": task, "returns_by_step": [float(x) for x in returns[:, i]],
-             **({"mean_action_returns_by_step": [float(x) for x in sweep.mean_action_returns[:, i]]}
-                if sweep.mean_action_returns is not None else {})}
+            {
+                "task": task,
+                "returns_by_step": [float(x) for x in returns[:, i]],
+                **(
+                    {"mean_action_returns_by_step": [float(x) for x in sweep.mean_action_returns[:, i]]}
+                    if sweep.mean_action_returns is not None
+                    else {}
+                ),
+            }
             for i, task in enumerate(sweep.tasks)
         ],
     }
@@ -428,7 +462,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['checkpoint']} ({result['algorithm']}, iteration {result['iteration']}): "
         f"{result['num_tasks']} tasks x {result['episodes']} episodes, seed {result['seed']}",
         f"α scale per step: {', '.join(f'{x:g}' for x in result['protocol']['alpha_scales']) or 'n/a'}",
-        f"{'inner steps':>11}  {'mean return':>12}  {'95% CI':>10}" + (f"  {'mean action':>12}" if "mean_action_returns_by_step" in result else ""),
+        f"{'inner steps':>11}  {'mean return':>12}  {'95% CI':>10}"
+        + (f"  {'mean action':>12}" if "mean_action_returns_by_step" in result else ""),
     ]
     for j, (mean, ci) in enumerate(zip(result["returns_by_step"], result["ci95_by_step"])):
         line = f"{j:>11}  {mean:>12.2f}  {'n/a' if ci is None else f'± {ci:.2f}':>10}"

@@ -71,11 +71,18 @@ class Learner:
 
     def _batch(self, parts: list) -> Batch:
         if any(type(p).__name__ == "ObjectRef" for p in parts):  # refs nested in a list are not auto-resolved
-
             parts = ray.get(list(parts))
         c = self.cfg
-        return Batch.from_rollouts(merge_rollouts(parts), c.gamma, c.gae_lambda, c.normalize_advantages, self.dtype,
-                                  self.device, c.loss_average, c.bootstrap_truncated)
+        return Batch.from_rollouts(
+            merge_rollouts(parts),
+            c.gamma,
+            c.gae_lambda,
+            c.normalize_advantages,
+            self.dtype,
+            self.device,
+            c.loss_average,
+            c.bootstrap_truncated,
+        )
 
     def adapt(self, pre_parts: list, step: int = 0) -> dict[str, np.ndarray]:
         """Take the rollouts sampled with θ'ⱼ (θ'₀ = θ) and return every task's θ'ⱼ₊₁ ``(T, ...)``.
@@ -116,8 +123,13 @@ class Learner:
             if not bool(torch.isfinite(self.meta.get_flat()).all()):
                 self.meta.set_flat(before)
                 self.optimizer.load_state_dict(before_state)  # its moments may be poisoned too
-                result = UpdateResult.skipped("non-finite parameters after the update (reverted)", result.loss_before,
-                                              result.grad_norm, float("nan"), result.line_search_steps)
+                result = UpdateResult.skipped(
+                    "non-finite parameters after the update (reverted)",
+                    result.loss_before,
+                    result.grad_norm,
+                    float("nan"),
+                    result.line_search_steps,
+                )
         first = self._pre[0]
         metrics = {
             "return_pre": first.episode_returns().mean().item(),
@@ -162,8 +174,10 @@ class Learner:
             target = self.meta.theta
             for k, v in state["theta"].items():
                 if k not in target or target[k].shape != v.shape:
-                    raise ValueError(f"checkpoint theta.{k} has shape {tuple(v.shape)}, the policy expects "
-                                     f"{tuple(target[k].shape) if k in target else 'no such parameter'}")
+                    raise ValueError(
+                        f"checkpoint theta.{k} has shape {tuple(v.shape)}, the policy expects "
+                        f"{tuple(target[k].shape) if k in target else 'no such parameter'}"
+                    )
                 target[k].copy_(v.to(target[k].device, target[k].dtype))
         self.meta.alpha.load_state_dict(state["alpha"])
         if "optimizer" in state:

@@ -51,7 +51,7 @@ class MetricsWriter:
         if self.path.exists():
             kept = [json.dumps(r) for r in read_metrics(self.path) if r.get("iteration", 0) <= iteration]
             tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(l + "\n" for l in kept))
+            tmp.write_text("".join(row + "\n" for row in kept))
             tmp.replace(self.path)  # a kill mid-rewrite leaves the old file, not half of it
         if self.path.exists() or self.csv_path.exists():
             self._rewrite_csv()
@@ -98,8 +98,9 @@ class MetricsWriter:
 
             # Names are "events.out.tfevents.<seconds>.<host>"; a suffix in nanoseconds keeps two files of
             # the same second apart (tensorboardX would overwrite) and in order (TensorBoard reads by name).
-            self._tb = SummaryWriter(str(self.tensorboard_dir), purge_step=self._purge_step,
-                                     filename_suffix=f".{time.time_ns()}")
+            self._tb = SummaryWriter(
+                str(self.tensorboard_dir), purge_step=self._purge_step, filename_suffix=f".{time.time_ns()}"
+            )
             self._purge_step = None
         for key, value in row.items():
             if key != "iteration" and isinstance(value, (int, float)):  # bool is an int; str/None skipped
@@ -120,7 +121,7 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of ``metrics.jsonl``; a torn last line (a process killed mid-write) is dropped."""
-    lines = [l for l in Path(path).read_text().splitlines() if l.strip()]
+    lines = [text for text in Path(path).read_text().splitlines() if text.strip()]
     rows = []
     for i, line in enumerate(lines):
         try:

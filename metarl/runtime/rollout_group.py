@@ -39,8 +39,9 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import ray
@@ -275,10 +276,17 @@ def start_learner(cfg, spec: PolicySpec, use_gpu: bool, reserved: ReservedBundle
     elif bundle:
         pg = place([bundle], "PACK", "learner placement group")
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, 0)
-    actor = ray.remote(Learner).options(
-        num_cpus=cfg.learner_cpus, num_gpus=1 if use_gpu else 0, max_restarts=0, runtime_env=ACTOR_RUNTIME_ENV,
-        **options,
-    ).remote(cfg, spec)
+    actor = (
+        ray.remote(Learner)
+        .options(
+            num_cpus=cfg.learner_cpus,
+            num_gpus=1 if use_gpu else 0,
+            max_restarts=0,
+            runtime_env=ACTOR_RUNTIME_ENV,
+            **options,
+        )
+        .remote(cfg, spec)
+    )
     return actor, pg
 
 
@@ -344,7 +352,7 @@ class RolloutGroup:
         """Wait until every worker (and ``others``, e.g. the learner's ``__ray_ready__``) has started."""
         refs = [w.node_info.remote() for w in self.workers]
         try:
-            infos = ray.get([*others, *refs], timeout=READY_TIMEOUT_S)[len(others):]
+            infos = ray.get([*others, *refs], timeout=READY_TIMEOUT_S)[len(others) :]
         except GetTimeoutError:
             what = "the learner and rollout actors" if others else "the rollout actors"
             raise RuntimeError(f"{what} did not start within {READY_TIMEOUT_S:g} s") from None
@@ -363,10 +371,17 @@ class RolloutGroup:
             strategy = "SPREAD"
         # Rollout calls are pure functions of their arguments, so Ray may re-run them on a
         # restarted actor: a killed worker costs time, never episodes.
-        return ray.remote(RolloutWorker).options(
-            num_cpus=self.worker_cpus, max_restarts=WORKER_MAX_RESTARTS, max_task_retries=WORKER_MAX_TASK_RETRIES,
-            runtime_env=ACTOR_RUNTIME_ENV, scheduling_strategy=strategy,
-        ).remote(*self._args, i)
+        return (
+            ray.remote(RolloutWorker)
+            .options(
+                num_cpus=self.worker_cpus,
+                max_restarts=WORKER_MAX_RESTARTS,
+                max_task_retries=WORKER_MAX_TASK_RETRIES,
+                runtime_env=ACTOR_RUNTIME_ENV,
+                scheduling_strategy=strategy,
+            )
+            .remote(*self._args, i)
+        )
 
     def _replace(self, i: int) -> None:
         """Kill worker ``i`` for good and start a new actor in a new placement group of its own.
@@ -378,8 +393,9 @@ class RolloutGroup:
         kill_quietly(self.workers[i])  # ray.kill: no restart; its calls fail with ActorDiedError at once
         if self.placement_groups:
             remove_quietly(self.placement_groups[i])
-            self.placement_groups[i] = placement_group(worker_bundles(1, self.worker_cpus), strategy="SPREAD",
-                                                       name=_group_name("rollout"))
+            self.placement_groups[i] = placement_group(
+                worker_bundles(1, self.worker_cpus), strategy="SPREAD", name=_group_name("rollout")
+            )
         self.workers[i] = self._new_worker(i)
         self._starting[i] = self.workers[i].node_info.remote()
         self.worker_pids[i] = self.worker_nodes[i] = None
@@ -414,7 +430,11 @@ class RolloutGroup:
             log.warning(
                 "rollout worker %d (pid %s) lost with its node %s; replacing it on a node with %g CPUs free, the "
                 "others take its tasks until then (%d restarts so far)",
-                i, pid, node or "(still starting)", self.worker_cpus, self.restarts,
+                i,
+                pid,
+                node or "(still starting)",
+                self.worker_cpus,
+                self.restarts,
             )
         return lost
 
@@ -485,7 +505,12 @@ class RolloutGroup:
         def submit(s: int, w: int, attempt: int) -> None:
             idx, actor = slices[s], self.workers[w]
             info_ref, data_ref = actor.sample_with_info.options(num_returns=2).remote(
-                [tasks[i] for i in idx], idx, params_ref, per_task, episodes, [int(seeds[i]) for i in idx],
+                [tasks[i] for i in idx],
+                idx,
+                params_ref,
+                per_task,
+                episodes,
+                [int(seeds[i]) for i in idx],
             )
             pending[info_ref] = (s, w, actor, data_ref, attempt)
             if calls is not None:
@@ -507,7 +532,9 @@ class RolloutGroup:
                     raise
                 _swallow(data_ref)  # the same error; fetched so Ray does not report it as unhandled
                 if attempt >= 2 * len(self.workers) + 2:
-                    raise RuntimeError(f"rollout slice of tasks {slices[s].tolist()} failed {attempt + 1} times") from exc
+                    raise RuntimeError(
+                        f"rollout slice of tasks {slices[s].tolist()} failed {attempt + 1} times"
+                    ) from exc
                 submit(s, self._worker_failed(w, actor, exc, phase, len(slices[s]), where), attempt + 1)
                 continue
             self._note_receipt(w, info, phase, where)
@@ -517,8 +544,10 @@ class RolloutGroup:
         covered = sorted(i for info, _ in results.values() for i in info["task_index"])
         total = sum(info["episodes"] for info, _ in results.values())
         if covered != list(range(len(tasks))) or total != len(tasks) * episodes:
-            raise RuntimeError(f"{phase} rollouts cover tasks {covered} with {total} episodes; expected "
-                               f"{len(tasks)} tasks x {episodes}")
+            raise RuntimeError(
+                f"{phase} rollouts cover tasks {covered} with {total} episodes; expected "
+                f"{len(tasks)} tasks x {episodes}"
+            )
         self.used_nodes.update(info["node_id"] for info, _ in results.values())
         return [results[s][1] for s in sorted(results)]
 
@@ -530,7 +559,14 @@ class RolloutGroup:
             log.warning(
                 "rollout worker %d restarted: pid %d -> %d on node %s; its %s sampling of %d tasks ran on the new "
                 "process (%s%d restarts so far)",
-                w, old, info["pid"], info["node_id"], phase, len(info["task_index"]), where, self.restarts,
+                w,
+                old,
+                info["pid"],
+                info["node_id"],
+                phase,
+                len(info["task_index"]),
+                where,
+                self.restarts,
             )
         self.worker_pids[w], self.worker_nodes[w] = info["pid"], info["node_id"]
 
@@ -556,7 +592,16 @@ class RolloutGroup:
         log.warning(
             "rollout worker %d (pid %s, node %s) failed during %s sampling (%s; %s); re-sampling its %d tasks on "
             "worker %d (%s%d restarts so far)",
-            w, old_pid, node, phase, type(exc).__name__, what, num_tasks, target, where, self.restarts,
+            w,
+            old_pid,
+            node,
+            phase,
+            type(exc).__name__,
+            what,
+            num_tasks,
+            target,
+            where,
+            self.restarts,
         )
         return target
 

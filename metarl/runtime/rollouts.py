@@ -8,7 +8,8 @@ any other Gymnasium task env runs as one copy per (task, episode) pair in a
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -82,8 +83,14 @@ def sample_rollouts(
             break
         obs = next_obs
     last_obs = np.asarray(obs, dtype=np.float32).reshape(T, E, *obs_shape)  # after the last step (= next_obs)
-    return {"obs": obs_buf, "actions": act_buf, "rewards": rew_buf, "mask": mask_buf,
-            "last_obs": last_obs, "truncated": alive.astype(np.float32)}
+    return {
+        "obs": obs_buf,
+        "actions": act_buf,
+        "rewards": rew_buf,
+        "mask": mask_buf,
+        "last_obs": last_obs,
+        "truncated": alive.astype(np.float32),
+    }
 
 
 class _DropInfo(gym.Wrapper):
@@ -114,7 +121,7 @@ class GymTaskVectorEnv:
     def num_envs(self) -> int:
         return self.vector.num_envs
 
-    def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int]) -> "GymTaskVectorEnv":
+    def assign(self, tasks: list[Task], episodes_per_task: int, seeds: list[int]) -> GymTaskVectorEnv:
         """Copy ``i * E + e`` runs episode ``e`` of task ``i``; it takes effect at the next ``reset``."""
         if len(tasks) * episodes_per_task != self.num_envs:
             raise ValueError(f"{len(tasks)} tasks x {episodes_per_task} episodes != {self.num_envs} env copies")

@@ -28,16 +28,26 @@ import shlex
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from metarl.config import Config, ConfigError, _show, flat_defaults, flatten
 from metarl.runtime.checkpoint import CheckpointError, config_dict, list_checkpoints, load_latest
 
 LOCK_NAME = ".lock"
 RESUMABLE_KEYS = (
-    "iterations", "num_workers", "worker_cpus", "learner_cpus", "learner_threads", "device",
-    "checkpoint_every", "keep_checkpoints", "max_consecutive_skips", "learner_timeout_factor", "learner_timeout_min",
+    "iterations",
+    "num_workers",
+    "worker_cpus",
+    "learner_cpus",
+    "learner_threads",
+    "device",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "max_consecutive_skips",
+    "learner_timeout_factor",
+    "learner_timeout_min",
 )
 
 
@@ -57,8 +67,9 @@ def default_run_dir(name: str, unique: bool = False) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
 
 
-def resume_command(out: Path, config_path: str | Path | None = None, overrides: Sequence[str] = (),
-                   address: str | None = None) -> str:
+def resume_command(
+    out: Path, config_path: str | Path | None = None, overrides: Sequence[str] = (), address: str | None = None
+) -> str:
     """The ``metarl train`` command that continues the run in ``out``.
 
     Without the original config file, the run directory's resolved config resumes the same run.
@@ -102,8 +113,10 @@ class RunLock:
             holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(self._fd)
             self._fd = None
-            raise RunDirError(f"--out {out}: another metarl process ({holder}) is writing this run directory; "
-                              "wait for it to end or stop it, or choose another --out") from None
+            raise RunDirError(
+                f"--out {out}: another metarl process ({holder}) is writing this run directory; "
+                "wait for it to end or stop it, or choose another --out"
+            ) from None
 
     def announce(self) -> None:
         """Name this process in the lock file (once the run is accepted: a refused one rewrites nothing)."""
@@ -141,8 +154,9 @@ def check_fresh(out: Path) -> None:
     has_metrics = metrics.is_file() and metrics.stat().st_size > 0
     if has_metrics or list_checkpoints(out / "checkpoints"):
         what = "checkpoints" if list_checkpoints(out / "checkpoints") else "metrics (metrics.jsonl)"
-        raise RunDirError(f"--out {out}: already holds a run's {what}; pass --resume to continue it or choose "
-                          "another --out")
+        raise RunDirError(
+            f"--out {out}: already holds a run's {what}; pass --resume to continue it or choose another --out"
+        )
 
 
 def resume_changes(out: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:

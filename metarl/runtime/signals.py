@@ -40,7 +40,7 @@ class StopSignals:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         self.install()
         return self
 
@@ -67,8 +67,11 @@ class StopSignals:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting")
         self.signum = signum
         # os.write: no Python-level locks, safe while the main thread is inside print/logging
-        os.write(2, f"\nmetarl: {self.name} received: finishing this iteration, then a checkpoint and exit "
-                    f"({self.name} again aborts at once)\n".encode())
+        os.write(
+            2,
+            f"\nmetarl: {self.name} received: finishing this iteration, then a checkpoint and exit "
+            f"({self.name} again aborts at once)\n".encode(),
+        )
 
     def __call__(self) -> bool:
         return self.signum is not None

@@ -12,8 +12,9 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import ray
@@ -59,7 +60,9 @@ class RunStoppedError(RuntimeError):
 
     def __init__(self, what: str, iteration: int, checkpoint: Path | None, resume_command: str):
         self.iteration, self.checkpoint, self.resume_command = iteration, checkpoint, resume_command
-        kept = f"newest checkpoint: {checkpoint}" if checkpoint else "no checkpoint yet (it starts again at iteration 1)"
+        kept = (
+            f"newest checkpoint: {checkpoint}" if checkpoint else "no checkpoint yet (it starts again at iteration 1)"
+        )
         super().__init__(f"{what}; {kept}; resume with: {resume_command}")
 
 
@@ -162,8 +165,16 @@ class Trainer:
             use_gpu = check_resources(cfg)
             # The learner first: it may need the one node with a GPU.
             self.learner, self._learner_pg = start_learner(cfg, self.spec, use_gpu, placement)
-            self.rollouts = RolloutGroup(cfg.env, cfg.env_kwargs, self.spec, self.horizon, cfg.num_workers,
-                                         cfg.worker_cpus, placement, fatal=self._is_learner_error)
+            self.rollouts = RolloutGroup(
+                cfg.env,
+                cfg.env_kwargs,
+                self.spec,
+                self.horizon,
+                cfg.num_workers,
+                cfg.worker_cpus,
+                placement,
+                fatal=self._is_learner_error,
+            )
             self.rollouts.wait_ready([self.learner.__ray_ready__.remote()])
             if resume:
                 self._restore()
@@ -199,7 +210,9 @@ class Trainer:
             return ray.get(ref)
         except RayTaskError as exc:
             cause = exc.cause
-            if isinstance(cause, ObjectLostError) or (isinstance(cause, RayActorError) and not self._is_learner_error(cause)):
+            if isinstance(cause, ObjectLostError) or (
+                isinstance(cause, RayActorError) and not self._is_learner_error(cause)
+            ):
                 raise _RolloutsLost(f"{call}: {type(cause).__name__}") from exc
             raise
 
@@ -208,7 +221,9 @@ class Trainer:
         kill_quietly(self.learner)  # it may be stuck holding a GPU; its pending calls fail with it
         return LearnerTimeoutError(
             f"learner call {call} of iteration {iteration} did not return within {elapsed:.3g} s (limit: "
-            f"{self.limits.explain(call)}); the learner was stopped", iteration, self.last_checkpoint,
+            f"{self.limits.explain(call)}); the learner was stopped",
+            iteration,
+            self.last_checkpoint,
             self.resume_command,
         )
 
@@ -221,13 +236,22 @@ class Trainer:
                 return self._attempt_iteration()
             except _RolloutsLost as exc:
                 if attempt == MAX_ITERATION_ATTEMPTS:
-                    raise RunStoppedError(f"iteration {self.iteration + 1}: its rollouts were lost with their nodes "
-                                          f"{attempt} times ({exc})", self.iteration + 1, self.last_checkpoint,
-                                          self.resume_command) from exc
+                    raise RunStoppedError(
+                        f"iteration {self.iteration + 1}: its rollouts were lost with their nodes "
+                        f"{attempt} times ({exc})",
+                        self.iteration + 1,
+                        self.last_checkpoint,
+                        self.resume_command,
+                    ) from exc
                 self.rng.bit_generator.state = rng_state
-                log.warning("iteration %d: rollouts were lost with their node before the learner read them (%s); "
-                            "sampling the iteration again with the same tasks and seeds (attempt %d of %d)",
-                            self.iteration + 1, exc, attempt + 1, MAX_ITERATION_ATTEMPTS)
+                log.warning(
+                    "iteration %d: rollouts were lost with their node before the learner read them (%s); "
+                    "sampling the iteration again with the same tasks and seeds (attempt %d of %d)",
+                    self.iteration + 1,
+                    exc,
+                    attempt + 1,
+                    MAX_ITERATION_ATTEMPTS,
+                )
         raise AssertionError("unreachable")
 
     def _attempt_iteration(self) -> dict[str, Any]:
@@ -243,8 +267,9 @@ class Trainer:
                 raise LearnerDiedError(self.iteration + 1, self.resume_command, self.last_checkpoint) from exc
             raise
         except WorkersUnavailableError as exc:
-            raise WorkersLostError(f"iteration {self.iteration + 1}: {exc}", self.iteration + 1, self.last_checkpoint,
-                                   self.resume_command) from exc
+            raise WorkersLostError(
+                f"iteration {self.iteration + 1}: {exc}", self.iteration + 1, self.last_checkpoint, self.resume_command
+            ) from exc
         except (LearnerTimeoutError, _RolloutsLost):
             drain(self._iteration_refs)
             raise
@@ -258,8 +283,10 @@ class Trainer:
         tasks = sample_tasks(self.env, cfg.meta_batch_size, self.rng)
         seeds = self.rng.integers(0, 2**31 - 1, size=(2, cfg.meta_batch_size))
         # inner steps after the first sample with seeds of their own (a stream apart, so one-step runs are unchanged)
-        extra_seeds = [np.random.default_rng([cfg.seed, self.iteration, j]).integers(0, 2**31 - 1, cfg.meta_batch_size)
-                       for j in range(1, cfg.inner_steps)]
+        extra_seeds = [
+            np.random.default_rng([cfg.seed, self.iteration, j]).integers(0, 2**31 - 1, cfg.meta_batch_size)
+            for j in range(1, cfg.inner_steps)
+        ]
         self.rollouts.used_nodes.clear()
         timers["time/sample_pre"] = timers["time/adapt"] = 0.0
 
@@ -267,7 +294,9 @@ class Trainer:
         self._iteration_refs.append(params_ref)
         for step in range(cfg.inner_steps):  # sample with θ'ⱼ, adapt to θ'ⱼ₊₁ (θ'₀ = θ)
             step_seeds = seeds[0] if step == 0 else extra_seeds[step - 1]
-            pre_refs = self._sample(tasks, params_ref, per_task, step_seeds, "pre" if step == 0 else f"inner step {step + 1}")
+            pre_refs = self._sample(
+                tasks, params_ref, per_task, step_seeds, "pre" if step == 0 else f"inner step {step + 1}"
+            )
             timers["time/sample_pre"] += time.perf_counter() - t
             t = time.perf_counter()
             params_ref, per_task = self.learner.adapt.remote(pre_refs, step), True
@@ -287,10 +316,16 @@ class Trainer:
 
         self.iteration += 1
         self.env_steps += int(stats.pop("env_steps_iteration"))
-        metrics = {"iteration": self.iteration, **stats, "env_steps": self.env_steps,
-                   "workers/restarts": self.rollouts.restarts, "workers/nodes": len(self.rollouts.used_nodes),
-                   "run/resumes": self.resumes,
-                   "seconds": time.perf_counter() - start, **timers}
+        metrics = {
+            "iteration": self.iteration,
+            **stats,
+            "env_steps": self.env_steps,
+            "workers/restarts": self.rollouts.restarts,
+            "workers/nodes": len(self.rollouts.used_nodes),
+            "run/resumes": self.resumes,
+            "seconds": time.perf_counter() - start,
+            **timers,
+        }
         metrics["outer/consecutive_non_finite"] = self._note_skip(metrics)
         self.metrics.write(metrics)
         if self.consecutive_non_finite >= cfg.max_consecutive_skips:
@@ -301,8 +336,16 @@ class Trainer:
 
     def _sample(self, tasks, params_ref, per_task: bool, seeds: np.ndarray, phase: str) -> list[ray.ObjectRef]:
         """One phase's rollouts of the whole meta-batch (references, for the learner)."""
-        return self.rollouts.sample(tasks, params_ref, per_task, seeds, self.cfg.episodes_per_task, phase,
-                                    self.iteration + 1, self._iteration_refs)
+        return self.rollouts.sample(
+            tasks,
+            params_ref,
+            per_task,
+            seeds,
+            self.cfg.episodes_per_task,
+            phase,
+            self.iteration + 1,
+            self._iteration_refs,
+        )
 
     def _note_skip(self, metrics: dict[str, Any]) -> int:
         """Log a skipped meta-update; count non-finite skips in a row (a finite iteration resets it).
@@ -314,8 +357,13 @@ class Trainer:
         reason = metrics.get("outer/skip_reason")
         if reason and metrics.get("outer/non_finite"):
             self.consecutive_non_finite += 1
-            log.warning("iteration %d: meta-update skipped: %s (%d in a row; training stops at %d)", self.iteration,
-                        reason, self.consecutive_non_finite, self.cfg.max_consecutive_skips)
+            log.warning(
+                "iteration %d: meta-update skipped: %s (%d in a row; training stops at %d)",
+                self.iteration,
+                reason,
+                self.consecutive_non_finite,
+                self.cfg.max_consecutive_skips,
+            )
         else:
             self.consecutive_non_finite = 0
             if reason:
@@ -324,10 +372,13 @@ class Trainer:
 
     def _diverged(self, metrics: dict[str, Any]) -> TrainingDivergedError:
         n, last = self.consecutive_non_finite, self.iteration
-        where = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
+        where = (
+            f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
+        )
         return TrainingDivergedError(
             f"training diverged: the meta-updates of iterations {last - n + 1}-{last} were all skipped for non-finite "
-            f"values (last: {metrics.get('outer/skip_reason')}; limit max_consecutive_skips={self.cfg.max_consecutive_skips}). "
+            f"values (last: {metrics.get('outer/skip_reason')}; "
+            f"limit max_consecutive_skips={self.cfg.max_consecutive_skips}). "
             f"θ and α keep their last finite values and {where}. Likely causes: inner_lr, meta_lr or max_kl too large, "
             f"an env returning NaN/inf, float32 overflow (try dtype: float64)"
         )
