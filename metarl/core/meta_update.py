@@ -327,8 +327,8 @@ class TRPO(TRPOOptions):
       region (``max_kl``), α's block by CG in its own (``alpha_max_kl``); the line search
       checks the KL of the combined step against ``max_kl + alpha_max_kl``. Twice the CG work.
       α's block is damped relative to its own curvature (``alpha_damping``): α acts only through
-      α∘∇L_train, so entries with a ~0 inner gradient have ~0 curvature, and undamped CG moved them
-      without bound (α from 0.5 to 7.8 in one update on 2D navigation).
+      α∘∇L_train, so entries with a ~0 inner gradient have ~0 curvature, and undamped CG moves them
+      without bound (measured in docs/results.md, the α study).
     * ``adam``: θ's natural step in ``max_kl``; α's step is Adam's (``alpha_lr``); the line search
       scales both and checks their joint KL against ``max_kl``.
 
