@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Rewrite the module paths of before the layers (issue 30) to the layered ones, in place.
+
+    python scripts/remap_imports.py $(git ls-files '*.py' '*.md')
+
+For merging a branch that was started before the refactor: ``metarl.trainer`` becomes
+``metarl.runtime.trainer``, ``metarl.policies`` ``metarl.core.policies``, ``metarl.tasks``
+``metarl.envs.tasks``, ``metarl/study.py`` ``scripts/study.py`` (and the same for file paths in docs).
+Files under docs/data are archives: leave them out.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+CORE = ("policies", "alpha", "adaptation", "advantages", "batch", "meta_update")
+RUNTIME = ("workers", "rollouts", "rollout_group", "learner", "trainer", "checkpoint", "rundir", "metrics", "signals",
+           "watchdog", "evaluation")  # fmt: skip
+
+
+def remap(text: str) -> str:
+    text = re.sub(r"\bmetarl\.runtime\b(?!\.)", "metarl.runtime.actor_env", text)  # the old metarl/runtime.py
+    text = text.replace("metarl/runtime.py", "metarl/runtime/actor_env.py")
+    for layer, names in (("core", CORE), ("runtime", RUNTIME)):
+        for m in names:
+            text = re.sub(rf"\bmetarl\.{m}\b", f"metarl.{layer}.{m}", text)
+            text = re.sub(rf"\bmetarl/{m}\.py\b", f"metarl/{layer}/{m}.py", text)
+    text = re.sub(r"\bmetarl\.tasks\b", "metarl.envs.tasks", text)
+    text = re.sub(r"\bmetarl/tasks\.py\b", "envs/tasks.py", text)
+    text = re.sub(r"\bmetarl/study\.py\b", "scripts/study.py", text)
+    text = re.sub(r"from metarl import (checkpoint|rundir)\b", r"from metarl.runtime import \1", text)
+    return re.sub(r"from metarl import meta_update\b", "from metarl.core import meta_update", text)
+
+
+def main() -> None:
+    for name in sys.argv[1:]:
+        path = Path(name)
+        old = path.read_text()
+        new = remap(old)
+        if new != old:
+            path.write_text(new)
+            print(f"rewrote {path}")
+
+
+if __name__ == "__main__":
+    main()
