@@ -320,6 +320,15 @@ class Config(BaseModel):
         600.0, "seconds that any learner call may take (the whole limit of a call's first time)", low=0.0,
         exclusive_low=True,
     )
+    worker_timeout_factor: Float = _f(
+        10.0, "a rollout call taking longer than this many times its slowest per-episode time of the last 5 (times "
+        "its episodes, and longer than worker_timeout_min) is given up: the worker is killed and replaced, the call "
+        "re-sent to another; 0 = wait as long as it takes", low=0.0,
+    )
+    worker_timeout_min: Float = _f(
+        600.0, "seconds that any rollout call may take (the whole limit of a worker's first calls)", low=0.0,
+        exclusive_low=True,
+    )
 
     # -- construction --------------------------------------------------------------------------
     @model_validator(mode="before")

@@ -38,6 +38,7 @@ LOCK_NAME = ".lock"
 RESUMABLE_KEYS = (
     "iterations", "num_workers", "worker_cpus", "learner_cpus", "learner_threads", "device",
     "checkpoint_every", "keep_checkpoints", "max_consecutive_skips", "learner_timeout_factor", "learner_timeout_min",
+    "worker_timeout_factor", "worker_timeout_min",
 )
 
 

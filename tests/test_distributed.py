@@ -119,8 +119,15 @@ def test_check_placement_rejects(nodes, learner, gpu, workers, wcpus, fragment):
     assert fragment in str(err.value)
 
 
+def test_check_placement_counts_the_workers_that_fit():
+    assert check_placement([{"CPU": 1}] * 3, 0.5, False, 4, 0.6, allow_fewer=True) == 2  # 2 of 4 fit now
+    assert check_placement([{"CPU": 2}, {"CPU": 1}], 2, False, 3, 1, allow_fewer=True) == 1
+    with pytest.raises(ResourceError, match="hold at most 0 such workers"):  # not even one: refused
+        check_placement([{"CPU": 2}], 2, False, 3, 1, allow_fewer=True)
+
+
 def test_check_placement_accepts():
-    check_placement([{"CPU": 1}] * 3, 1, False, 2, 1)
+    assert check_placement([{"CPU": 1}] * 3, 1, False, 2, 1) == 2
     check_placement([{"CPU": 2}, {"CPU": 1, "GPU": 1}], 1, True, 2, 1)  # learner on the GPU node
     check_placement([{"CPU": 1}], 1, False, 8, 0)  # zero-CPU workers always fit
 

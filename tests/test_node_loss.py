@@ -327,6 +327,71 @@ def test_a_lost_rollout_node_costs_no_episode(clean, undisturbed, tmp_path, capl
     _assert_same_run(undisturbed, tmp_path)
 
 
+# -- a node arriving ----------------------------------------------------------------------------------
+def test_a_run_short_of_room_starts_with_fewer_workers_and_grows_when_a_node_arrives(clean, undisturbed, tmp_path,
+                                                                                     caplog):
+    """``num_workers=2`` with room for one (the permanent node): one line says so and the run starts with
+    one worker; a node added after iteration 1 (as an autoscaler adds one for the pending group) gets
+    the second from iteration 2 on. Same numbers as the undisturbed two-worker run; nothing restarted."""
+    cluster = clean
+    with caplog.at_level(logging.WARNING, logger="metarl"):
+        trainer = _trainer(tmp_path)
+    short = [r.getMessage() for r in caplog.records if "the cluster has room for" in r.getMessage()]
+    assert len(short) == 1 and "\n" not in short[0] and short[0].startswith(
+        "num_workers=2: the cluster has room for 1 rollout worker now (worker_cpus=1 each, on one node;"), short
+    assert "starting with 1, the other 1 join as nodes with room arrive" in short[0]
+    w = 1 - trainer.rollouts.worker_nodes.index(cluster.permanent.node_id)  # the one without room
+    assert list(trainer.rollouts._starting) == [w]
+    arrived = []
+
+    def arrive(m):
+        if m["iteration"] == 1:
+            assert w in trainer.rollouts._starting  # still waiting for room
+            arrived.append(cluster.add(1))
+            _wait_until_joined(trainer, w)
+            assert trainer.rollouts.worker_nodes[w] == arrived[0].node_id
+
+    history = _train(trainer, arrive)
+    assert [m["workers/active"] for m in history] == [1, 2, 2]
+    assert [m["workers/nodes"] for m in history] == [1, 2, 2]
+    assert all(m["workers/restarts"] == 0 for m in history)  # an arrival is no restart
+    _assert_same_run(undisturbed, tmp_path)
+
+
+# -- a hung rollout worker ----------------------------------------------------------------------------
+def test_a_hung_rollout_worker_is_killed_replaced_and_its_tasks_resampled(clean, undisturbed, tmp_path, caplog):
+    """SIGSTOP (alive, never answering) worker ``w`` as iteration 2's pre phase starts: past its limit
+    (the floor ``worker_timeout_min``, or 3 x its slowest per-episode time x its episodes) it is killed
+    and replaced, its slice re-sampled by the other worker; the run equals the undisturbed one."""
+    cluster = clean
+    cluster.add(1)  # room for both workers, as in the undisturbed run
+    trainer = _trainer(tmp_path, worker_timeout_min=6.0, worker_timeout_factor=3.0)
+    w, original = 0, trainer._sample
+    pid = trainer.rollouts.worker_pids[w]
+
+    def sample(tasks, params_ref, per_task, seeds, phase):
+        if trainer.iteration + 1 == 2 and phase == "pre" and trainer.rollouts.worker_pids[w] == pid:
+            os.kill(pid, signal.SIGSTOP)
+        return original(tasks, params_ref, per_task, seeds, phase)
+
+    trainer._sample = sample
+    start = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="metarl"):
+            history = _train(trainer)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # only if the watchdog failed to kill it
+    assert _start_time(pid) is None  # the hung process is gone
+    assert time.monotonic() - start < 60
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    hung = [m for m in warnings if f"rollout worker {w} (pid {pid}," in m and "did not return its pre sampling" in m]
+    limits = ("(limit: the floor worker_timeout_min=6 s)", "(limit: worker_timeout_factor=3 x its slowest recent ")
+    assert len(hung) == 1 and any(limit in hung[0] for limit in limits), warnings
+    assert history[-1]["workers/restarts"] == 1 and trainer.rollouts.worker_pids[w] != pid
+    _assert_same_run(undisturbed, tmp_path)
+
+
 # -- the learner's node lost -------------------------------------------------------------------------
 @pytest.mark.slow  # the default suite's test_distributed kills the learner's process: the same path, 15 s less
 def test_a_lost_learner_node_stops_in_one_line_and_resume_equals_the_undisturbed_run(clean, undisturbed, tmp_path):
