@@ -26,10 +26,11 @@ import pytest
 import ray
 import torch
 
-from conftest import proc_stats, ray_leftovers, short_ray_tmpdir  # tests/ is on sys.path
+from conftest import ray_leftovers, short_ray_tmpdir  # tests/ is on sys.path
 from metarl.checkpoint import list_checkpoints, load_checkpoint
 from metarl.config import Config
 from metarl.metrics import read_metrics
+from metarl.pids import node_processes as _node_tree, start_time as _start_time, still_running as _still_running
 from metarl.trainer import LearnerDiedError, Trainer
 
 # Long episodes: one rollout slice takes a few tenths of a second (so a removal lands mid-call) and
@@ -37,43 +38,6 @@ from metarl.trainer import LearnerDiedError, Trainer
 RUN = dict(meta_batch_size=4, episodes_per_task=4, horizon=3000, hidden_sizes=[8], num_workers=2, worker_cpus=1.0,
            learner_cpus=2.0, learner_threads=1, iterations=3, checkpoint_every=1, seed=11)
 HANG_S = 120  # a disturbed run that takes longer than this has hung (undisturbed: ~10 s)
-
-
-# -- processes, by PID ------------------------------------------------------------------------------
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-
-
-def _tree(pids: list[int]) -> dict[int, str]:
-    """``pids`` and all their descendants, each with its start time (a reused PID is not the same process)."""
-    children: dict[int, list[int]] = {}
-    for pid, fields in proc_stats():
-        children.setdefault(int(fields[1]), []).append(pid)
-    found, todo = {}, list(pids)
-    while todo:
-        pid = todo.pop()
-        start = _start_time(pid)
-        if start is not None and pid not in found:
-            found[pid] = start
-            todo += children.get(pid, [])
-    return found
-
-
-def _still_running(tree: dict[int, str], timeout: float = 15.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for p, s in tree.items() if _start_time(p) == s]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.2)
-
-
-def _node_tree(node) -> dict[int, str]:
-    """The processes of one Cluster node (raylet, its workers, ...)."""
-    return _tree([p.process.pid for procs in node.all_processes.values() for p in procs])
 
 
 @contextlib.contextmanager
