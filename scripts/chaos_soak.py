@@ -16,8 +16,8 @@ and, at random moments (exponential gaps, mean ``--mean-gap`` s, seeded by ``--s
 * **driver-sigterm**: SIGTERM the driver (it finishes the iteration, checkpoints, exits 143), then
   continue with ``--resume``, as a job runner would.
 
-A driver that exits otherwise is resumed too (and counted). After ``--minutes`` the driver is
-stopped with SIGTERM at iteration N; then an undisturbed run of the same config with
+A driver that exits otherwise is resumed too (and counted). After ``--minutes`` (and once each
+kind has happened) the driver is stopped with SIGTERM at iteration N; then an undisturbed run of the same config with
 ``iterations=N`` (``OUT/reference``) is trained on the same cluster, and every metrics row and the
 final θ and α of the two must agree to float tolerance. The report (``OUT/report.json``, printed)
 has the counts, the comparison, and every process the soak saw; on ``--local-cluster`` each of
@@ -196,12 +196,13 @@ class Soak:
             self.note("node-added", node=node.node_id)
 
     def run(self) -> int:
-        """Soak for ``--minutes``; returns the last iteration (checkpointed)."""
+        """Soak for ``--minutes`` (longer until each kind of disturbance has happened); returns the last
+        iteration (checkpointed)."""
         self.started = time.monotonic()
         deadline = self.started + 60 * self.args.minutes
         self.launch()
         next_at = time.monotonic() + self.rng.expovariate(1 / self.args.mean_gap)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or self.plan:
             time.sleep(0.2)
             self.ensure_driver()
             if self.cluster is not None:

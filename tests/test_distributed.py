@@ -217,13 +217,14 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
     "overrides, fragment",
     [
         (dict(device="cuda"), "GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has 0 GPUs"),
-        (dict(num_workers=3, meta_batch_size=4), "ask for 4 CPUs; the Ray cluster has 3"),
         (dict(num_workers=1, worker_cpus=1.5, learner_cpus=0.5), "worker_cpus=1.5 CPUs on one node; the largest node has 1"),
-        (dict(num_workers=4, worker_cpus=0.6, learner_cpus=0.5), "hold at most 2 such workers"),
+        (dict(learner_cpus=1.5), "learner_cpus=1.5 CPUs on one node; the largest node has 1"),
     ],
-    ids=["gpu", "cpu-total", "cpu-per-node", "cpu-packing"],
+    ids=["gpu", "cpu-per-node", "learner-per-node"],
 )
 def test_impossible_request_fails_fast(clean, tmp_path, overrides, fragment):
+    """Requests no node can ever meet. (More workers than fit, with at least one fitting, start with
+    fewer and grow as nodes arrive: test_node_loss.py.)"""
     start = time.monotonic()
     with pytest.raises(ResourceError) as err:
         _trainer(tmp_path, **overrides)
