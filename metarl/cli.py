@@ -153,7 +153,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.run, goals=_tasks(args), num_tasks=args.tasks, steps=args.steps,
                           episodes=args.episodes, seed=args.seed, address=args.address,
-                          alpha_scales=scales, step_sizes=sizes, deterministic=args.deterministic, local=args.local)
+                          alpha_scales=scales, step_sizes=sizes, deterministic=args.deterministic, local=args.local,
+                          init=args.init)
     finally:
         if started_ray:
             ray.shutdown()
@@ -434,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(the last repeats); the MAML paper's test protocol is 1,0.5 (default 1)")
     ev.add_argument("--step-sizes", metavar="A1,A2,...", help="absolute inner step sizes for steps 1, 2, ... (fixed-α "
                     "runs only: maml, reptile); e.g. 0.5,0.25")
+    ev.add_argument("--init", choices=["run", "random"], default="run",
+                    help="run: the checkpoint's θ (default); random: the θ this run's training started from (a fresh "
+                         "initialisation from its seed), adapted the same way: the MAML paper's random-init baseline")
     ev.add_argument("--deterministic", action="store_true", help="also report the mean-action (noiseless) return per step")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")

@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,7 +42,7 @@ from metarl.adaptation import expand_to_tasks, inner_losses
 from metarl.batch import Batch, merge_rollouts
 from metarl.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from metarl.config import Config
-from metarl.policies import Params, PolicySpec, env_actions, forward, from_numpy, mode, to_numpy
+from metarl.policies import Params, PolicySpec, env_actions, forward, from_numpy, init_params, mode, to_numpy
 from metarl.rollouts import VectorEnvs
 from metarl.tasks import env_horizon, make_env, policy_spec, sample_tasks
 from metarl.workers import RolloutWorker
@@ -65,6 +65,7 @@ class TrainedRun:
     iteration: int
     horizon: int
     env: Any  # a gym.Env of the run's family (for task checks and sampling new tasks)
+    init: str = "run"  # "random": θ is a fresh initialisation (random_init), not the checkpoint's
 
     @property
     def run_dir(self) -> Path:
@@ -154,19 +155,34 @@ def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float] | Task] | Non
     return sample_tasks(run.env, n, rng)
 
 
-def noise_seed(seed: int, step: int, task: Task | int) -> int:
+def noise_seed(seed: int, step: int, task: Task | int, repeat: int = 0) -> int:
     """Action-noise seed for (inner step, task): independent of K, T and the worker split.
 
-    Given the task itself, the seed depends on what the task is, not where it is listed: the
-    same goal twice gets the same noise, hence the same adapted policy and path. (An ``int``
-    is the older per-position key, kept for callers that pass an index.)
+    Given the task itself, the seed depends on what the task is, not where it is listed, so a
+    goal scores the same in any list. ``repeat`` counts earlier copies of the same task in the
+    list (:func:`repeat_counts`): each copy gets its own noise, so a family with few distinct
+    tasks (HalfCheetahDir's two directions) is measured on independent samples, not on two
+    samples copied 20 times each. (An ``int`` is the older per-position key, kept for callers
+    that pass an index.)
     """
     if isinstance(task, dict):
         digest = hashlib.sha256(task_to_json(task).encode()).digest()
         key = (EVAL_STREAM, 2, step, *np.frombuffer(digest[:16], dtype=np.uint32).tolist())
+        key = key + (repeat,) if repeat else key  # the first copy keeps the key every earlier report used
     else:
         key = (EVAL_STREAM, 1, step, int(task))
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0] >> 1)
+
+
+def repeat_counts(tasks: Sequence[Task]) -> list[int]:
+    """For each task, how many identical tasks come before it in the list (0 for the first copy)."""
+    seen: dict[str, int] = {}
+    counts = []
+    for task in tasks:
+        key = task_to_json(task)
+        counts.append(seen.get(key, 0))
+        seen[key] = counts[-1] + 1
+    return counts
 
 
 # -- samplers: the same RolloutWorker, on Ray actors or in-process ----------------------------
@@ -229,6 +245,31 @@ def inner_step(spec: PolicySpec, params: Params, alpha: Params, batch: Batch, sc
     return {k: (leaves[k] - scale * alpha[k] * g).detach() for k, g in zip(leaves, grads)}
 
 
+def random_init(run: TrainedRun, seed: int | None = None) -> TrainedRun:
+    """The run with θ replaced by a fresh initialisation of its policy, iteration 0.
+
+    The MAML paper's "random initialisation" baseline: the same network and inner steps, no
+    meta-training. With ``seed=None`` it is the θ this run's training started from (the learner
+    initialises from the run's seed the same way), so run s of a study gives baseline s. Its α is
+    the run's initial one (``inner_lr``), since a learned α belongs to the θ it was learned with;
+    ``--step-sizes`` sets it explicitly.
+    """
+    dtype = next(iter(run.theta.values())).dtype
+    seed = run.cfg.seed if seed is None else seed
+    theta = init_params(run.spec, torch.Generator().manual_seed(seed), dtype)
+    alpha = {k: torch.full_like(v, run.cfg.inner_lr) for k, v in run.alpha.items()}
+    return replace(run, theta=theta, alpha=alpha, iteration=0, init="random")
+
+
+def with_unit_alpha(run: TrainedRun) -> TrainedRun:
+    """The run with α = 1, so that step-size scales are absolute step sizes (``--step-sizes``).
+
+    Dividing by ``inner_lr`` instead would fail for the pretrained baseline, which trains with
+    ``inner_lr: 0`` (θ' = θ: plain multi-task TRPO) and is adapted at test time with ``--step-sizes``.
+    """
+    return replace(run, alpha={k: torch.ones_like(v) for k, v in run.alpha.items()})
+
+
 def parse_step_sizes(text: str) -> list[float]:
     """``"0.5,0.25"`` → ``[0.5, 0.25]``: positive finite numbers, one per inner step (the last repeats)."""
     try:
@@ -252,10 +293,10 @@ def step_scales(run: "TrainedRun", steps: int, alpha_scales: Sequence[float] | N
     if alpha_scales is not None and step_sizes is not None:
         raise ValueError("give either --step-sizes (absolute, fixed-α runs) or --alpha-scales (multipliers), not both")
     if step_sizes is not None:
-        if run.cfg.learns_alpha:
+        if run.cfg.learns_alpha and run.init != "random":
             raise ValueError(f"--step-sizes: this {run.cfg.algorithm} run learned α per parameter; scale it with "
                              "--alpha-scales instead (e.g. --alpha-scales 1,0.5)")
-        alpha_scales = [s / run.cfg.inner_lr for s in step_sizes]
+        alpha_scales = step_sizes  # multipliers on a unit α: see with_unit_alpha
     scales = list(alpha_scales) if alpha_scales else [1.0]
     if not all(math.isfinite(v) and v > 0 for v in scales):
         raise ValueError(f"step-size scales must be positive finite numbers, got {scales}")
@@ -295,12 +336,13 @@ def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: i
     dtype = next(iter(run.theta.values())).dtype
     params = {k: v.contiguous() for k, v in expand_to_tasks(run.theta, T).items()}
     returns, stacks, mean_returns = [], [], []
+    repeats = repeat_counts(tasks)
     for j in range(steps + 1):
         stack = to_numpy(params)
         stacks.append(stack)
         if deterministic:
             mean_returns.append(mean_action_returns(run, tasks, stack))
-        seeds = [noise_seed(seed, j, task) for task in tasks]  # by content: the same task twice, the same noise
+        seeds = [noise_seed(seed, j, task, r) for task, r in zip(tasks, repeats)]  # by content and copy
         rollouts = sampler.sample(tasks, stack, True, episodes, seeds)
         batch = Batch.from_rollouts(rollouts, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, dtype, "cpu",
                                     cfg.loss_average, cfg.bootstrap_truncated)
@@ -333,6 +375,7 @@ def evaluate(
     alpha_scales: Sequence[float] | None = None,
     step_sizes: Sequence[float] | None = None,
     deterministic: bool = False,
+    init: str = "run",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint; returns the JSON-ready report (see the module docstring).
 
@@ -340,12 +383,19 @@ def evaluate(
     process, else on ``address`` (None = a new local Ray). ``local=True`` samples in-process
     instead (same numbers). ``episodes`` defaults to the run's ``episodes_per_task``.
     ``alpha_scales`` / ``step_sizes`` set the inner step size per step (:func:`step_scales`);
-    ``deterministic`` adds the mean-action return after each step.
+    ``deterministic`` adds the mean-action return after each step. ``init="random"`` replaces θ
+    by a fresh initialisation (:func:`random_init`): the MAML paper's random-initialisation baseline.
     """
     run = run_or_checkpoint if isinstance(run_or_checkpoint, TrainedRun) else load_run(run_or_checkpoint)
+    if init == "random":
+        run = random_init(run)
+    elif init != "run":
+        raise ValueError(f"--init {init!r}: expected run (the checkpoint's θ) or random (a fresh initialisation)")
     episodes = run.cfg.episodes_per_task if episodes is None else episodes
     check_counts(steps, episodes)
     scales = step_scales(run, steps, alpha_scales, step_sizes)
+    if step_sizes is not None:
+        run = with_unit_alpha(run)
     tasks = resolve_tasks(run, goals, num_tasks, seed)
     if local:
         sampler = LocalSampler(run)
@@ -379,6 +429,7 @@ def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str,
         "episodes": episodes,
         "steps": returns.shape[0] - 1,
         "seed": seed,
+        "init": run.init,
         # the protocol: α multiplier per step, and the resulting mean step size
         "protocol": {
             "alpha_scales": sweep.scales,

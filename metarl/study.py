@@ -45,6 +45,8 @@ class Variant:
     name: str
     config: str
     overrides: tuple[str, ...] = ()
+    eval_init: str = "run"  # "random": evaluate the θ training started from (the random-init baseline)
+    eval_alpha: float | None = None  # absolute test-time step size (× the protocol's scales); the pretrained baseline
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,14 @@ STUDIES: dict[str, list[Variant]] = {
         Variant("metasgd-natural", "configs/navigation2d-metasgd.yaml", ("alpha_update=natural",)),
         Variant("metasgd-adam-log", "configs/navigation2d-metasgd.yaml",
                 ("alpha_update=adam", "alpha_parametrization=log", "alpha_lr=0.02")),
+    ],
+    # the MAML paper's baselines beside MAML (issue 34 D6): a policy pretrained on the task distribution
+    # (inner_lr 0: θ' = θ, so training is multi-task TRPO) and the random initialisation, both adapted at
+    # test time with MAML's step size (0.5, and the protocol's scales)
+    "baselines": [
+        Variant("maml", "configs/navigation2d-maml.yaml"),
+        Variant("pretrained", "configs/navigation2d-maml.yaml", ("inner_lr=0",), eval_alpha=0.5),
+        Variant("random-init", "configs/navigation2d-maml.yaml", ("iterations=1",), eval_init="random"),
     ],
     # ProMP's low-variance curvature estimator against MAML's
     "estimators": [
@@ -225,8 +235,10 @@ def evaluate(runs: Path, variants: list[Variant], seeds: list[int], protocols: l
                 if path.exists():
                     continue
                 where = {"num_tasks": p.num_goals} if p.sampled_tasks else {"goals": heldout_goals(p.num_goals)}
+                sizes = None if v.eval_alpha is None else [v.eval_alpha * x for x in (p.alpha_scales or (1.0,))]
                 result = evaluate_run(out, **where, steps=p.steps, episodes=p.episodes, seed=EVAL_SEED, local=True,
-                                      alpha_scales=p.alpha_scales, deterministic=p.deterministic)
+                                      alpha_scales=None if sizes else p.alpha_scales, step_sizes=sizes,
+                                      deterministic=p.deterministic, init=v.eval_init)
                 _write_json(path, result)
                 print(f"{path}: {[round(x, 2) for x in result['returns_by_step']]}", file=sys.stderr, flush=True)
 

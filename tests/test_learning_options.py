@@ -261,12 +261,14 @@ def test_step_scales_from_sizes_and_refusals():
 
     from metarl.evaluation import parse_step_sizes, step_scales
 
-    maml = SimpleNamespace(cfg=Config.from_dict({"algorithm": "maml", "inner_lr": 0.5}))
-    assert step_scales(maml, 3, step_sizes=[0.5, 0.25]) == [1.0, 0.5, 0.5]
+    maml = SimpleNamespace(cfg=Config.from_dict({"algorithm": "maml", "inner_lr": 0.5}), init="run")
+    assert step_scales(maml, 3, step_sizes=[0.5, 0.25]) == [0.5, 0.25, 0.25]  # on a unit α (with_unit_alpha)
     assert step_scales(maml, 2) == [1.0, 1.0]
-    metasgd = SimpleNamespace(cfg=Config.from_dict({"algorithm": "metasgd"}))
+    metasgd = SimpleNamespace(cfg=Config.from_dict({"algorithm": "metasgd"}), init="run")
     with pytest.raises(ValueError, match="--alpha-scales"):
         step_scales(metasgd, 2, step_sizes=[0.1])
+    metasgd.init = "random"  # a fresh θ has no learned α of its own: absolute sizes are allowed
+    assert step_scales(metasgd, 2, step_sizes=[0.1]) == [0.1, 0.1]
     assert step_scales(metasgd, 3, alpha_scales=[1, 0.5]) == [1, 0.5, 0.5]
     for bad in ("0.5,x", "0.5,-1", "nan"):
         with pytest.raises(ValueError):
