@@ -32,7 +32,8 @@ from pydantic.fields import FieldInfo
 
 from metarl.config_checks import _check_env, _check_memory, _check_plain_data, _is_int
 from metarl.config_text import (MAX_INNER_STEPS, MAX_LAYERS, MAX_NUMBER, MAX_POLICY_PARAMETERS, MAX_STEPS_PER_PHASE,
-                                AliasRefused, ConfigError, _show, _yaml_problem, parse_override, read_config_bytes, yaml_load)
+                                AliasRefused, ConfigError, _show, _yaml_problem, parse_override, read_config_bytes,
+                                yaml_load)
 
 
 
@@ -108,6 +109,7 @@ def apply_overrides(raw: dict, overrides: Sequence[str], flag: str = "--set") ->
 
 # -- the typed model ---------------------------------------------------------------------------------
 RAY_CPU_UNIT = 1e-4  # Ray 2.60's resource granularity (ray_constants.MIN_RESOURCE_GRANULARITY)
+
 
 def _bounded(value: Any) -> Any:
     """Every number in a config is finite and of sane size (runs before the type and range checks)."""
