@@ -143,9 +143,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     import ray
 
     from metarl.evaluation import evaluate, format_report, parse_step_sizes
-    from metarl.limits import check_evaluation
+    from metarl.limits import check_evaluation, check_seed
 
     check_evaluation(args.tasks, args.steps, args.episodes)
+    check_seed(args.seed)
     scales = parse_step_sizes(args.alpha_scales) if args.alpha_scales else None
     sizes = parse_step_sizes(args.step_sizes) if args.step_sizes else None
     started_ray = not ray.is_initialized()
@@ -163,11 +164,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from metarl import plots
-    from metarl.limits import check_dpi, check_evaluation
+    from metarl.limits import check_dpi, check_evaluation, check_seed
 
     check_dpi(args.dpi)
     if args.figure == "trajectories":
         check_evaluation(None, args.steps, args.episodes)
+        check_seed(args.seed)
     plots.output_format(args.out)
     if args.figure == "trajectories":
         from metarl.evaluation import parse_step_sizes
@@ -224,7 +226,9 @@ def _export(args: argparse.Namespace) -> int:
 
     from metarl.evaluation import check_counts, load_run
     from metarl.export import FORMATS, adapted_params, policy_module, save_policy
+    from metarl.limits import check_seed
 
+    check_seed(args.seed)
     if Path(args.out).suffix not in FORMATS:
         raise ValueError(f"--out {args.out!r}: use .pt2 (torch.export) or .pt (TorchScript)")
     task = _one_task(args)
@@ -244,8 +248,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from metarl.limits import check_seed
     from metarl.render import check_video_path, choose_gl_backend
 
+    check_seed(args.seed)
     check_video_path(args.out)
     task = _one_task(args)
     if task is None:

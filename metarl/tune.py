@@ -166,7 +166,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid inner_lr=0.05,0.1")
         if key in grid:
             raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid")
-        grid[key] = [parse_value(v, f"--grid {item!r}") for v in split_values(values)]
+        grid[key] = [parse_value(v, f"--grid {item!r}", key) for v in split_values(values)]
         if any(v is None for v in grid[key]):
             raise ConfigError(f"--grid {item!r}: empty value")
     return grid
