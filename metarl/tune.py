@@ -51,6 +51,7 @@ import ray
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
+from metarl import tune_names
 from metarl.config import Config, ConfigError, get_dotted, set_dotted
 from metarl.config_text import parse_value
 from metarl.rollout_group import learner_bundle, learner_uses_gpu, worker_bundles
@@ -160,6 +161,7 @@ class MAMLTrainable(MetaRLTrainable):
 
 # The names `import metarl` registers with Tune (metarl.tune_names), as RLlib's "PPO".
 TUNE_NAMES: dict[str, type[MetaRLTrainable]] = {"metarl/MetaSGD": MetaSGDTrainable, "metarl/MAML": MAMLTrainable}
+tune_names._after_tune_import()  # when this module's own `from ray import tune` was Tune's first import
 
 
 # -- sweeps: `metarl sweep` and scripts/sweep.py ------------------------------------------------------

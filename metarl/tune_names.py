@@ -30,8 +30,13 @@ def register() -> None:
 
 
 def _after_tune_import() -> None:
+    """Register now, unless Tune's import came from ``metarl.tune`` itself: then that module, half
+    executed, cannot hand out its trainables yet, and registers them at its end (this same call)."""
     import ray._private.worker
 
+    own = sys.modules.get("metarl.tune")
+    if own is not None and not hasattr(own, "TUNE_NAMES"):
+        return
     register()
     # Tune's own registry re-flushes on every ray.init through this hook list; ours re-registers,
     # so the names also exist on a second cluster started in the same process.

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "navigation2d-maml.yaml"
 PROBE = """
 import json, sys
@@ -29,15 +31,16 @@ def test_import_metarl_loads_neither_tune_nor_rllib(tmp_path):
         {"ray": False, "ray.tune": False, "ray.rllib": False}
 
 
-def test_tune_names_resolve_without_rllib(tmp_path):
-    """Importing Tune after metarl registers the names (metarl.tune_names) and still loads no RLlib."""
-    body = """
-import metarl
-from ray import tune
+@pytest.mark.parametrize("imports", ["import metarl\nfrom ray import tune",        # Tune after metarl: the hook
+                                     "from ray import tune\nimport metarl",        # Tune first: at once
+                                     "import metarl.tune"])                        # Tune's first import is metarl's
+def test_tune_names_resolve_without_rllib(tmp_path, imports):
+    """Whichever imports Tune first, the names are registered (metarl.tune_names), and no RLlib is loaded."""
+    body = imports + """
 from ray.tune.registry import _global_registry, TRAINABLE_CLASS
 assert all(_global_registry.contains(TRAINABLE_CLASS, n) for n in ("metarl/MetaSGD", "metarl/MAML"))
 """
-    assert loaded(body, tmp_path)["ray.rllib"] is False
+    assert loaded(body, tmp_path) == {"ray": True, "ray.tune": True, "ray.rllib": False}
 
 
 def test_export_loads_rllib_only_for_the_rllib_format(tmp_path):
