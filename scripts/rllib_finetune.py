@@ -41,7 +41,7 @@ from metarl.envs.navigation_2d import Navigation2DEnv
 from metarl.evaluation import load_run
 from metarl.export import export_params
 from metarl.rllib import export_run, module_spec
-from metarl.study import ci95, fmt, heldout_goals
+from metarl.study import ci95, fmt, heldout_goals, parse_seeds
 
 STARTS = ("theta", "adapted", "pretrained", "scratch")
 RANDOM_GOAL_ENV = "metarl-study/Navigation2DRandomGoal-v0"
@@ -230,21 +230,13 @@ def report(args: argparse.Namespace) -> None:
         print(f"\nwrote {args.figure}")
 
 
-def seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=("run", "report"))
     parser.add_argument("--out", type=Path, required=True, help="study directory")
     parser.add_argument("--run", help="metarl run directory or checkpoint (stage run)")
     parser.add_argument("--tasks", type=int, default=20, help="held-out goals (default 20)")
-    parser.add_argument("--seeds", type=seeds, default=[0, 1, 2], help="e.g. 0-2")
+    parser.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="e.g. 0-2")
     parser.add_argument("--starts", type=lambda s: s.split(","), default=list(STARTS), help=",".join(STARTS))
     parser.add_argument("--iterations", type=int, default=10, help="PPO iterations per goal (default 10)")
     parser.add_argument("--batch", type=int, default=2000, help="env steps per PPO iteration (default 2000)")
