@@ -233,8 +233,10 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out!r}: use .pt2 (torch.export) or .pt (TorchScript), or --format rllib")
     if fmt != "rllib" and out.suffix != f".{fmt}":
         raise ValueError(f"--format {fmt}: --out must end in .{fmt}, got {args.out!r}")
-    if fmt == "rllib" and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {args.out!r} exists; give a new directory for the RLlib checkpoint")
+    if fmt == "rllib":
+        from metarl.rllib import check_out
+
+        check_out(out)  # before adapting: a taken directory should not cost the rollouts
     task = _one_task(args)
     run = load_run(args.run)
     params, steps = export_params(run, task, args.steps, args.episodes, args.seed)

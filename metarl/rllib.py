@@ -8,13 +8,17 @@ policy (an MLP encoder, one linear layer to the mean, a state-independent log-st
 users continue from it with RLlib's own tools::
 
     from ray.rllib.algorithms.ppo import PPOConfig
-    from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModule
+    from metarl.evaluation import load_run
+    from metarl.rllib import module_spec
 
     module = RLModule.from_checkpoint("policy-rllib")          # inference, or ...
+    run = load_run("runs/nav")
     config = (
         PPOConfig()
         .environment("metarl/Navigation2D-v0", normalize_actions=False)   # metarl's raw actions
-        .rl_module(rl_module_spec=RLModuleSpec(load_state_path="policy-rllib", **rllib_spec_kwargs))
+        .rl_module(rl_module_spec=module_spec(run.spec, run.env.observation_space, run.env.action_space,
+                                              load_state_path="policy-rllib"))
     )
     algo = config.build_algo()                                 # PPO starts from the meta-learned policy
 
@@ -109,11 +113,17 @@ def rl_module(spec: PolicySpec, params: Params, observation_space, action_space)
     return module.eval()
 
 
-def save_rl_module(module, out: str | Path) -> Path:
-    """``module.save_to_path`` into a new directory ``out``, atomically (a temp dir renamed into place)."""
+def check_out(out: str | Path) -> Path:
+    """``out`` must be a new (or empty) directory: an RLlib checkpoint is never written over another."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {str(out)!r} exists; give a new directory for the RLlib checkpoint")
+    return out
+
+
+def save_rl_module(module, out: str | Path) -> Path:
+    """``module.save_to_path`` into a new directory ``out``, atomically (a temp dir renamed into place)."""
+    out = check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
