@@ -12,7 +12,6 @@ starts empty. Nothing here imports ``ray.rllib``.
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
 import sys
 
@@ -44,8 +43,9 @@ def _after_tune_import() -> None:
         ray._private.worker._post_init_hooks.append(register)
 
 
-class _RegisterAfterTuneImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the real loader of ``ray.tune`` so registration runs once it has loaded."""
+class _RegisterAfterTuneImport:
+    """A meta-path finder (duck-typed: ``importlib.abc`` alone costs milliseconds) that finds nothing
+    itself: it wraps the real loader of ``ray.tune`` so registration runs once that has loaded."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "ray.tune":
