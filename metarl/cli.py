@@ -1,7 +1,7 @@
 """``metarl`` command line: ``metarl train CONFIG.yaml [--set key=value ...] [--out DIR] [--address ADDR]``.
 
 Commands: train, benchmark, sweep, config (the resolved config / every key), evaluate, export (a plain
-PyTorch policy), render (MuJoCo videos), plot. ``--set`` takes YAML values and dotted keys
+PyTorch policy, or an RLlib RLModule checkpoint), render (MuJoCo videos), plot. ``--set`` takes YAML values and dotted keys
 (``env_kwargs.action_mode=scale``); flags and positionals go in any order (see ``_split_repeated``).
 
 Exit status: 0 done; 2 bad input (config, arguments, files, checkpoints: one line on stderr);
@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 from metarl.config import ConfigError
+
+EXPORT_FORMATS = ("pt2", "pt", "rllib")  # torch.export, TorchScript, an RLlib RLModule checkpoint
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -224,26 +226,38 @@ def _one_task(args: argparse.Namespace) -> object | None:
 def _export(args: argparse.Namespace) -> int:
     import json
 
-    from metarl.evaluation import check_counts, load_run
-    from metarl.export import FORMATS, adapted_params, policy_module, save_policy
+    from metarl.evaluation import load_run
+    from metarl.export import export_params, policy_module, save_policy
     from metarl.limits import check_seed
 
     check_seed(args.seed)
-    if Path(args.out).suffix not in FORMATS:
-        raise ValueError(f"--out {args.out!r}: use .pt2 (torch.export) or .pt (TorchScript)")
+    out = Path(args.out)
+    fmt = args.format or out.suffix.lstrip(".")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"--out {args.out!r}: use .pt2 (torch.export) or .pt (TorchScript), or --format rllib")
+    if fmt != "rllib" and out.suffix != f".{fmt}":
+        raise ValueError(f"--format {fmt}: --out must end in .{fmt}, got {args.out!r}")
+    if fmt == "rllib":
+        from metarl.rllib import check_out
+
+        check_out(out)  # before adapting: a taken directory should not cost the rollouts
     task = _one_task(args)
-    steps = (1 if task is not None else 0) if args.steps is None else args.steps
-    check_counts(steps, args.episodes)
-    if steps > 0 and task is None:
-        raise ValueError(f"--steps {steps}: adapting needs the task to adapt to (--task JSON or --goal X,Y)")
     run = load_run(args.run)
-    params = run.theta if task is None else adapted_params(run, task, steps, args.episodes, args.seed)
-    out = save_policy(policy_module(run.spec, params), run.spec, args.out)
+    params, steps = export_params(run, task, args.steps, args.episodes, args.seed)
+    if fmt == "rllib":
+        from metarl.rllib import export_run
+
+        out = export_run(run, params, out)
+        load = ("ray.rllib.core.rl_module.RLModule.from_checkpoint(path), or PPO from "
+                "RLModuleSpec(load_state_path=path) with normalize_actions=False")
+        outputs = "an RLlib RLModule checkpoint (pickles: for RLlib, not for untrusted exchange)"
+    else:
+        out = save_policy(policy_module(run.spec, params), run.spec, out)
+        load = f"{'torch.export.load(path).module()' if out.suffix == '.pt2' else 'torch.jit.load(path)'}"
+        outputs = f"obs {run.spec.obs_dim} -> {'(mean, log_std)' if run.spec.kind == 'gaussian' else '(logits,)'}"
     what = "θ (before adaptation)" if steps == 0 else f"θ' after {steps} inner step{'s' if steps > 1 else ''}"
     where = "" if task is None else f" on {json.dumps(run.env.unwrapped.get_task())}"
-    load = "torch.export.load(path).module()" if out.suffix == ".pt2" else "torch.jit.load(path)"
-    print(f"metarl: wrote {out}: {run.spec.kind} policy, {what}{where}, obs {run.spec.obs_dim} -> "
-          f"{'(mean, log_std)' if run.spec.kind == 'gaussian' else '(logits,)'}; load with {load}", file=sys.stderr)
+    print(f"metarl: wrote {out}: {run.spec.kind} policy, {what}{where}, {outputs}; load with {load}", file=sys.stderr)
     return 0
 
 
@@ -449,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="save the policy (or its adaptation to one task) as a plain PyTorch module")
     export._negative_number_matcher = goal_args
     export.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file")
-    export.add_argument("--out", required=True, help="policy.pt2 (torch.export, recommended) or policy.pt (TorchScript)")
+    export.add_argument("--out", required=True, help="policy.pt2 (torch.export, recommended) or policy.pt (TorchScript); "
+                        "with --format rllib, a new directory")
+    export.add_argument("--format", choices=EXPORT_FORMATS, help="pt2, pt (default: --out's extension) or rllib: an "
+                        "RLlib RLModule checkpoint (PPO's default module) that RLlib keeps training")
     export.add_argument("--task", action="append", metavar="JSON", help="adapt to this task first, e.g. '{\"goal\": [0.3, -0.2]}'")
     export.add_argument("--goal", action="append", metavar="X,Y", help="adapt to this goal first (as --task)")
     export.add_argument("--steps", type=int, help="inner steps of adaptation (default 1 with a task, else 0: θ itself)")

@@ -115,6 +115,23 @@ def adapted_params(run, task: Task | list, steps: int, episodes: int | None = No
     return {k: torch.from_numpy(np.array(v[0])) for k, v in sweep.params[steps].items()}
 
 
+def export_params(run, task: Task | list | None, steps: int | None = None, episodes: int | None = None,
+                  seed: int = 0) -> tuple[Params, int]:
+    """What ``metarl export`` writes, in every format: ``(params, steps)``.
+
+    θ itself without a task; with one, θ' after ``steps`` inner steps (default 1) as
+    :func:`adapted_params`. Raises ``ValueError`` (one line) for steps without a task.
+    """
+    from metarl.evaluation import check_counts
+
+    steps = (1 if task is not None else 0) if steps is None else steps
+    check_counts(steps, episodes)
+    if steps > 0 and task is None:
+        raise ValueError(f"--steps {steps}: adapting needs the task to adapt to (--task JSON or --goal X,Y)")
+    params = run.theta if task is None else adapted_params(run, task, steps, episodes, seed)
+    return params, steps
+
+
 @torch.no_grad()
 def deterministic_action(spec: PolicySpec, params: Params, observation) -> np.ndarray:
     """The policy's most likely action for one observation, as the env takes it.

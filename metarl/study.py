@@ -146,6 +146,15 @@ STUDIES: dict[str, list[Variant]] = {
 }
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0-2"`` → ``[0, 1, 2]``, ``"1,3"`` → ``[1, 3]`` (the scripts' ``--seeds``)."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return out
+
+
 def heldout_goals(n: int = 40) -> list[list[float]]:
     """``n`` goals from ``GOAL_SEED``; the first 40 are docs/figures/heldout_goals.json."""
     return np.random.default_rng(GOAL_SEED).uniform(-0.5, 0.5, size=(n, 2)).tolist()

@@ -21,20 +21,12 @@ from pathlib import Path
 from metarl import study
 
 
-def seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=("train", "evaluate", "report", "archive"))
     parser.add_argument("--study", required=True, choices=sorted(study.STUDIES))
     parser.add_argument("--variants", help="comma-separated subset of the study's variants")
-    parser.add_argument("--seeds", type=seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4 or 1,2,3")
+    parser.add_argument("--seeds", type=study.parse_seeds, default=[0, 1, 2, 3, 4], help="e.g. 0-4 or 1,2,3")
     parser.add_argument("--runs", type=Path, required=True, help="directory of the study's runs")
     parser.add_argument("--parallel", type=int, default=1, help="training runs at a time (each with one learner thread)")
     parser.add_argument("--protocols", default="maml-paper,metasgd-paper", help=f"of {', '.join(study.PROTOCOLS)}")
