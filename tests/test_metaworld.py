@@ -262,3 +262,24 @@ def test_training_logs_success_and_evaluate_reports_it_per_class(local_ray, reac
 
     fig = plots.curves_figure([tmp_path / "run"], metric="success")
     assert fig.axes[0].get_ylabel() == "success rate"
+
+
+def test_render_a_metaworld_task_headless(tmp_path):
+    """``metarl render`` on ML1 reach: θ's episode beside θ' after one step, offscreen (EGL here)."""
+    from test_export import fake_run  # tests/ is on sys.path
+    from test_render import _cannot_render, _cli
+
+    reason = _cannot_render()
+    if reason:
+        pytest.skip(reason)
+    import imageio.v3 as iio
+
+    run = fake_run(tmp_path / "reach", env="metarl/ML1-reach-v3", meta_batch_size=2, episodes_per_task=1, horizon=15)
+    task = json.dumps(drawn_task("reach-v3", 1))
+    out = tmp_path / "reach.gif"
+    proc = _cli("render", str(run), "--task", task, "--out", str(out), "--episodes", "1", "--width", "64",
+                "--height", "48")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frames = iio.imread(out, index=None)
+    assert frames.shape == (16, 48, 128, 3) and frames.std() > 10  # horizon 15 + the reset frame, two panels
+    assert np.abs(frames[-1, 12:, :64].astype(float) - frames[0, 12:, :64]).mean() > 0.1, "the arm moves"
