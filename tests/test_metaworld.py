@@ -283,3 +283,27 @@ def test_render_a_metaworld_task_headless(tmp_path):
     frames = iio.imread(out, index=None)
     assert frames.shape == (16, 48, 128, 3) and frames.std() > 10  # horizon 15 + the reset frame, two panels
     assert np.abs(frames[-1, 12:, :64].astype(float) - frames[0, 12:, :64]).mean() > 0.1, "the arm moves"
+
+
+def test_families_without_success_log_none_and_rates_are_fractions_of_episodes():
+    from metarl.batch import Batch, merge_rollouts
+    from metarl.envs.navigation_2d import Navigation2DEnv
+    from metarl.learner import success_metrics
+
+    spec = PolicySpec(2, 2, (4,), "tanh")
+    theta = init_params(spec, torch.Generator().manual_seed(0))
+    nav = Navigation2DEnv.make_vector(Navigation2DEnv().sample_tasks(2, np.random.default_rng(0)), 2)
+    plain = sample_rollouts(nav, spec, theta, 5, [0, 1])
+    plain["task_index"] = np.arange(2)
+    batch = Batch.from_rollouts(merge_rollouts([plain]), 0.99, 1.0, True, torch.float32, "cpu")
+    assert "success" not in plain and batch.success is None and success_metrics([batch], batch) == {}
+
+    parts = []
+    for index, success in (([1], [[1.0, 0.0, 0.0, 0.0]]), ([0], [[1.0, 1.0, 1.0, 0.0]])):  # slices out of order
+        part = {k: v[:1].repeat(4, axis=1) if v.ndim > 1 else v[:1] for k, v in plain.items()}
+        part.update(task_index=np.asarray(index), success=np.asarray(success, dtype=np.float32))
+        parts.append(part)
+    merged = merge_rollouts(parts)
+    pre = Batch.from_rollouts(merged, 0.99, 1.0, True, torch.float32, "cpu")
+    np.testing.assert_allclose(pre.success, [0.75, 0.25])  # in task order
+    assert success_metrics([pre, pre], pre) == {"success_pre": 0.5, "success_post": 0.5, "success_step1": 0.5}
