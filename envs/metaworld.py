@@ -237,8 +237,10 @@ class MetaWorldTaskEnv(gym.Env):
         self._task, self._current = task, env
 
     def get_task(self) -> Task:
-        if self._task is None:
-            raise RuntimeError("no task set yet: call set_task first (Meta-World envs have no default task)")
+        if self._task is None:  # a ValueError: the CLI shows it as one line (e.g. after --goal, which has no meaning here)
+            raise ValueError(f"{self.benchmark}: no task set (Meta-World has no default task); give one as JSON, e.g. "
+                             f"--task '{{\"env_name\": \"{self.train_classes[0]}\", \"rand_vec\": [...]}}' with "
+                             f"a goal vector of the benchmark")
         return {"env_name": self._task["env_name"], "rand_vec": list(self._task["rand_vec"])}
 
     def _class_env(self, name: str) -> Any:
@@ -247,17 +249,20 @@ class MetaWorldTaskEnv(gym.Env):
         return self._envs[name]
 
     # -- episodes ---------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)  # Meta-World's resets are deterministic given the task
+    def _env(self) -> Any:
         if self._current is None:
             raise RuntimeError("no task set yet: call set_task first (Meta-World envs have no default task)")
-        return self._current.reset()
+        return self._current
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)  # Meta-World's resets are deterministic given the task
+        return self._env().reset()
 
     def step(self, action):
-        return self._current.step(np.asarray(action))
+        return self._env().step(np.asarray(action))
 
     def render(self):
-        return self._current.render()
+        return self._env().render()
 
     def close(self) -> None:
         for env in self._envs.values():
