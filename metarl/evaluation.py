@@ -160,19 +160,34 @@ def resolve_tasks(run: TrainedRun, goals: Sequence[Sequence[float] | Task] | Non
     return sample_tasks(run.env, n, rng, split or default_split(run))
 
 
-def noise_seed(seed: int, step: int, task: Task | int) -> int:
+def noise_seed(seed: int, step: int, task: Task | int, repeat: int = 0) -> int:
     """Action-noise seed for (inner step, task): independent of K, T and the worker split.
 
-    Given the task itself, the seed depends on what the task is, not where it is listed: the
-    same goal twice gets the same noise, hence the same adapted policy and path. (An ``int``
-    is the older per-position key, kept for callers that pass an index.)
+    Given the task itself, the seed depends on what the task is, not where it is listed, so a
+    goal scores the same in any list. ``repeat`` counts earlier copies of the same task in the
+    list (:func:`repeat_counts`): each copy gets its own noise, so a family with few distinct
+    tasks (HalfCheetahDir's two directions) is measured on independent samples, not on two
+    samples copied 20 times each. (An ``int`` is the older per-position key, kept for callers
+    that pass an index.)
     """
     if isinstance(task, dict):
         digest = hashlib.sha256(task_to_json(task).encode()).digest()
         key = (EVAL_STREAM, 2, step, *np.frombuffer(digest[:16], dtype=np.uint32).tolist())
+        key = key + (repeat,) if repeat else key  # the first copy keeps the key every earlier report used
     else:
         key = (EVAL_STREAM, 1, step, int(task))
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1)[0] >> 1)
+
+
+def repeat_counts(tasks: Sequence[Task]) -> list[int]:
+    """For each task, how many identical tasks come before it in the list (0 for the first copy)."""
+    seen: dict[str, int] = {}
+    counts = []
+    for task in tasks:
+        key = task_to_json(task)
+        counts.append(seen.get(key, 0))
+        seen[key] = counts[-1] + 1
+    return counts
 
 
 # -- samplers: the same RolloutWorker, on Ray actors or in-process ----------------------------
@@ -327,12 +342,13 @@ def adaptation_sweep(run: TrainedRun, tasks: list[Task], steps: int, episodes: i
     dtype = next(iter(run.theta.values())).dtype
     params = {k: v.contiguous() for k, v in expand_to_tasks(run.theta, T).items()}
     returns, stacks, mean_returns, success = [], [], [], []
+    repeats = repeat_counts(tasks)
     for j in range(steps + 1):
         stack = to_numpy(params)
         stacks.append(stack)
         if deterministic:
             mean_returns.append(mean_action_returns(run, tasks, stack))
-        seeds = [noise_seed(seed, j, task) for task in tasks]  # by content: the same task twice, the same noise
+        seeds = [noise_seed(seed, j, task, r) for task, r in zip(tasks, repeats)]  # by content and copy
         rollouts = sampler.sample(tasks, stack, True, episodes, seeds)
         batch = Batch.from_rollouts(rollouts, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, dtype, "cpu",
                                     cfg.loss_average, cfg.bootstrap_truncated)

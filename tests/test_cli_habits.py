@@ -144,6 +144,24 @@ def test_noise_seed_follows_the_task_not_its_position():
     a, b = {"goal": [0.3, -0.2]}, {"goal": [-0.4, 0.1]}
     assert noise_seed(0, 1, a) == noise_seed(0, 1, dict(a))
     assert len({noise_seed(0, 1, a), noise_seed(0, 1, b), noise_seed(0, 2, a), noise_seed(1, 1, a)}) == 4
+    assert noise_seed(0, 1, a, 0) == noise_seed(0, 1, a) != noise_seed(0, 1, a, 1) != noise_seed(0, 1, a, 2)
+
+
+def test_repeated_tasks_get_independent_rollouts(tmp_path):
+    """HalfCheetahDir has two tasks: 40 sampled tasks must be 40 samples, not 2 copied 20 times
+    (until 2026-12-06 a repeated task got the same noise, hence the same rollouts)."""
+    from test_export import fake_run
+
+    from metarl.evaluation import evaluate, repeat_counts
+
+    a, b = [0.3, -0.2], [-0.4, 0.1]
+    assert repeat_counts([{"goal": a}, {"goal": b}, {"goal": a}, {"goal": a}, {"goal": b}]) == [0, 0, 1, 2, 1]
+    run = fake_run(tmp_path / "run")
+    report = evaluate(run, goals=[a, b, a], steps=1, episodes=2, seed=0, local=True)
+    first, _, again = (t["returns_by_step"] for t in report["per_task"])
+    assert first != again  # independent noise for the second copy
+    alone = evaluate(run, goals=[a], steps=1, episodes=2, seed=0, local=True)
+    assert alone["per_task"][0]["returns_by_step"] == first  # the first copy scores as the goal alone
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -181,12 +199,3 @@ def test_the_embedded_ray_starts_with_authentication_but_without_its_notice(tmp_
     assert (AUTH_NOTICE in proc.stderr) is shown, proc.stderr[-2000:]
 
 
-def test_the_same_goal_twice_gets_the_same_rollouts(tmp_path):
-    from test_export import fake_run
-
-    from metarl.evaluation import evaluate
-
-    run = fake_run(tmp_path / "nav")
-    result = evaluate(run, goals=[[0.3, -0.2], [-0.4, 0.1], [0.3, -0.2]], steps=1, episodes=2, seed=0, local=True)
-    first, _, again = (row["returns_by_step"] for row in result["per_task"])
-    assert first == again
