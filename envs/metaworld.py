@@ -69,7 +69,7 @@ V3_NAMES = (
 
 
 def family_ids() -> dict[str, dict[str, Any]]:
-    """Gymnasium id -> registration kwargs: ``metarl/ML1-<task>`` for each v3 task, ``metarl/ML10-v3``, ``metarl/ML45-v3``."""
+    """Gymnasium id -> registration kwargs: ``metarl/ML1-<task>`` per v3 task, ``metarl/ML10-v3``, ``metarl/ML45-v3``."""
     ids = {f"metarl/ML1-{name}": {"benchmark": "ML1", "env_name": name} for name in V3_NAMES}
     ids.update({f"metarl/{b}-v3": {"benchmark": b} for b in ("ML10", "ML45")})
     return ids
@@ -237,7 +237,7 @@ class MetaWorldTaskEnv(gym.Env):
         self._task, self._current = task, env
 
     def get_task(self) -> Task:
-        if self._task is None:  # a ValueError: the CLI shows it as one line (e.g. after --goal, which has no meaning here)
+        if self._task is None:  # ValueError: the CLI shows it as one line (--goal has no meaning here)
             raise ValueError(f"{self.benchmark}: no task set (Meta-World has no default task); give one as JSON, e.g. "
                              f"--task '{{\"env_name\": \"{self.train_classes[0]}\", \"rand_vec\": [...]}}' with "
                              f"a goal vector of the benchmark")
@@ -304,7 +304,7 @@ def _sharing_class(cls: type) -> type:
 
 
 class _Group:
-    """The env copies of one task: they share one ``MjModel`` (≈ 20 MB, with textures) and each has its own ``MjData``.
+    """The env copies of one task: they share one ``MjModel`` (≈ 20 MB, with textures), each has its own ``MjData``.
 
     Sharing is safe only among copies of the same task: some classes move bodies in the *model* at
     reset (``model.body_pos``), and copies of one task write the same values.

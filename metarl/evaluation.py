@@ -492,7 +492,8 @@ def format_report(result: dict[str, Any]) -> str:
     """A small human-readable table of a report."""
     lines = [
         f"{result['checkpoint']} ({result['algorithm']}, iteration {result['iteration']}): "
-        f"{result['num_tasks']} tasks x {result['episodes']} episodes, seed {result['seed']}",
+        f"{result['num_tasks']} {result.get('split', 'train')} tasks x {result['episodes']} episodes, "
+        f"seed {result['seed']}",
         f"α scale per step: {', '.join(f'{x:g}' for x in result['protocol']['alpha_scales']) or 'n/a'}",
         f"{'inner steps':>11}  {'mean return':>12}  {'95% CI':>10}" + (f"  {'mean action':>12}" if "mean_action_returns_by_step" in result else ""),
     ]
