@@ -123,8 +123,10 @@ class Progress:
         if self.quiet or not (self.done % self.every == 0 or self.done >= self.total or now - self.last >= self.seconds):
             return
         self.last = now
-        print(f"metarl: {self.desc} iteration {self.done}/{self.total}: return pre {pre}, post {post}, {secs} s/it",
-              file=self.stream, flush=True)
+        success = (f", success pre {m['success_pre']:.2f}, post {m['success_post']:.2f}"
+                   if "success_pre" in m and "success_post" in m else "")
+        print(f"metarl: {self.desc} iteration {self.done}/{self.total}: return pre {pre}, post {post}{success}, "
+              f"{secs} s/it", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -156,7 +158,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluate(args.run, goals=_tasks(args), num_tasks=args.tasks, steps=args.steps,
                           episodes=args.episodes, seed=args.seed, address=args.address,
                           alpha_scales=scales, step_sizes=sizes, deterministic=args.deterministic, local=args.local,
-                          init=args.init)
+                          init=args.init, split=args.split)
     finally:
         if started_ray:
             ray.shutdown()
@@ -180,7 +182,7 @@ def _plot(args: argparse.Namespace) -> int:
                                         seed=args.seed, dpi=args.dpi,
                                         alpha_scales=parse_step_sizes(args.alpha_scales) if args.alpha_scales else None)
     elif args.figure == "curves":
-        fig = plots.curves_figure(args.runs, x=args.x, dpi=args.dpi)
+        fig = plots.curves_figure(args.runs, x=args.x, dpi=args.dpi, metric=args.metric)
     else:
         fig = plots.alpha_figure(args.run, dpi=args.dpi)
     print(f"metarl: wrote {plots.save_figure(fig, args.out)}", file=sys.stderr)
@@ -452,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--init", choices=["run", "random"], default="run",
                     help="run: the checkpoint's θ (default); random: the θ this run's training started from (a fresh "
                          "initialisation from its seed), adapted the same way: the MAML paper's random-init baseline")
+    ev.add_argument("--split", choices=["train", "test"],
+                    help="where sampled tasks come from: test (the held-out tasks; the default for Meta-World) or train")
     ev.add_argument("--deterministic", action="store_true", help="also report the mean-action (noiseless) return per step")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
@@ -502,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     curves = figures.add_parser("curves", help="return before/after adaptation per iteration; seeds of one config aggregated")
     curves.add_argument("runs", nargs="+", metavar="RUN", help="run directories, or folders holding them (sweeps, Tune trials)")
     curves.add_argument("--x", choices=("iteration", "env_steps"), default="iteration", help="x-axis (default iteration)")
+    curves.add_argument("--metric", choices=("return", "success"), default="return",
+                        help="y-axis: return, or success rate (families that report success: Meta-World)")
     alpha = figures.add_parser("alpha", help="distribution of the learned α per layer")
     alpha.add_argument("run", metavar="RUN_OR_CHECKPOINT")
     for p in (traj, curves, alpha):

@@ -496,7 +496,7 @@ class Config(BaseModel):
     def check_env(self) -> None:
         """The one step that constructs the env: the id is a registered metarl task family that takes
         ``env_kwargs``, and the sizes it implies (steps per phase, policy parameters, learner memory) fit."""
-        obs_dim, act_dim, max_steps, kind = _check_env(self.env, self.env_kwargs)
+        obs_dim, act_dim, max_steps, kind = _check_env(self.env, self.env_kwargs, self.horizon)
         horizon = self.horizon if self.horizon is not None else max_steps
         if horizon is None:
             raise ConfigError(f"horizon: {self.env} registers no max_episode_steps; set horizon")

@@ -166,7 +166,7 @@ def _refused_kwargs(env_id: str, env_kwargs: dict, exc: Exception) -> ConfigErro
     return ConfigError(f"env_kwargs: {env_id} does not accept {_show(env_kwargs)}: {detail}")
 
 
-def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str]:
+def _check_env(env_id: str, env_kwargs: dict, horizon: int | None = None) -> tuple[int, int, int | None, str]:
     """The env id is registered and constructs with ``env_kwargs`` as a metarl task family.
 
     A family has Box observations, Box or Discrete actions and the task API (``sample_tasks``,
@@ -209,6 +209,10 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str
         if not all(hasattr(env.unwrapped, m) for m in ("sample_tasks", "set_task", "get_task")):
             raise ConfigError(f"env: {env_id} is not a metarl task family (needs sample_tasks, set_task and get_task)")
         max_steps = env.spec.max_episode_steps if env.spec is not None else None
+        limit = getattr(env.unwrapped, "MAX_HORIZON", None)  # a family whose episodes cannot run longer (Meta-World)
+        if horizon is not None and limit is not None and horizon > limit:
+            raise ConfigError(f"horizon: {horizon} is longer than {env_id}'s episodes can run ({limit} steps, "
+                              f"the benchmark's own limit); use horizon <= {limit}")
         return obs_dim, act_dim, max_steps, kind
     finally:
         env.close()

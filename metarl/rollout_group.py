@@ -143,6 +143,29 @@ def split_by_share(n: int, shares: Sequence[float]) -> list[np.ndarray]:
     return [np.arange(bounds[i], bounds[i + 1]) for i in range(len(shares))]
 
 
+def spread_by_class(tasks: Sequence[Any], shares: Sequence[float]) -> list[np.ndarray]:
+    """Task indices per worker: :func:`split_by_share`'s sizes, with each class spread over the workers.
+
+    Tasks of a family with classes (Meta-World's ``env_name``) differ in cost: pick-place steps at
+    half of reach's rate. Contiguous slices of a class-ordered meta-batch would give one worker all
+    of the slow class and hold the phase; dealing the tasks class by class round the workers (in
+    proportion to their shares) gives each worker its share of every class. Tasks without a class:
+    the contiguous slices.
+    """
+    sizes = [len(s) for s in split_by_share(len(tasks), shares)]
+    if not all(isinstance(t, dict) and "env_name" in t for t in tasks):
+        return split_by_share(len(tasks), shares)
+    order = sorted(range(len(tasks)), key=lambda i: (str(tasks[i]["env_name"]), i))
+    out: list[list[int]] = [[] for _ in sizes]
+    w = 0
+    for i in order:  # round robin over the workers that still have room
+        while len(out[w]) >= sizes[w]:
+            w = (w + 1) % len(sizes)
+        out[w].append(i)
+        w = (w + 1) % len(sizes)
+    return [np.asarray(sorted(o), dtype=int) for o in out]
+
+
 def describe_nodes(nodes: Sequence[dict[str, float]]) -> str:
     parts = []
     for n in nodes:
@@ -534,14 +557,15 @@ class RolloutGroup:
 
         ``params_ref`` is θ (``per_task`` False) or the stack of every task's θ'ᵢ. Each call has
         two results: a small receipt, which this method reads, and the rollouts, which only
-        their consumer fetches (in slice order: concatenated, they hold the tasks in order). A
+        their consumer fetches (in slice order; ``merge_rollouts`` puts them in task order: a family with classes has
+        its classes spread over the slices, :func:`spread_by_class`). A
         call whose worker died, or whose worker's node died, is re-sent to another worker.
         ``phase`` and ``iteration`` only name the call in log messages; every call's references
         are appended to ``calls``.
         """
         active = self.active_workers()
         shares = [self.worker_cpus or 1.0] * len(active)
-        slices = [idx for idx in split_by_share(len(tasks), shares)]
+        slices = spread_by_class(tasks, shares)
         pending: dict[ray.ObjectRef, _Call] = {}
         results: dict[int, tuple[dict, ray.ObjectRef]] = {}
         where = "" if iteration is None else f"iteration {iteration}, "
