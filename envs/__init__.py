@@ -1,12 +1,14 @@
 """metarl task environments, installed as ``metarl.envs``. Importing it (``import metarl`` does) registers
 them with Gymnasium.
 
-The MuJoCo families import MuJoCo only when one of them is made.
+The MuJoCo families (locomotion, Meta-World) import MuJoCo only when one of them is made.
 """
 
 from gymnasium.envs.registration import register, registry
 
 from metarl.envs.gridworld import GridNavigationEnv
+from metarl.envs.metaworld import HORIZON as METAWORLD_HORIZON
+from metarl.envs.metaworld import family_ids as metaworld_family_ids
 from metarl.envs.navigation_2d import Navigation2DEnv, Navigation2DVectorEnv
 from metarl.envs.task_env import Task, TaskEnv, TaskVectorEnv
 
@@ -22,6 +24,17 @@ FAMILIES = {  # id -> (entry point, max_episode_steps: the papers' horizon)
 for _id, (_entry_point, _steps) in FAMILIES.items():
     if _id not in registry:
         register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
+
+# Meta-World's ML1-<task> (50), ML10 and ML45 (envs/metaworld.py; metaworld is imported when one is made)
+for _id, _kwargs in metaworld_family_ids().items():
+    if _id not in registry:
+        register(
+            id=_id,
+            entry_point="metarl.envs.metaworld:MetaWorldTaskEnv",
+            kwargs=_kwargs,
+            max_episode_steps=METAWORLD_HORIZON,
+            disable_env_checker=True,
+        )  # it warns on the zeroed goal slots
 
 __all__ = [
     "FAMILIES",

@@ -23,6 +23,18 @@ HalfCheetah never terminates; the Ant terminates when unhealthy (torso z outside
 non-finite state), as Gymnasium's and rllab's. Truncated at 200 steps (``max_episode_steps`` of
 the registration, the MAML paper's horizon; the config's ``horizon`` overrides it).
 
+## Conventions (``env_kwargs: {conventions: rllab}``, HalfCheetah only)
+``gymnasium`` (default) is Gymnasium's ``HalfCheetah-v5`` as above: 5 MuJoCo steps of 0.01 s per
+action, so a 200-step episode is 10 s. ``rllab`` is the environment the MAML paper's numbers come
+from (cbfinn/maml_rl ``rllab/envs/mujoco/half_cheetah_env_rand*.py`` on the same ``half_cheetah.xml``):
+one MuJoCo step per action (rllab's ``MujocoEnv`` has ``frame_skip`` 1 unless the model names
+one, and this model does not), so an episode is 2 s; the observation adds the whole body's centre
+of mass (rllab's ``get_body_com("torso")``, 20 numbers, x included); v_x is that centre of mass's
+velocity after the step (rllab's ``get_body_comvel("torso")``: MuJoCo's ``subtree_linvel``), not
+the torso's displacement over the step; resets add N(0, 0.01²) to the joint positions and
+N(0, 0.1²) to the velocities (rllab's ``reset_mujoco``; ``reset_noise_scale`` is Gymnasium's and
+unused). Rewards keep the same rules and the same control cost.
+
 ## Task
 ``{"velocity": v*}`` with v* ~ U[0, 2] (HalfCheetah) or U[0, 3] (Ant); ``{"direction": d}`` with
 d = −1 or +1, each with probability 0.5.
@@ -36,6 +48,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.spaces import Box
 from gymnasium.utils import EzPickle
 from gymnasium.utils.seeding import np_random
 
@@ -44,6 +57,30 @@ from metarl.envs.task_env import Task, check_float_scalar, episode_seed
 CHEETAH_CTRL_COST = 0.05
 ANT_CTRL_COST, ANT_CONTACT_COST, ANT_SURVIVE = 0.005, 0.0005, 0.05
 CHEETAH_MAX_VELOCITY, ANT_MAX_VELOCITY = 2.0, 3.0
+CONVENTIONS = ("gymnasium", "rllab")
+RLLAB_QPOS_NOISE, RLLAB_QVEL_NOISE = 0.01, 0.1  # rllab's MujocoEnv.reset_mujoco: Gaussian, these scales
+
+
+def check_conventions(value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(
+            f"conventions {value!r}: this family takes {' or '.join(map(repr, allowed))} "
+            "('rllab' is the MAML paper's HalfCheetah: 1 MuJoCo step per action, see metarl.envs.locomotion)"
+        )
+    return value
+
+
+def rllab_cheetah_state(model: Any, data: Any) -> tuple[np.ndarray, float]:
+    """rllab's HalfCheetah observation and v_x after a step: ``qpos[1:]``, ``qvel``, the body's centre of
+    mass, and that centre of mass's x velocity. Computes only the kinematic quantities these need
+    (positions, centres of mass, velocities), so the next step's dynamics are not touched."""
+    mujoco.mj_kinematics(model, data)
+    mujoco.mj_comPos(model, data)
+    mujoco.mj_comVel(model, data)
+    mujoco.mj_subtreeVel(model, data)
+    torso = 1  # the model's first body after the world: rllab's get_body_com("torso") is its subtree
+    obs = np.concatenate([data.qpos[1:], data.qvel, data.subtree_com[torso]])
+    return obs, float(data.subtree_linvel[torso, 0])
 
 
 # -- the reward rules as plain functions (tested on hand-computed cases) ------------------------
@@ -92,10 +129,17 @@ class _LocomotionTasks:
 
     KEY: str
     DEFAULT: float
+    CONVENTIONS: tuple[str, ...] = ("gymnasium",)
 
-    def __init__(self, task: Task | None = None, reset_noise_scale: float = 0.1, **render: Any):
+    def __init__(
+        self, task: Task | None = None, reset_noise_scale: float = 0.1, conventions: str = "gymnasium", **render: Any
+    ):
         # ``render``: MuJoCo's render_mode / width / height / camera keywords (``metarl render``)
-        super().__init__(reset_noise_scale=reset_noise_scale, **render)  # type: ignore[call-arg]
+        self.conventions = check_conventions(conventions, self.CONVENTIONS)
+        skip = {"frame_skip": 1} if self.conventions == "rllab" else {}
+        super().__init__(reset_noise_scale=reset_noise_scale, **skip, **render)  # type: ignore[call-arg]
+        if self.conventions == "rllab":
+            self.observation_space = Box(-np.inf, np.inf, (self.model.nq - 1 + self.model.nv + 3,), np.float64)
         self._reset_noise = reset_noise_scale
         self._render_kwargs = render
         self._task: Task = {}
@@ -118,7 +162,7 @@ class _LocomotionTasks:
     def set_task(self, task: Task) -> None:
         self._task = self.validate_task(task)
         # the MuJoCo base would rebuild with its own args
-        EzPickle.__init__(self, self._task, self._reset_noise, **self._render_kwargs)
+        EzPickle.__init__(self, self._task, self._reset_noise, self.conventions, **self._render_kwargs)
 
     def get_task(self) -> Task:
         return dict(self._task)
@@ -127,7 +171,23 @@ class _LocomotionTasks:
         space = self.action_space  # type: ignore[attr-defined]
         action = np.clip(np.asarray(action, dtype=np.float64), space.low, space.high)
         obs, _, terminated, truncated, info = super().step(action)  # type: ignore[misc]
+        if self.conventions == "rllab":  # rllab's v_x: the centre of mass's velocity (``_get_obs`` made it current)
+            info["x_velocity"] = float(self.data.subtree_linvel[1, 0])  # type: ignore[attr-defined]
         return obs, self._reward(float(info["x_velocity"]), action), terminated, truncated, info
+
+    def _get_obs(self):
+        if self.conventions == "rllab":
+            return rllab_cheetah_state(self.model, self.data)[0]  # type: ignore[attr-defined]
+        return super()._get_obs()  # type: ignore[misc]
+
+    def reset_model(self):
+        if self.conventions != "rllab":
+            return super().reset_model()  # type: ignore[misc]
+        rng, model = self.np_random, self.model  # type: ignore[attr-defined]
+        qpos = self.init_qpos + RLLAB_QPOS_NOISE * rng.standard_normal(model.nq)  # type: ignore[attr-defined]
+        qvel = self.init_qvel + RLLAB_QVEL_NOISE * rng.standard_normal(model.nv)  # type: ignore[attr-defined]
+        self.set_state(qpos, qvel)  # type: ignore[attr-defined]
+        return self._get_obs()
 
 
 class _Velocity(_LocomotionTasks):
@@ -172,9 +232,11 @@ class _MujocoVectorEnv:
         episodes_per_task: int,
         seeds: list[int] | None = None,
         reset_noise_scale: float = 0.1,
+        conventions: str = "gymnasium",
         **_render: Any,
     ):
-        template = env_cls(reset_noise_scale=reset_noise_scale)
+        template = env_cls(reset_noise_scale=reset_noise_scale, conventions=conventions)
+        self.conventions = template.conventions
         self.model, self.frame_skip, self.dt = template.model, template.frame_skip, template.dt
         self.init_qpos, self.init_qvel = template.init_qpos.copy(), template.init_qvel.copy()
         self._configure(template)
@@ -206,11 +268,16 @@ class _MujocoVectorEnv:
 
     def _reset_copies(self) -> None:
         """``MujocoEnv.reset(seed=...)``: the same generator and noise draws as ``reset_model``, then ``set_state``."""
+        rllab = self.conventions == "rllab"
         for data, seed in zip(self.datas, self._seeds):
             rng, _ = np_random(seed)
             mujoco.mj_resetData(self.model, data)
-            data.qpos[:] = self.init_qpos + rng.uniform(low=-self.noise, high=self.noise, size=self.model.nq)
-            data.qvel[:] = self.init_qvel + self.noise * rng.standard_normal(self.model.nv)
+            if rllab:  # _LocomotionTasks.reset_model's draws
+                data.qpos[:] = self.init_qpos + RLLAB_QPOS_NOISE * rng.standard_normal(self.model.nq)
+                data.qvel[:] = self.init_qvel + RLLAB_QVEL_NOISE * rng.standard_normal(self.model.nv)
+            else:
+                data.qpos[:] = self.init_qpos + rng.uniform(low=-self.noise, high=self.noise, size=self.model.nq)
+                data.qvel[:] = self.init_qvel + self.noise * rng.standard_normal(self.model.nv)
             mujoco.mj_forward(self.model, data)
 
     def _controls(self, actions: np.ndarray) -> np.ndarray:
@@ -228,9 +295,11 @@ class CheetahVectorEnv(_MujocoVectorEnv):
     rollout's horizon cuts them."""
 
     def _configure(self, template: Any) -> None:
-        self.observation_shape = (self.model.nq - 1 + self.model.nv,)
+        self.observation_shape = template.observation_space.shape
 
     def _obs(self) -> np.ndarray:
+        if self.conventions == "rllab":
+            return self._grid(np.stack([rllab_cheetah_state(self.model, d)[0] for d in self.datas]).astype(np.float32))
         qpos = np.stack([d.qpos for d in self.datas])
         qvel = np.stack([d.qvel for d in self.datas])
         return self._grid(np.concatenate([qpos[:, 1:], qvel], axis=-1).astype(np.float32))
@@ -245,9 +314,13 @@ class CheetahVectorEnv(_MujocoVectorEnv):
         for data, c in zip(self.datas, ctrl):
             data.ctrl[:] = c
             mujoco.mj_step(self.model, data, nstep=self.frame_skip)
-        x_after = np.array([d.qpos[0] for d in self.datas])
-        reward = self.reward((x_after - x_before) / self.dt, ctrl, self.task_value)
-        return self._obs(), self._grid(reward.astype(np.float32)), self._grid(np.zeros(self.num_envs, dtype=bool))
+        obs = self._obs()
+        if self.conventions == "rllab":  # the centre of mass's velocity, made current by _obs
+            x_velocity = np.array([d.subtree_linvel[1, 0] for d in self.datas])
+        else:
+            x_velocity = (np.array([d.qpos[0] for d in self.datas]) - x_before) / self.dt
+        reward = self.reward(x_velocity, ctrl, self.task_value)
+        return obs, self._grid(reward.astype(np.float32)), self._grid(np.zeros(self.num_envs, dtype=bool))
 
 
 class AntVectorEnv(_MujocoVectorEnv):
@@ -354,6 +427,7 @@ class _AntVector(_Vectorised):
 class HalfCheetahVelEnv(_CheetahVector, _Velocity, HalfCheetahEnv):
     """HalfCheetah running at a target forward velocity v* ~ U[0, 2]."""
 
+    CONVENTIONS = CONVENTIONS
     MAX_VELOCITY = CHEETAH_MAX_VELOCITY
     REWARD = staticmethod(cheetah_vel_reward)
 
@@ -361,6 +435,7 @@ class HalfCheetahVelEnv(_CheetahVector, _Velocity, HalfCheetahEnv):
 class HalfCheetahDirEnv(_CheetahVector, _Direction, HalfCheetahEnv):
     """HalfCheetah running forward (d = +1) or backward (d = −1)."""
 
+    CONVENTIONS = CONVENTIONS
     REWARD = staticmethod(cheetah_dir_reward)
 
 

@@ -23,8 +23,21 @@ def env_horizon(env: gym.Env, horizon: int | None) -> int:
     return env.spec.max_episode_steps
 
 
-def sample_tasks(env: gym.Env, n: int, rng: np.random.Generator) -> list[Task]:
-    return env.unwrapped.sample_tasks(n, rng)
+def task_splits(env: gym.Env) -> tuple[str, ...]:
+    """The family's task splits: ``("train", "test")`` for a benchmark with held-out tasks (Meta-World),
+    else ``("train",)`` (every task is drawn from one distribution)."""
+    return tuple(getattr(env.unwrapped, "SPLITS", ("train",)))
+
+
+def sample_tasks(env: gym.Env, n: int, rng: np.random.Generator, split: str = "train") -> list[Task]:
+    """``n`` tasks of ``split``; training draws from ``train``, meta-testing from ``test`` where there is one."""
+    if split not in task_splits(env):
+        raise ValueError(
+            f"split {split!r}: {env.spec.id if env.spec else env} has the splits {', '.join(task_splits(env))}"
+        )
+    if split == "train":
+        return env.unwrapped.sample_tasks(n, rng)
+    return env.unwrapped.sample_tasks(n, rng, split=split)
 
 
 def space_dims(env: gym.Env) -> tuple[int, int, str]:

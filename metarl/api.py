@@ -135,6 +135,32 @@ class MAMLConfig(MetaRLConfig):
     algorithm = "maml"
 
 
+def export_rllib(
+    run: str | Path,
+    out: str | Path,
+    task: Any = None,
+    steps: int | None = None,
+    episodes: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """``metarl export RUN --format rllib``: θ, or θ' adapted to ``task``, as an RLlib RLModule checkpoint.
+
+    ``run`` is a run directory or checkpoint file; ``task`` a task dict or goal (``steps`` inner
+    steps, default 1, sampled as ``metarl evaluate --seed seed``). ``out`` is a new directory
+    holding PPO's default module (:mod:`metarl.rllib`): ``RLModule.from_checkpoint(out)``, or
+    ``RLModuleSpec(load_state_path=out)`` to keep training with RLlib. RLlib's format is pickle:
+    for RLlib, not for untrusted exchange.
+    """
+    # lazy: building a config loads neither torch nor Ray (nor RLlib)
+    from metarl.export import export_params
+    from metarl.rllib import export_run
+    from metarl.runtime.evaluation import load_run
+
+    loaded = load_run(run)
+    params, _ = export_params(loaded, task, steps, episodes, seed)
+    return export_run(loaded, params, out)
+
+
 class MetaAlgorithm:
     """A running meta-learner: ``train()`` one meta-iteration at a time, save, restore, evaluate.
 

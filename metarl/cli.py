@@ -1,8 +1,8 @@
 """``metarl`` command line: ``metarl train CONFIG.yaml [--set key=value ...] [--out DIR] [--address ADDR]``.
 
 Commands: train, benchmark, sweep, config (the resolved config / every key), evaluate, export (a plain
-PyTorch policy), render (MuJoCo videos), plot. ``--set`` takes YAML values and dotted keys
-(``env_kwargs.action_mode=scale``); flags and positionals go in any order (see ``_split_repeated``).
+PyTorch policy, or an RLlib RLModule checkpoint), render (MuJoCo videos), plot. ``--set`` takes YAML values and
+dotted keys (``env_kwargs.action_mode=scale``); flags and positionals go in any order (see ``_split_repeated``).
 
 Exit status: 0 done; 2 bad input (config, arguments, files, checkpoints: one line on stderr);
 1 a run that failed (diverged, learner died or timed out, rollout workers lost, resources; ``render``
@@ -26,7 +26,9 @@ import yaml
 
 from metarl import __version__
 from metarl.config import Config, ConfigError, apply_overrides, describe_keys
-from metarl.limits import check_dpi, check_evaluation
+from metarl.limits import check_dpi, check_evaluation, check_seed
+
+EXPORT_FORMATS = ("pt2", "pt", "rllib")  # torch.export, TorchScript, an RLlib RLModule checkpoint
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -146,8 +148,14 @@ class Progress:
         ):
             return
         self.last = now
+        success = (
+            f", success pre {m['success_pre']:.2f}, post {m['success_post']:.2f}"
+            if "success_pre" in m and "success_post" in m
+            else ""
+        )
         print(
-            f"metarl: {self.desc} iteration {self.done}/{self.total}: return pre {pre}, post {post}, {secs} s/it",
+            f"metarl: {self.desc} iteration {self.done}/{self.total}: return pre {pre}, post {post}{success}, "
+            f"{secs} s/it",
             file=self.stream,
             flush=True,
         )
@@ -174,6 +182,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from metarl.runtime.evaluation import evaluate, format_report, parse_step_sizes
 
     check_evaluation(args.tasks, args.steps, args.episodes)
+    check_seed(args.seed)
     scales = parse_step_sizes(args.alpha_scales) if args.alpha_scales else None
     sizes = parse_step_sizes(args.step_sizes) if args.step_sizes else None
     started_ray = not ray.is_initialized()
@@ -191,6 +200,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             deterministic=args.deterministic,
             local=args.local,
             init=args.init,
+            split=args.split,
         )
     finally:
         if started_ray:
@@ -206,6 +216,7 @@ def _plot(args: argparse.Namespace) -> int:
     check_dpi(args.dpi)
     if args.figure == "trajectories":
         check_evaluation(None, args.steps, args.episodes)
+        check_seed(args.seed)
     plots.output_format(args.out)
     if args.figure == "trajectories":
         # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
@@ -221,7 +232,7 @@ def _plot(args: argparse.Namespace) -> int:
             alpha_scales=parse_step_sizes(args.alpha_scales) if args.alpha_scales else None,
         )
     elif args.figure == "curves":
-        fig = plots.curves_figure(args.runs, x=args.x, dpi=args.dpi)
+        fig = plots.curves_figure(args.runs, x=args.x, dpi=args.dpi, metric=args.metric)
     else:
         fig = plots.alpha_figure(args.run, dpi=args.dpi)
     print(f"metarl: wrote {plots.save_figure(fig, args.out)}", file=sys.stderr)
@@ -272,27 +283,39 @@ def _one_task(args: argparse.Namespace) -> object | None:
 
 def _export(args: argparse.Namespace) -> int:
     # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
-    from metarl.export import FORMATS, adapted_params, policy_module, save_policy
-    from metarl.runtime.evaluation import check_counts, load_run
+    from metarl.export import export_params, policy_module, save_policy
+    from metarl.runtime.evaluation import load_run
 
-    if Path(args.out).suffix not in FORMATS:
-        raise ValueError(f"--out {args.out!r}: use .pt2 (torch.export) or .pt (TorchScript)")
+    check_seed(args.seed)
+    out = Path(args.out)
+    fmt = args.format or out.suffix.lstrip(".")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"--out {args.out!r}: use .pt2 (torch.export) or .pt (TorchScript), or --format rllib")
+    if fmt != "rllib" and out.suffix != f".{fmt}":
+        raise ValueError(f"--format {fmt}: --out must end in .{fmt}, got {args.out!r}")
+    if fmt == "rllib":
+        from metarl.rllib import check_out  # lazy: Ray RLlib only for --format rllib
+
+        check_out(out)  # before adapting: a taken directory should not cost the rollouts
     task = _one_task(args)
-    steps = (1 if task is not None else 0) if args.steps is None else args.steps
-    check_counts(steps, args.episodes)
-    if steps > 0 and task is None:
-        raise ValueError(f"--steps {steps}: adapting needs the task to adapt to (--task JSON or --goal X,Y)")
     run = load_run(args.run)
-    params = run.theta if task is None else adapted_params(run, task, steps, args.episodes, args.seed)
-    out = save_policy(policy_module(run.spec, params), run.spec, args.out)
+    params, steps = export_params(run, task, args.steps, args.episodes, args.seed)
+    if fmt == "rllib":
+        from metarl.rllib import export_run  # lazy: Ray RLlib only for --format rllib
+
+        out = export_run(run, params, out)
+        load = (
+            "ray.rllib.core.rl_module.RLModule.from_checkpoint(path), or PPO from "
+            "RLModuleSpec(load_state_path=path) with normalize_actions=False"
+        )
+        outputs = "an RLlib RLModule checkpoint (pickles: for RLlib, not for untrusted exchange)"
+    else:
+        out = save_policy(policy_module(run.spec, params), run.spec, out)
+        load = f"{'torch.export.load(path).module()' if out.suffix == '.pt2' else 'torch.jit.load(path)'}"
+        outputs = f"obs {run.spec.obs_dim} -> {'(mean, log_std)' if run.spec.kind == 'gaussian' else '(logits,)'}"
     what = "θ (before adaptation)" if steps == 0 else f"θ' after {steps} inner step{'s' if steps > 1 else ''}"
     where = "" if task is None else f" on {json.dumps(run.env.unwrapped.get_task())}"
-    load = "torch.export.load(path).module()" if out.suffix == ".pt2" else "torch.jit.load(path)"
-    print(
-        f"metarl: wrote {out}: {run.spec.kind} policy, {what}{where}, obs {run.spec.obs_dim} -> "
-        f"{'(mean, log_std)' if run.spec.kind == 'gaussian' else '(logits,)'}; load with {load}",
-        file=sys.stderr,
-    )
+    print(f"metarl: wrote {out}: {run.spec.kind} policy, {what}{where}, {outputs}; load with {load}", file=sys.stderr)
     return 0
 
 
@@ -300,6 +323,7 @@ def _render(args: argparse.Namespace) -> int:
     # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     from metarl.render import check_video_path, choose_gl_backend
 
+    check_seed(args.seed)
     check_video_path(args.out)
     task = _one_task(args)
     if task is None:
@@ -539,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
         "initialisation from its seed), adapted the same way: the MAML paper's random-init baseline",
     )
     ev.add_argument(
+        "--split",
+        choices=["train", "test"],
+        help="where sampled tasks come from: test (the held-out tasks; the default for Meta-World) or train",
+    )
+    ev.add_argument(
         "--deterministic", action="store_true", help="also report the mean-action (noiseless) return per step"
     )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
@@ -557,7 +586,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file"
     )
     export.add_argument(
-        "--out", required=True, help="policy.pt2 (torch.export, recommended) or policy.pt (TorchScript)"
+        "--out",
+        required=True,
+        help="policy.pt2 (torch.export, recommended) or policy.pt (TorchScript); with --format rllib, a new directory",
+    )
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        help="pt2, pt (default: --out's extension) or rllib: an "
+        "RLlib RLModule checkpoint (PPO's default module) that RLlib keeps training",
     )
     export.add_argument(
         "--task", action="append", metavar="JSON", help="adapt to this task first, e.g. '{\"goal\": [0.3, -0.2]}'"
@@ -610,6 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     curves.add_argument(
         "--x", choices=("iteration", "env_steps"), default="iteration", help="x-axis (default iteration)"
+    )
+    curves.add_argument(
+        "--metric",
+        choices=("return", "success"),
+        default="return",
+        help="y-axis: return, or success rate (families that report success: Meta-World)",
     )
     alpha = figures.add_parser("alpha", help="distribution of the learned α per layer")
     alpha.add_argument("run", metavar="RUN_OR_CHECKPOINT")

@@ -48,6 +48,7 @@ from metarl.config_text import (
     MAX_NUMBER,
     MAX_POLICY_PARAMETERS,
     MAX_STEPS_PER_PHASE,
+    AliasRefused,
     ConfigError,
     _show,
     _yaml_problem,
@@ -131,6 +132,9 @@ def apply_overrides(raw: dict, overrides: Sequence[str], flag: str = "--set") ->
 
 
 # -- the typed model ---------------------------------------------------------------------------------
+RAY_CPU_UNIT = 1e-4  # Ray 2.60's resource granularity (ray_constants.MIN_RESOURCE_GRANULARITY)
+
+
 def _bounded(value: Any) -> Any:
     """Every number in a config is finite and of sane size (runs before the type and range checks)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -304,6 +308,18 @@ class ResourcesConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "learner device: auto, cpu or cuda")
     dtype: Literal["float32", "float64"] = _f("float32", "learner precision")
 
+    @field_validator("worker_cpus", "learner_cpus")
+    @classmethod
+    def _ray_cpu_unit(cls, value: float, info: ValidationInfo) -> float:
+        # Ray counts resources in fixed point (ray._raylet.RESOURCE_UNIT_SCALING = 10000 in Ray 2.60) and
+        # refuses a non-zero request that rounds to 0 units when the actor is created, in its own words.
+        if 0 < value < RAY_CPU_UNIT:
+            raise ConfigError(
+                f"{info.field_name}: {value:g} CPUs is below Ray's smallest fractional request; use 0 (reserve no "
+                f"CPU) or at least {RAY_CPU_UNIT:g} (Ray counts CPUs in units of {RAY_CPU_UNIT:g}), up to a node's CPUs"
+            )
+        return value
+
 
 def _section(cls: type[Section], help: str) -> Any:
     return Field(default_factory=cls, description=help)
@@ -368,6 +384,19 @@ class Config(BaseModel):
     learner_timeout_min: Float = _f(
         600.0,
         "seconds that any learner call may take (the whole limit of a call's first time)",
+        low=0.0,
+        exclusive_low=True,
+    )
+    worker_timeout_factor: Float = _f(
+        10.0,
+        "a rollout call taking longer than this many times its slowest per-episode time of the last 5 (times "
+        "its episodes, and longer than worker_timeout_min) is given up: the worker is killed and replaced, the call "
+        "re-sent to another; 0 = wait as long as it takes",
+        low=0.0,
+    )
+    worker_timeout_min: Float = _f(
+        600.0,
+        "seconds that any rollout call may take (the whole limit of a worker's first calls)",
         low=0.0,
         exclusive_low=True,
     )
@@ -444,6 +473,8 @@ class Config(BaseModel):
             raise ConfigError(f"{path}: not a text file (not UTF-8); expected a YAML mapping of key: value") from None
         try:
             raw = yaml_load(text)
+        except AliasRefused as exc:
+            raise ConfigError(f"{path}: {exc.describe()}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
         except RecursionError:
@@ -543,7 +574,7 @@ class Config(BaseModel):
     def check_env(self) -> None:
         """The one step that constructs the env: the id is a registered metarl task family that takes
         ``env_kwargs``, and the sizes it implies (steps per phase, policy parameters, learner memory) fit."""
-        obs_dim, act_dim, max_steps, kind = _check_env(self.env, self.env_kwargs)
+        obs_dim, act_dim, max_steps, kind = _check_env(self.env, self.env_kwargs, self.horizon)
         horizon = self.horizon if self.horizon is not None else max_steps
         if horizon is None:
             raise ConfigError(f"horizon: {self.env} registers no max_episode_steps; set horizon")

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import math
 import os
 import re
 import signal
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
 
 import metarl.envs  # noqa: F401  (registers the metarl families)
 from metarl.config_text import ENV_IMPORT_TIMEOUT_S, MAX_ENV_KWARGS_NODES, ConfigError, _show
@@ -140,7 +143,32 @@ def _import_env_module(env_id: str, module: str) -> None:
             signal.signal(signal.SIGALRM, previous)
 
 
-def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str]:
+def _env_keywords(env_id: str) -> list[str] | None:
+    """The keyword arguments ``env_id``'s constructor takes, or ``None`` when it takes any (``**kwargs``)."""
+    try:
+        entry = gym.spec(env_id).entry_point
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+        params = inspect.signature(creator).parameters.values()
+    except Exception:  # not introspectable: say nothing rather than something wrong
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"]
+
+
+def _refused_kwargs(env_id: str, env_kwargs: dict, exc: Exception) -> ConfigError:
+    """One line for an env that would not construct with ``env_kwargs``: the key, why, and what it takes."""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    detail = detail.split(" was raised from the environment creator")[0]  # gymnasium repeats the kwargs
+    unknown = re.search(r"unexpected keyword argument '([^']+)'", detail)
+    if unknown:
+        key, accepted = unknown.group(1)[:60], _env_keywords(env_id)
+        takes = f"it takes {', '.join(accepted)}" if accepted else "it takes no keywords" if accepted == [] else ""
+        return ConfigError(f"env_kwargs.{key}: {env_id} takes no keyword {key!r}{'; ' + takes if takes else ''}")
+    return ConfigError(f"env_kwargs: {env_id} does not accept {_show(env_kwargs)}: {detail}")
+
+
+def _check_env(env_id: str, env_kwargs: dict, horizon: int | None = None) -> tuple[int, int, int | None, str]:
     """The env id is registered and constructs with ``env_kwargs`` as a metarl task family.
 
     A family has Box observations, Box or Discrete actions and the task API (``sample_tasks``,
@@ -165,12 +193,16 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str
             f"env_kwargs: {', '.join(make_options)} are options of gymnasium.make, not of the env, and "
             "metarl's vectorised rollouts never see them; set horizon for the episode length"
         )
-    try:
-        env = gym.make(env_id, **env_kwargs)
-    except Exception as exc:  # the env's own message says which keyword and why
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        detail = detail.split(" was raised from the environment creator")[0]  # gymnasium repeats the kwargs
-        raise ConfigError(f"env_kwargs: {env_id} does not accept {_show(env_kwargs)}: {detail}") from None
+    # Gymnasium warns on stderr about some keywords (render_mode) before the env refuses them: the
+    # refusal is the one line; an env that is built keeps its warnings.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            env = gym.make(env_id, **env_kwargs)
+        except Exception as exc:  # the env's own message says which keyword and why
+            raise _refused_kwargs(env_id, env_kwargs, exc) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     try:
         try:
             obs_dim, act_dim, kind = space_dims(env)
@@ -179,6 +211,12 @@ def _check_env(env_id: str, env_kwargs: dict) -> tuple[int, int, int | None, str
         if not all(hasattr(env.unwrapped, m) for m in ("sample_tasks", "set_task", "get_task")):
             raise ConfigError(f"env: {env_id} is not a metarl task family (needs sample_tasks, set_task and get_task)")
         max_steps = env.spec.max_episode_steps if env.spec is not None else None
+        limit = getattr(env.unwrapped, "MAX_HORIZON", None)  # a family whose episodes cannot run longer (Meta-World)
+        if horizon is not None and limit is not None and horizon > limit:
+            raise ConfigError(
+                f"horizon: {horizon} is longer than {env_id}'s episodes can run ({limit} steps, "
+                f"the benchmark's own limit); use horizon <= {limit}"
+            )
         return obs_dim, act_dim, max_steps, kind
     finally:
         env.close()

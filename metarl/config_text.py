@@ -49,6 +49,36 @@ MAX_INNER_STEPS = 1000  # papers use 1-5; each one is a full pass over the pre-a
 ENV_IMPORT_TIMEOUT_S = 60.0  # an env module's import (run in the main thread) that takes longer fails
 
 
+def _key_path(parts: list) -> str:
+    """``["env_kwargs", "inner", 2]`` -> ``env_kwargs.inner[2]`` (the spelling of dotted ``--set`` keys)."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text[:120]
+
+
+class AliasRefused(yaml.composer.ComposerError):
+    """A YAML anchor or alias (refused in configs), with the key path where it stands."""
+
+    def __init__(self, key: str, alias: bool, anchor: str | None, mark):
+        self.key, self.what = key, f"alias *{anchor}" if alias else f"anchor &{anchor}"
+        super().__init__(None, None, f"{key or 'value'}: YAML {self.what} is not allowed", mark)
+
+    def describe(self, prefix: str = "") -> str:
+        """``KEY: YAML anchor &a (line 3, column 13) is not allowed; ...what is``: one line for ConfigError.
+
+        ``prefix``: the key that the parsed text is the value of (``--set env_kwargs={...}``).
+        """
+        mark = self.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        joint = "" if not prefix or not self.key or self.key.startswith("[") else "."
+        key = f"{prefix}{joint}{self.key}: " if prefix or self.key else ""
+        return (
+            f"{key}YAML {self.what}{where} is not allowed; metarl configs take no anchors and aliases "
+            "(&name, *name, <<: *name): write the value out in full"
+        )
+
+
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (never constructs Python objects) with two fixes for config files.
 
@@ -59,16 +89,25 @@ class _Loader(yaml.SafeLoader):
       a few hundred bytes of nested aliases expand to billions of values ("billion laughs").
     """
 
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._path: list[str | int] = []  # key path of the node being composed, for messages
+
     def compose_node(self, parent, index):
+        # ``index`` is the key node of a mapping's value, the position of a sequence's item, or None.
+        part = index.value if isinstance(index, yaml.ScalarNode) else index if isinstance(index, int) else None
+        if part is not None:
+            self._path.append(part)
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                "YAML anchors and aliases (&name, *name) are not allowed in metarl configs",
-                event.start_mark,
+            raise AliasRefused(
+                _key_path(self._path), isinstance(event, yaml.AliasEvent), event.anchor, event.start_mark
             )
-        return super().compose_node(parent, index)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if part is not None:
+                self._path.pop()
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -95,10 +134,15 @@ def yaml_load(text: str | bytes) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-def parse_value(text: str, where: str) -> Any:
-    """A command-line value read as YAML, exactly as in a config file (``1e-2`` a float, ``[8, 8]`` a list)."""
+def parse_value(text: str, where: str, key: str = "") -> Any:
+    """A command-line value read as YAML, exactly as in a config file (``1e-2`` a float, ``[8, 8]`` a list).
+
+    ``key``: the key it is the value of, to name the place of a refused alias.
+    """
     try:
         return yaml_load(text)
+    except AliasRefused as exc:
+        raise ConfigError(f"{where}: {exc.describe(key)}") from None
     except (yaml.YAMLError, RecursionError):
         raise ConfigError(f"{where}: value is not valid YAML") from None
 
@@ -109,7 +153,7 @@ def parse_override(item: str, flag: str = "--set") -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"{flag} {_show(item)}: expected key=value")
-    return key, parse_value(value, f"{flag} {_show(item)}")
+    return key, parse_value(value, f"{flag} {_show(item)}", key)
 
 
 def read_config_bytes(path: Path) -> bytes:
@@ -138,6 +182,8 @@ def load_yaml_file(path: str | Path) -> Any:
         return yaml_load(read_config_bytes(path).decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8)") from None
+    except AliasRefused as exc:
+        raise ConfigError(f"{path}: {exc.describe()}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     except RecursionError:

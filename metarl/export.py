@@ -28,7 +28,7 @@ from torch import nn
 
 from metarl.core.policies import Params, PolicySpec, forward, mode
 from metarl.envs.task_env import Task
-from metarl.runtime.evaluation import LocalSampler, adaptation_sweep, resolve_tasks
+from metarl.runtime.evaluation import LocalSampler, adaptation_sweep, check_counts, resolve_tasks
 
 FORMATS = {".pt2": "torch.export", ".pt": "TorchScript"}
 ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -113,6 +113,22 @@ def adapted_params(run, task: Task | list, steps: int, episodes: int | None = No
     finally:
         sampler.close()
     return {k: torch.from_numpy(np.array(v[0])) for k, v in sweep.params[steps].items()}
+
+
+def export_params(
+    run, task: Task | list | None, steps: int | None = None, episodes: int | None = None, seed: int = 0
+) -> tuple[Params, int]:
+    """What ``metarl export`` writes, in every format: ``(params, steps)``.
+
+    θ itself without a task; with one, θ' after ``steps`` inner steps (default 1) as
+    :func:`adapted_params`. Raises ``ValueError`` (one line) for steps without a task.
+    """
+    steps = (1 if task is not None else 0) if steps is None else steps
+    check_counts(steps, episodes)
+    if steps > 0 and task is None:
+        raise ValueError(f"--steps {steps}: adapting needs the task to adapt to (--task JSON or --goal X,Y)")
+    params = run.theta if task is None else adapted_params(run, task, steps, episodes, seed)
+    return params, steps
 
 
 @torch.no_grad()

@@ -38,3 +38,9 @@ def check_dpi(dpi: int) -> None:
             f"--dpi {dpi}: must be between 1 and {MAX_DPI} (a 10-inch figure at {MAX_DPI} dpi is "
             f"already {10 * MAX_DPI:,} pixels wide)"
         )
+
+
+def check_seed(seed: int) -> None:
+    """``--seed`` seeds numpy's SeedSequence, which takes only integers >= 0."""
+    if seed < 0:
+        raise ValueError(f"--seed {seed}: must be an integer >= 0 (it seeds the sampled tasks and the action noise)")

@@ -181,6 +181,7 @@ EXECUTION_KEYS = frozenset(
     }
 )
 X_AXES = {"iteration": "meta-iteration", "env_steps": "environment steps"}
+METRICS = {"return": "average return", "success": "success rate"}  # curves of <metric>_pre / <metric>_post
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -230,18 +231,21 @@ def _identity(cfg: dict) -> dict[str, object]:
     return {k: v for k, v in _flat(cfg).items() if k not in EXECUTION_KEYS}
 
 
-def _read_curve(run: Path) -> dict[int, tuple[float, float, float]]:
-    """iteration → (return_pre, return_post, env_steps)."""
+def _read_curve(run: Path, metric: str = "return") -> dict[int, tuple[float, float, float]]:
+    """iteration → (<metric>_pre, <metric>_post, env_steps)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{run}: no metrics.jsonl")
     curve = {}
     for row in read_metrics(path):
         if "iteration" in row:
-            values = [row.get(k) for k in ("return_pre", "return_post", "env_steps")]
+            values = [row.get(k) for k in (f"{metric}_pre", f"{metric}_post", "env_steps")]
+            if metric != "return" and values[0] is None and values[1] is None:
+                continue  # success is logged only by families that report it
             curve[int(row["iteration"])] = tuple(np.nan if v is None else float(v) for v in values)
     if not curve:
-        raise ValueError(f"{path}: no iterations with return_pre / return_post")
+        hint = " (its family reports no success)" if metric == "success" else ""
+        raise ValueError(f"{path}: no iterations with {metric}_pre / {metric}_post{hint}")
     return curve
 
 
@@ -278,8 +282,8 @@ def _short(value: object, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 100) -> Figure:
-    """Return before (dashed) and after (solid) adaptation, one colour per configuration.
+def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 100, metric: str = "return") -> Figure:
+    """Return (or success rate: ``metric``) before (dashed) and after (solid) adaptation, one colour per configuration.
 
     ``runs`` are run directories or folders holding them (a sweep, Tune trials). Seeds of one
     configuration (:func:`group_runs`) are drawn as their mean with a 95 % Student-t confidence
@@ -291,6 +295,8 @@ def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 1
         raise ValueError("plot curves needs at least one RUN")
     if x not in X_AXES:
         raise ValueError(f"--x {x!r}: choose one of {', '.join(X_AXES)}")
+    if metric not in METRICS:
+        raise ValueError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     groups = group_runs(runs)
     labels = group_labels(groups)
     legend_rows = -(-(len(groups) + 2) // 2)
@@ -299,7 +305,7 @@ def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 1
     handles = []
     for g, (members, label) in enumerate(zip(groups, labels)):
         color = f"C{g % 10}"
-        curves = [_read_curve(r) for r in members]
+        curves = [_read_curve(r, metric) for r in members]
         iterations = sorted(set.intersection(*(set(c) for c in curves)))
         if not iterations:
             raise ValueError(f"runs {', '.join(map(str, members))} share no iteration in metrics.jsonl")
@@ -321,9 +327,12 @@ def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 1
     if x == "iteration":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(X_AXES[x])
-    ax.set_ylabel("average return")
+    ax.set_ylabel(METRICS[metric])
     bands = " (mean and 95% CI over seeds)" if any(len(g) > 1 for g in groups) else ""
-    ax.set_title(f"Return before and after adaptation{bands}", fontsize="medium")
+    ax.set_title(
+        f"{METRICS[metric].capitalize().replace('Average r', 'R')} before and after adaptation{bands}",
+        fontsize="medium",
+    )
     ax.grid(True, alpha=0.3)
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small", frameon=False)
     return fig

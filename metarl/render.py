@@ -83,7 +83,7 @@ def make_render_env(run, width: int, height: int):
     import gymnasium as gym
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-    if not issubclass(run.env_cls, MujocoEnv):
+    if not (issubclass(run.env_cls, MujocoEnv) or getattr(run.env_cls, "renders_mujoco", False)):
         raise ValueError(
             f"render: {run.cfg.env} is not a MuJoCo family; videos are for the locomotion families "
             "(use `metarl plot trajectories` for 2D navigation)"

@@ -15,6 +15,10 @@
     ))
     results = tuner.fit()
 
+The same trainable by name, after ``import metarl`` (RLlib's ``tune.Tuner("PPO")`` idiom; the
+name fixes the algorithm): ``tune.Tuner("metarl/MetaSGD", param_space=space, ...)``, or
+``"metarl/MAML"`` with a :class:`~metarl.api.MAMLConfig` space.
+
 A trial's config is a :class:`~metarl.config.Config` as a dict (validated in ``setup``). One
 ``step()`` is one meta-iteration; its result is the ``metrics.jsonl`` row (plus ``done`` once
 ``iterations`` is reached). Tune checkpoints are ordinary metarl checkpoints
@@ -48,6 +52,7 @@ import ray
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
+from metarl import tune_names
 from metarl.config import Config, ConfigError, get_dotted, set_dotted
 from metarl.config_text import parse_value
 from metarl.runtime.checkpoint import list_checkpoints
@@ -84,10 +89,20 @@ def trial_layout(cfg: Config) -> tuple[list[dict[str, float]], int | None, list[
 class MetaRLTrainable(tune.Trainable):
     """One Tune trial = one :class:`~metarl.runtime.trainer.Trainer` (learner + rollout actors)."""
 
+    algorithm: str | None = None  # set by the named trainables: the trial's algorithm, fixed
+
     @classmethod
     def metarl_config(cls, config: dict[str, Any]) -> Config:
         """The trial's :class:`Config` from Tune's config dict (subclasses may strip their own keys)."""
-        return Config.from_dict(dict(config), source="trial config")
+        config = dict(config)
+        if cls.algorithm is not None:
+            given = config.setdefault("algorithm", cls.algorithm)
+            if given != cls.algorithm:
+                raise ConfigError(
+                    f"algorithm: {given!r} in the param_space of {cls.__name__}, which runs "
+                    f"{cls.algorithm!r}; drop the key or use the other trainable"
+                )
+        return Config.from_dict(config, source="trial config")
 
     @classmethod
     def default_resource_request(cls, config: dict[str, Any]) -> PlacementGroupFactory | None:
@@ -137,6 +152,23 @@ class MetaRLTrainable(tune.Trainable):
             trainer.close()
 
 
+class MetaSGDTrainable(MetaRLTrainable):
+    """``tune.Tuner("metarl/MetaSGD", param_space=MetaSGDConfig()....to_dict())``: Meta-SGD trials."""
+
+    algorithm = "metasgd"
+
+
+class MAMLTrainable(MetaRLTrainable):
+    """``tune.Tuner("metarl/MAML", param_space=MAMLConfig()....to_dict())``: MAML trials."""
+
+    algorithm = "maml"
+
+
+# The names `import metarl` registers with Tune (metarl.tune_names), as RLlib's "PPO".
+TUNE_NAMES: dict[str, type[MetaRLTrainable]] = {"metarl/MetaSGD": MetaSGDTrainable, "metarl/MAML": MAMLTrainable}
+tune_names._after_tune_import()  # when this module's own `from ray import tune` was Tune's first import
+
+
 # -- sweeps: `metarl sweep` and scripts/sweep.py ------------------------------------------------------
 def split_values(text: str) -> list[str]:
     """``"0.05,0.1"`` → ``["0.05", "0.1"]``; commas inside ``[...]``/``{...}`` stay (``"[32,32],[64]"``)."""
@@ -169,7 +201,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--grid {item!r}: expected key=v1,v2,... e.g. --grid inner_lr=0.05,0.1")
         if key in grid:
             raise ConfigError(f"--grid {key}: given twice; list all its values in one --grid")
-        grid[key] = [parse_value(v, f"--grid {item!r}") for v in split_values(values)]
+        grid[key] = [parse_value(v, f"--grid {item!r}", key) for v in split_values(values)]
         if any(v is None for v in grid[key]):
             raise ConfigError(f"--grid {item!r}: empty value")
     return grid

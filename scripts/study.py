@@ -135,6 +135,9 @@ STUDIES: dict[str, list[Variant]] = {
         Variant("maml", "configs/navigation2d-maml.yaml"),
         Variant("pretrained", "configs/navigation2d-maml.yaml", ("inner_lr=0",), eval_alpha=0.5),
         Variant("random-init", "configs/navigation2d-maml.yaml", ("iterations=1",), eval_init="random"),
+        # the same pretrained runs (link pretrained-a0.1-seedS to pretrained-seedS) at a fifth of MAML's step,
+        # since MAML's 0.5 overshoots from the pretrained policy's small std (docs/results.md section 8)
+        Variant("pretrained-a0.1", "configs/navigation2d-maml.yaml", ("inner_lr=0",), eval_alpha=0.1),
     ],
     # ProMP's low-variance curvature estimator against MAML's
     "estimators": [
@@ -564,6 +567,7 @@ def report(
 
 # -- command line ------------------------------------------------------------------------------------
 def parse_seeds(text: str) -> list[int]:
+    """``"0-2"`` → ``[0, 1, 2]``, ``"1,3"`` → ``[1, 3]`` (the scripts' ``--seeds``)."""
     out: list[int] = []
     for part in text.split(","):
         lo, _, hi = part.partition("-")

@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ import torch
 from metarl.core.batch import Batch
 from metarl.core.policies import PolicySpec, init_params
 from metarl.envs.navigation_2d import Navigation2DEnv
+from metarl.runtime.pids import proc_stats  # noqa: F401  (the tests' name for it)
 from metarl.runtime.rollouts import sample_rollouts
 
 
@@ -65,17 +65,6 @@ def tiny_discrete_problem(num_tasks=3, episodes=3, horizon=6, hidden=(5,), seed=
         return Batch.from_rollouts(r, gamma=0.99, gae_lambda=1.0, normalize=True, dtype=torch.float64, device="cpu")
 
     return spec, theta, batch(100), batch(200)
-
-
-def proc_stats() -> Iterator[tuple[int, list[str]]]:
-    """``(pid, fields)`` of every live process: /proc/PID/stat after the command name (state, ppid, pgrp, ...)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            yield int(entry), stat.rsplit(")", 1)[1].split()
 
 
 @contextlib.contextmanager

@@ -127,8 +127,15 @@ def test_check_placement_rejects(nodes, learner, gpu, workers, wcpus, fragment):
     assert fragment in str(err.value)
 
 
+def test_check_placement_counts_the_workers_that_fit():
+    assert check_placement([{"CPU": 1}] * 3, 0.5, False, 4, 0.6, allow_fewer=True) == 2  # 2 of 4 fit now
+    assert check_placement([{"CPU": 2}, {"CPU": 1}], 2, False, 3, 1, allow_fewer=True) == 1
+    with pytest.raises(ResourceError, match="hold at most 0 such workers"):  # not even one: refused
+        check_placement([{"CPU": 2}], 2, False, 3, 1, allow_fewer=True)
+
+
 def test_check_placement_accepts():
-    check_placement([{"CPU": 1}] * 3, 1, False, 2, 1)
+    assert check_placement([{"CPU": 1}] * 3, 1, False, 2, 1) == 2
     check_placement([{"CPU": 2}, {"CPU": 1, "GPU": 1}], 1, True, 2, 1)  # learner on the GPU node
     check_placement([{"CPU": 1}], 1, False, 8, 0)  # zero-CPU workers always fit
 
@@ -218,16 +225,17 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
     "overrides, fragment",
     [
         (dict(device="cuda"), "GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has 0 GPUs"),
-        (dict(num_workers=3, meta_batch_size=4), "ask for 4 CPUs; the Ray cluster has 3"),
         (
             dict(num_workers=1, worker_cpus=1.5, learner_cpus=0.5),
             "worker_cpus=1.5 CPUs on one node; the largest node has 1",
         ),
-        (dict(num_workers=4, worker_cpus=0.6, learner_cpus=0.5), "hold at most 2 such workers"),
+        (dict(learner_cpus=1.5), "learner_cpus=1.5 CPUs on one node; the largest node has 1"),
     ],
-    ids=["gpu", "cpu-total", "cpu-per-node", "cpu-packing"],
+    ids=["gpu", "cpu-per-node", "learner-per-node"],
 )
 def test_impossible_request_fails_fast(clean, tmp_path, overrides, fragment):
+    """Requests no node can ever meet. (More workers than fit, with at least one fitting, start with
+    fewer and grow as nodes arrive: test_node_loss.py.)"""
     start = time.monotonic()
     with pytest.raises(ResourceError) as err:
         _trainer(tmp_path, **overrides)

@@ -50,6 +50,21 @@ def test_limits_scale_with_the_slowest_recent_call_and_never_go_below_the_floor(
     assert CallLimits(factor=0, floor_s=60).limit("meta_update") is None  # 0: no limit
 
 
+def test_rollout_limits_are_per_episode_and_scale_with_the_episodes_queued():
+    """The rollout watchdog records seconds per episode: a slice twice as large (fewer workers share
+    the meta-batch, or a re-sent slice queued behind another) may take twice as long."""
+    limits = CallLimits(factor=10, floor_s=5, keys=("worker_timeout_factor", "worker_timeout_min"))
+    assert limits.limit("rollout", scale=16) == 5 and "the floor worker_timeout_min=5 s" in limits.explain("rollout")
+    limits.record("rollout", 0.1)  # 0.1 s per episode
+    assert limits.limit("rollout", scale=4) == 5  # 10 x 0.4 s is under the floor
+    assert limits.limit("rollout", scale=16) == pytest.approx(16) and limits.limit(
+        "rollout", scale=32
+    ) == pytest.approx(32)
+    assert limits.explain("rollout", 32, "episode") == (
+        "worker_timeout_factor=10 x its slowest recent 0.1 s per episode x 32 episodes"
+    )
+
+
 class _SlowLearner(Learner):
     """The real learner whose meta-update sleeps ``delays[k]`` s on its k-th call (runs as the Ray actor)."""
 

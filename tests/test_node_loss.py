@@ -26,11 +26,14 @@ from typing import Any
 import pytest
 import ray
 import torch
-from conftest import proc_stats, ray_leftovers, short_ray_tmpdir  # tests/ is on sys.path
+from conftest import ray_leftovers, short_ray_tmpdir  # tests/ is on sys.path
 
 from metarl.config import Config
 from metarl.runtime.checkpoint import list_checkpoints, load_checkpoint
 from metarl.runtime.metrics import read_metrics
+from metarl.runtime.pids import node_processes as _node_tree
+from metarl.runtime.pids import start_time as _start_time
+from metarl.runtime.pids import still_running as _still_running
 from metarl.runtime.trainer import LearnerDiedError, Trainer
 
 # Long episodes: one rollout slice takes a few tenths of a second (so a removal lands mid-call) and
@@ -49,43 +52,6 @@ RUN = dict(
     seed=11,
 )
 HANG_S = 120  # a disturbed run that takes longer than this has hung (undisturbed: ~10 s)
-
-
-# -- processes, by PID ------------------------------------------------------------------------------
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-
-
-def _tree(pids: list[int]) -> dict[int, str]:
-    """``pids`` and all their descendants, each with its start time (a reused PID is not the same process)."""
-    children: dict[int, list[int]] = {}
-    for pid, fields in proc_stats():
-        children.setdefault(int(fields[1]), []).append(pid)
-    found, todo = {}, list(pids)
-    while todo:
-        pid = todo.pop()
-        start = _start_time(pid)
-        if start is not None and pid not in found:
-            found[pid] = start
-            todo += children.get(pid, [])
-    return found
-
-
-def _still_running(tree: dict[int, str], timeout: float = 15.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for p, s in tree.items() if _start_time(p) == s]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.2)
-
-
-def _node_tree(node) -> dict[int, str]:
-    """The processes of one Cluster node (raylet, its workers, ...)."""
-    return _tree([p.process.pid for procs in node.all_processes.values() for p in procs])
 
 
 @contextlib.contextmanager
@@ -340,6 +306,77 @@ def test_a_lost_rollout_node_costs_no_episode(clean, undisturbed, tmp_path, capl
         assert history[0]["workers/nodes"] == history[2]["workers/nodes"] == 2  # re-placed on the spare node
     if moment == "between-iterations":
         assert [m["workers/nodes"] for m in history] == [2, 1, 1]  # fewer: no node has room
+    _assert_same_run(undisturbed, tmp_path)
+
+
+# -- a node arriving ----------------------------------------------------------------------------------
+def test_a_run_short_of_room_starts_with_fewer_workers_and_grows_when_a_node_arrives(
+    clean, undisturbed, tmp_path, caplog
+):
+    """``num_workers=2`` with room for one (the permanent node): one line says so and the run starts with
+    one worker; a node added after iteration 1 (as an autoscaler adds one for the pending group) gets
+    the second from iteration 2 on. Same numbers as the undisturbed two-worker run; nothing restarted."""
+    cluster = clean
+    with caplog.at_level(logging.WARNING, logger="metarl"):
+        trainer = _trainer(tmp_path)
+    short = [r.getMessage() for r in caplog.records if "the cluster has room for" in r.getMessage()]
+    assert (
+        len(short) == 1
+        and "\n" not in short[0]
+        and short[0].startswith(
+            "num_workers=2: the cluster has room for 1 rollout worker now (worker_cpus=1 each, on one node;"
+        )
+    ), short
+    assert "starting with 1, the other 1 join as nodes with room arrive" in short[0]
+    w = 1 - trainer.rollouts.worker_nodes.index(cluster.permanent.node_id)  # the one without room
+    assert list(trainer.rollouts._starting) == [w]
+    arrived = []
+
+    def arrive(m):
+        if m["iteration"] == 1:
+            assert w in trainer.rollouts._starting  # still waiting for room
+            arrived.append(cluster.add(1))
+            _wait_until_joined(trainer, w)
+            assert trainer.rollouts.worker_nodes[w] == arrived[0].node_id
+
+    history = _train(trainer, arrive)
+    assert [m["workers/active"] for m in history] == [1, 2, 2]
+    assert [m["workers/nodes"] for m in history] == [1, 2, 2]
+    assert all(m["workers/restarts"] == 0 for m in history)  # an arrival is no restart
+    _assert_same_run(undisturbed, tmp_path)
+
+
+# -- a hung rollout worker ----------------------------------------------------------------------------
+def test_a_hung_rollout_worker_is_killed_replaced_and_its_tasks_resampled(clean, undisturbed, tmp_path, caplog):
+    """SIGSTOP (alive, never answering) worker ``w`` as iteration 2's pre phase starts: past its limit
+    (the floor ``worker_timeout_min``, or 3 x its slowest per-episode time x its episodes) it is killed
+    and replaced, its slice re-sampled by the other worker; the run equals the undisturbed one."""
+    cluster = clean
+    cluster.add(1)  # room for both workers, as in the undisturbed run
+    trainer = _trainer(tmp_path, worker_timeout_min=6.0, worker_timeout_factor=3.0)
+    w, original = 0, trainer._sample
+    pid = trainer.rollouts.worker_pids[w]
+
+    def sample(tasks, params_ref, per_task, seeds, phase):
+        if trainer.iteration + 1 == 2 and phase == "pre" and trainer.rollouts.worker_pids[w] == pid:
+            os.kill(pid, signal.SIGSTOP)
+        return original(tasks, params_ref, per_task, seeds, phase)
+
+    trainer._sample = sample
+    start = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="metarl"):
+            history = _train(trainer)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # only if the watchdog failed to kill it
+    assert _start_time(pid) is None  # the hung process is gone
+    assert time.monotonic() - start < 60
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    hung = [m for m in warnings if f"rollout worker {w} (pid {pid}," in m and "did not return its pre sampling" in m]
+    limits = ("(limit: the floor worker_timeout_min=6 s)", "(limit: worker_timeout_factor=3 x its slowest recent ")
+    assert len(hung) == 1 and any(limit in hung[0] for limit in limits), warnings
+    assert history[-1]["workers/restarts"] == 1 and trainer.rollouts.worker_pids[w] != pid
     _assert_same_run(undisturbed, tmp_path)
 
 

@@ -416,7 +416,7 @@ def test_fresh_run_into_a_killed_runs_directory_is_refused(tmp_path, cfg):
     out.mkdir()
     (out / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i}) + "\n" for i in (1, 2, 3)))
     before = _snapshot(out)
-    with pytest.raises(rundir.RunDirError, match="already holds a run's metrics.*--resume"):
+    with pytest.raises(rundir.RunDirError, match="stopped before its first checkpoint.*choose another --out"):
         Trainer(cfg, out)
     assert {k: v for k, v in _snapshot(out).items() if k != rundir.LOCK_NAME} == before
 

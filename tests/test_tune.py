@@ -161,3 +161,41 @@ def test_sweep_cli(tmp_path):
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(r["inner_lr"] for r in rows) == [0.05, 0.1]
     assert all(r["iteration"] == 1 and r["checkpoint"] and r["error"] is None for r in rows)
+
+
+def test_tuner_by_name_runs_two_trials_with_metarl_checkpoints(tune_ray, tmp_path):
+    """``import metarl`` registered "metarl/MetaSGD" and "metarl/MAML" (metarl.tune_names): Tune resolves
+    them like RLlib's "PPO", here even on a Ray started after the registration."""
+    from ray.tune.registry import get_trainable_cls
+
+    from metarl.api import MAMLConfig
+    from metarl.tune import MAMLTrainable, MetaSGDTrainable
+
+    assert get_trainable_cls("metarl/MetaSGD") is MetaSGDTrainable and get_trainable_cls("metarl/MAML") is MAMLTrainable
+    space = MAMLConfig().update_from_dict(TINY).training(iterations=1, inner_lr=tune.grid_search([0.05, 0.1])).to_dict()
+    space.pop("algorithm")  # the name fixes it
+    results = tune.Tuner(
+        "metarl/MAML",
+        param_space=space,
+        run_config=tune.RunConfig(
+            name="by-name",
+            storage_path=str(tmp_path / "results"),
+            verbose=0,
+            stop={"training_iteration": 1},
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+        ),
+    ).fit()
+    assert len(results) == 2 and results.num_errors == 0
+    for r in results:
+        state = load_checkpoint(resolve_checkpoint(r.checkpoint.path))  # a plain metarl checkpoint
+        assert state["iteration"] == 1 and __import__("json").loads(state["config"])["algorithm"] == "maml"
+        assert list((Path(r.path) / "checkpoints").glob("checkpoint-*.pt")), "the trial's run directory has its own"
+
+
+def test_named_trainable_refuses_the_other_algorithm():
+    from metarl.tune import MetaSGDTrainable
+
+    with pytest.raises(ConfigError, match="algorithm: 'maml'.*MetaSGDTrainable"):
+        MetaSGDTrainable.metarl_config({"algorithm": "maml"})
+    assert MetaSGDTrainable.metarl_config({}).algorithm == "metasgd"

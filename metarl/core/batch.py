@@ -12,11 +12,20 @@ from metarl.core.options import AdvantageOptions
 
 ROLLOUT_KEYS = ("obs", "actions", "rewards", "mask")
 CUT_KEYS = ("last_obs", "truncated")  # where the horizon cut episodes (see ``sample_rollouts``)
+SUCCESS_KEY = "success"  # (T, E) 1 where an episode succeeded, from families that report success
+
+
+def task_success(rollouts: dict[str, np.ndarray]) -> np.ndarray | None:
+    """``(T,)``: each task's fraction of successful episodes, or None for a family without success."""
+    if SUCCESS_KEY not in rollouts:
+        return None
+    return np.asarray(rollouts[SUCCESS_KEY], dtype=np.float64).mean(axis=-1)
 
 
 def merge_rollouts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Concatenate per-worker slices along the task axis, ordered by ``task_index``."""
-    keys = [*ROLLOUT_KEYS, "task_index", *(k for k in CUT_KEYS if all(k in p for p in parts))]
+    optional = (*CUT_KEYS, SUCCESS_KEY)
+    keys = [*ROLLOUT_KEYS, "task_index", *(k for k in optional if all(k in p for p in parts))]
     merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     order = np.argsort(merged["task_index"], kind="stable")
     return {k: v[order] for k, v in merged.items()}
@@ -36,6 +45,7 @@ class Batch:
     mask: torch.Tensor
     advantages: torch.Tensor
     weights: torch.Tensor
+    success: np.ndarray | None = None  # (T,) fraction of successful episodes per task; None: no success signal
 
     @classmethod
     def from_rollouts(
@@ -58,7 +68,7 @@ class Batch:
                 raise ValueError("bootstrap_truncated needs rollouts with 'last_obs' and 'truncated'")
             cut = {k: torch.as_tensor(rollouts[k]).to(device=device, dtype=dtype) for k in CUT_KEYS}
         adv = gae_advantages(t["obs"], t["rewards"], t["mask"], gamma, gae_lambda, normalize, weights, **cut)
-        return cls(t["obs"], t["actions"], t["rewards"], t["mask"], adv, weights)
+        return cls(t["obs"], t["actions"], t["rewards"], t["mask"], adv, weights, task_success(rollouts))
 
     def select(self, num_tasks: int) -> Batch:
         """The first ``num_tasks`` tasks (views, no copy)."""

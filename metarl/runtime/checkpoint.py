@@ -211,6 +211,17 @@ def _check_archive(path: Path, data: bytes) -> None:
         )
 
 
+_USE_ANOTHER = "use an older checkpoint of the run or an intact copy of this one"
+
+
+def _size_mismatch(path: Path, size: int, recorded: int) -> str:
+    """``is N bytes but X.json beside it records M (...); what to do``: after the file's name."""
+    return (
+        f"is {size:,} bytes but {path.with_suffix('.json').name} beside it records {recorded:,} (the file "
+        f"was truncated or modified after it was written); {_USE_ANOTHER}"
+    )
+
+
 def load_checkpoint(path: str | Path, trust_env_module: bool | None = None) -> dict[str, Any]:
     """Verify and load one checkpoint file; refuses anything but tensors and plain data.
 
@@ -228,8 +239,15 @@ def load_checkpoint(path: str | Path, trust_env_module: bool | None = None) -> d
         raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
     except json.JSONDecodeError:
         raise CheckpointError(f"{meta_path}: not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(data).hexdigest():
-        raise CheckpointError(f"{path}: checksum mismatch (corrupt or modified file)")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: not a checkpoint's record (expected a JSON object with sha256 and bytes)")
+    if isinstance(meta.get("bytes"), int) and meta["bytes"] != len(data):
+        raise CheckpointError(f"{path}: {_size_mismatch(path, len(data), meta['bytes'])}")
+    if meta.get("sha256") != hashlib.sha256(data).hexdigest():
+        raise CheckpointError(
+            f"{path}: its SHA-256 does not match the one {meta_path.name} beside it records (the "
+            f"file was damaged or modified after it was written); {_USE_ANOTHER}"
+        )
     _check_archive(path, data)
     try:
         # weights_only: PyTorch's restricted unpickler; it refuses any global outside its allow-list
@@ -386,10 +404,25 @@ def resolve_checkpoint(run_or_file: str | Path) -> Path:
                 return path
         if found:
             raise CheckpointError(
-                f"{directory}: none of its {len(found)} checkpoint files is complete "
-                "(each lacks a matching .json; a write in progress or interrupted)"
+                f"{directory}: none of its {len(found)} checkpoint files is complete; the newest, "
+                f"{_why_incomplete(found[-1])}"
             )
     raise CheckpointError(f"{p}: no checkpoint found (expected a checkpoint-*.pt file or a run directory)")
+
+
+def _why_incomplete(path: Path) -> str:
+    """Why ``path`` is not a complete checkpoint, for a message that starts with its name."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        return f"{path.name}, has no {meta_path.name} beside it (a write in progress, or interrupted)"
+    try:
+        recorded = json.loads(_read_regular(meta_path, 4096).decode()).get("bytes")
+        size = os.stat(path).st_size
+    except (OSError, ValueError, AttributeError, CheckpointError):
+        return f"{path.name}: {meta_path.name} beside it cannot be read as a checkpoint's record"
+    if not isinstance(recorded, int):
+        return f"{path.name}: {meta_path.name} beside it records no size"
+    return f"{path.name}, {_size_mismatch(path, size, recorded)}"
 
 
 def _looks_complete(path: Path) -> bool:
@@ -418,8 +451,9 @@ def load_latest(directory: str | Path, quarantine: bool = False) -> tuple[Path, 
         except (CheckpointError, OSError) as exc:
             errors.append(str(exc))
             skipped.append(path)
-            log.warning("skipping checkpoint: %s", exc)
             continue
+        for error in errors:  # only when an older one is used: a refusal below stays one line
+            log.warning("skipping checkpoint: %s", error)
         if quarantine:
             for bad in skipped:
                 for f in (bad, bad.with_suffix(".json")):

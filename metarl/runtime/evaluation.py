@@ -44,7 +44,7 @@ from metarl.core.adaptation import expand_to_tasks, inner_step
 from metarl.core.batch import Batch, merge_rollouts
 from metarl.core.policies import Params, PolicySpec, env_actions, forward, from_numpy, init_params, mode, to_numpy
 from metarl.envs.task_env import Task, task_to_json
-from metarl.envs.tasks import env_horizon, make_env, policy_spec, sample_tasks
+from metarl.envs.tasks import env_horizon, make_env, policy_spec, sample_tasks, task_splits
 from metarl.runtime.checkpoint import load_checkpoint, resolve_checkpoint, run_config
 from metarl.runtime.rollout_group import RolloutGroup, init_ray
 from metarl.runtime.rollouts import VectorEnvs
@@ -128,10 +128,19 @@ def parse_task(text: str) -> Task:
     return task
 
 
+def default_split(run: TrainedRun) -> str:
+    """Meta-testing draws from the family's held-out ``test`` split where it has one (Meta-World), else ``train``."""
+    return "test" if "test" in task_splits(run.env) else "train"
+
+
 def resolve_tasks(
-    run: TrainedRun, goals: Sequence[Sequence[float] | Task] | None, num_tasks: int | None, seed: int
+    run: TrainedRun,
+    goals: Sequence[Sequence[float] | Task] | None,
+    num_tasks: int | None,
+    seed: int,
+    split: str | None = None,
 ) -> list[Task]:
-    """The given tasks, or ``num_tasks`` fresh draws.
+    """The given tasks, or ``num_tasks`` fresh draws from ``split`` (default :func:`default_split`).
 
     A given task is a dict of the family (``{"velocity": 1.5}``) or a goal's coordinates
     (``[0.3, -0.2]`` → ``{"goal": [0.3, -0.2]}``); each is validated and normalised by the
@@ -159,7 +168,7 @@ def resolve_tasks(
     if n < 1:
         raise ValueError(f"--tasks must be >= 1, got {n}")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM, 0)))
-    return sample_tasks(run.env, n, rng)
+    return sample_tasks(run.env, n, rng, split or default_split(run))
 
 
 def noise_seed(seed: int, step: int, task: Task | int, repeat: int = 0) -> int:
@@ -315,6 +324,7 @@ class Sweep:
     params: list[dict[str, np.ndarray]]  # K+1 per-task stacks (T, …); params[0] is θ repeated
     scales: list[float]  # multiplier on α for steps 1..K
     mean_action_returns: np.ndarray | None = None  # (K+1, T): return of the noiseless (mean/arg-max) policy
+    success: np.ndarray | None = None  # (K+1, T): fraction of task i's episodes that succeeded (families with success)
 
 
 def adaptation_sweep(
@@ -339,7 +349,7 @@ def adaptation_sweep(
     cfg, T = run.cfg, len(tasks)
     dtype = next(iter(run.theta.values())).dtype
     params = {k: v.contiguous() for k, v in expand_to_tasks(run.theta, T).items()}
-    returns, stacks, mean_returns = [], [], []
+    returns, stacks, mean_returns, success = [], [], [], []
     repeats = repeat_counts(tasks)
     for j in range(steps + 1):
         stack = to_numpy(params)
@@ -359,9 +369,18 @@ def adaptation_sweep(
             cfg.bootstrap_truncated,
         )
         returns.append(batch.episode_returns().mean(-1).double().numpy())
+        success.append(batch.success)
         if j < steps:
             params = inner_step(run.spec, params, run.alpha, batch, scales[j])
-    return Sweep(tasks, np.stack(returns), stacks, scales, np.stack(mean_returns) if deterministic else None)
+    has_success = all(x is not None for x in success)
+    return Sweep(
+        tasks,
+        np.stack(returns),
+        stacks,
+        scales,
+        np.stack(mean_returns) if deterministic else None,
+        np.stack(success) if has_success else None,
+    )
 
 
 def evaluate(
@@ -378,6 +397,7 @@ def evaluate(
     step_sizes: Sequence[float] | None = None,
     deterministic: bool = False,
     init: str = "run",
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint; returns the JSON-ready report (see the module docstring).
 
@@ -387,6 +407,7 @@ def evaluate(
     ``alpha_scales`` / ``step_sizes`` set the inner step size per step (:func:`step_scales`);
     ``deterministic`` adds the mean-action return after each step. ``init="random"`` replaces θ
     by a fresh initialisation (:func:`random_init`): the MAML paper's random-initialisation baseline.
+    ``split``: where sampled tasks come from (default: the held-out ``test`` split where the family has one).
     """
     run = run_or_checkpoint if isinstance(run_or_checkpoint, TrainedRun) else load_run(run_or_checkpoint)
     if init == "random":
@@ -398,7 +419,8 @@ def evaluate(
     scales = step_scales(run, steps, alpha_scales, step_sizes)
     if step_sizes is not None:
         run = with_unit_alpha(run)
-    tasks = resolve_tasks(run, goals, num_tasks, seed)
+    split = split or default_split(run)
+    tasks = resolve_tasks(run, goals, num_tasks, seed, split)
     if local:
         sampler = LocalSampler(run)
     else:
@@ -408,10 +430,37 @@ def evaluate(
         sweep = adaptation_sweep(run, tasks, steps, episodes, seed, sampler, scales, deterministic)
     finally:
         sampler.close()
-    return report(run, sweep, episodes, seed)
+    return report(run, sweep, episodes, seed, split if not goals else "given")
 
 
-def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str, Any]:
+def success_report(sweep: Sweep) -> dict[str, Any]:
+    """Success rates after 0..K steps, overall and per class (tasks with ``env_name``), with 95 % intervals over
+    tasks (Student t, as for returns; a rate's interval may reach past 0 or 1)."""
+    if sweep.success is None:
+        return {}
+    out: dict[str, Any] = {
+        "success_by_step": [float(x) for x in sweep.success.mean(axis=1)],
+        "success_ci95_by_step": [ci95(r) for r in sweep.success],
+    }
+    classes: dict[str, list[int]] = {}
+    for i, task in enumerate(sweep.tasks):
+        if isinstance(task, dict) and "env_name" in task:
+            classes.setdefault(str(task["env_name"]), []).append(i)
+    if classes:
+        out["by_class"] = {
+            name: {
+                "num_tasks": len(idx),
+                "success_by_step": [float(x) for x in sweep.success[:, idx].mean(axis=1)],
+                "success_ci95_by_step": [ci95(r) for r in sweep.success[:, idx]],
+                "returns_by_step": [float(x) for x in sweep.returns[:, idx].mean(axis=1)],
+                "ci95_by_step": [ci95(r) for r in sweep.returns[:, idx]],
+            }
+            for name, idx in sorted(classes.items())
+        }
+    return out
+
+
+def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int, split: str = "train") -> dict[str, Any]:
     returns = sweep.returns
     alpha_mean = float(np.mean([float(a.float().mean()) for a in run.alpha.values()]))
     extra: dict[str, Any] = {}
@@ -429,6 +478,7 @@ def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str,
         "episodes": episodes,
         "steps": returns.shape[0] - 1,
         "seed": seed,
+        "split": split,
         "init": run.init,
         # the protocol: α multiplier per step, and the resulting mean step size
         "protocol": {
@@ -440,10 +490,12 @@ def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int) -> dict[str,
         "returns_by_step": [float(x) for x in returns.mean(axis=1)],
         "ci95_by_step": [ci95(r) for r in returns],
         **extra,
+        **success_report(sweep),
         "per_task": [
             {
                 "task": task,
                 "returns_by_step": [float(x) for x in returns[:, i]],
+                **({"success_by_step": [float(x) for x in sweep.success[:, i]]} if sweep.success is not None else {}),
                 **(
                     {"mean_action_returns_by_step": [float(x) for x in sweep.mean_action_returns[:, i]]}
                     if sweep.mean_action_returns is not None
@@ -460,7 +512,8 @@ def format_report(result: dict[str, Any]) -> str:
     """A small human-readable table of a report."""
     lines = [
         f"{result['checkpoint']} ({result['algorithm']}, iteration {result['iteration']}): "
-        f"{result['num_tasks']} tasks x {result['episodes']} episodes, seed {result['seed']}",
+        f"{result['num_tasks']} {result.get('split', 'train')} tasks x {result['episodes']} episodes, "
+        f"seed {result['seed']}",
         f"α scale per step: {', '.join(f'{x:g}' for x in result['protocol']['alpha_scales']) or 'n/a'}",
         f"{'inner steps':>11}  {'mean return':>12}  {'95% CI':>10}"
         + (f"  {'mean action':>12}" if "mean_action_returns_by_step" in result else ""),
@@ -469,7 +522,15 @@ def format_report(result: dict[str, Any]) -> str:
         line = f"{j:>11}  {mean:>12.2f}  {'n/a' if ci is None else f'± {ci:.2f}':>10}"
         if "mean_action_returns_by_step" in result:
             line += f"  {result['mean_action_returns_by_step'][j]:>12.2f}"
+        if "success_by_step" in result:
+            sci = result["success_ci95_by_step"][j]
+            line += f"  success {100 * result['success_by_step'][j]:5.1f} %" + (
+                "" if sci is None else f" ± {100 * sci:.1f}"
+            )
         lines.append(line)
+    for name, row in result.get("by_class", {}).items():
+        rates = ", ".join(f"{100 * x:.0f} %" for x in row["success_by_step"])
+        lines.append(f"  {name} ({row['num_tasks']} tasks): success after 0..K steps {rates}")
     return "\n".join(lines)
 
 

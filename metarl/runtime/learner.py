@@ -135,6 +135,7 @@ class Learner:
             "return_pre": first.episode_returns().mean().item(),
             "return_post": post.episode_returns().mean().item(),
             **{f"return_step{j}": b.episode_returns().mean().item() for j, b in enumerate(self._pre[1:], start=1)},
+            **success_metrics(self._pre, post),
             "env_steps_iteration": (sum(b.mask.sum() for b in self._pre) + post.mask.sum()).item(),
             # episodes the update saw (tasks x episodes per task): a lost or doubled slice shows here
             "episodes_pre": first.mask.shape[0] * first.mask.shape[1],
@@ -182,6 +183,16 @@ class Learner:
         self.meta.alpha.load_state_dict(state["alpha"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+
+
+def success_metrics(pre: list[Batch], post: Batch) -> dict[str, float]:
+    """Success rates beside the returns (``success_pre``, ``success_step{j}``, ``success_post``): the fraction
+    of episodes with a successful step; nothing for a family without a success signal."""
+    if post.success is None or any(b.success is None for b in pre):
+        return {}
+    out = {"success_pre": float(np.mean(pre[0].success)), "success_post": float(np.mean(post.success))}
+    out.update({f"success_step{j}": float(np.mean(b.success)) for j, b in enumerate(pre[1:], start=1)})
+    return out
 
 
 def _non_finite_batch(batch: Batch, phase: str) -> str:

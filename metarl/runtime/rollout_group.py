@@ -6,17 +6,22 @@ so there is one sampling path and one rule for the learner's GPU and bundle.
 
 Placement: each rollout actor lives in a placement group of its own, one ``{CPU: worker_cpus}``
 bundle with the ``SPREAD`` strategy (Ray puts such groups on different nodes where the cluster has
-room; all of them are placed together at the start, within :data:`PLACEMENT_TIMEOUT_S`); each gets
-a slice of the meta-batch proportional to its share. One group per actor, not one group for all:
-a group with a bundle on a lost node stays ``RESCHEDULING`` until the bundle fits elsewhere, with
-the GCS retrying without pause (0.85 of a core measured), and a group can only be removed whole,
-which would kill the surviving actors too. A lost actor's own group is removed and a new one
-requested; while that one is pending (no cost to the GCS) the others share its work. The learner gets its own one-bundle
-group (with a GPU when ``device`` is ``cuda``, or ``auto`` and the cluster has one:
-:func:`learner_uses_gpu`). Requests the cluster can never meet fail before anything starts
-(:func:`check_resources`, :func:`check_placement`); a group that stays unplaced for
-:data:`PLACEMENT_TIMEOUT_S` fails with what is free. Bundles reserved by someone else (a Tune
-trial's placement group: :class:`ReservedBundles`) are used instead of groups of our own.
+room; those that fit are placed at the start, within :data:`PLACEMENT_TIMEOUT_S`); each gets a
+slice of the meta-batch proportional to its share. When the nodes up at the start hold fewer
+workers than ``num_workers`` asks for (but at least one), the run starts with those, says so in
+one line (:func:`short_of_workers`), and the other groups stay pending, which an autoscaler reads
+as demand for nodes; a worker whose group is placed on an arriving node joins from the next
+phase on (:meth:`RolloutGroup.active_workers`). Results do not depend on the number of workers.
+One group per actor, not one group for all: a group with a bundle on a lost node stays
+``RESCHEDULING`` until the bundle fits elsewhere, with the GCS retrying without pause (0.85 of a
+core measured), and a group can only be removed whole, which would kill the surviving actors too.
+A lost actor's own group is removed and a new one requested; while that one is pending (no cost to
+the GCS) the others share its work. The learner gets its own one-bundle group (with a GPU when
+``device`` is ``cuda``, or ``auto`` and the cluster has one: :func:`learner_uses_gpu`). Requests
+the cluster can never meet fail before anything starts (:func:`check_resources`,
+:func:`check_placement`); a group that stays unplaced for :data:`PLACEMENT_TIMEOUT_S` fails with
+what is free. Bundles reserved by someone else (a Tune trial's placement group:
+:class:`ReservedBundles`) are used instead of groups of our own.
 
 Failures: a rollout call is a pure function of its arguments (per-task noise seeds), so it may
 run again anywhere. A worker process that dies mid-call is restarted by Ray and the call re-run
@@ -39,7 +44,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +58,7 @@ from metarl.core.policies import PolicySpec
 from metarl.runtime.actor_env import ACTOR_RUNTIME_ENV, quiet_local_ray_auth_notice
 from metarl.runtime.learner import Learner
 from metarl.runtime.signals import ray_processes_in_own_session
+from metarl.runtime.watchdog import CallLimits
 from metarl.runtime.workers import RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -138,6 +144,29 @@ def split_by_share(n: int, shares: Sequence[float]) -> list[np.ndarray]:
     return [np.arange(bounds[i], bounds[i + 1]) for i in range(len(shares))]
 
 
+def spread_by_class(tasks: Sequence[Any], shares: Sequence[float]) -> list[np.ndarray]:
+    """Task indices per worker: :func:`split_by_share`'s sizes, with each class spread over the workers.
+
+    Tasks of a family with classes (Meta-World's ``env_name``) differ in cost: pick-place steps at
+    half of reach's rate. Contiguous slices of a class-ordered meta-batch would give one worker all
+    of the slow class and hold the phase; dealing the tasks class by class round the workers (in
+    proportion to their shares) gives each worker its share of every class. Tasks without a class:
+    the contiguous slices.
+    """
+    sizes = [len(s) for s in split_by_share(len(tasks), shares)]
+    if not all(isinstance(t, dict) and "env_name" in t for t in tasks):
+        return split_by_share(len(tasks), shares)
+    order = sorted(range(len(tasks)), key=lambda i: (str(tasks[i]["env_name"]), i))
+    out: list[list[int]] = [[] for _ in sizes]
+    w = 0
+    for i in order:  # round robin over the workers that still have room
+        while len(out[w]) >= sizes[w]:
+            w = (w + 1) % len(sizes)
+        out[w].append(i)
+        w = (w + 1) % len(sizes)
+    return [np.asarray(sorted(o), dtype=int) for o in out]
+
+
 def describe_nodes(nodes: Sequence[dict[str, float]]) -> str:
     parts = []
     for n in nodes:
@@ -156,9 +185,15 @@ def alive_node_ids() -> set[str]:
 
 
 def check_placement(
-    nodes: Sequence[dict[str, float]], learner_cpus: float, learner_gpu: bool, num_workers: int, worker_cpus: float
-) -> None:
-    """Raise :class:`ResourceError` unless the learner and every worker fit on ``nodes`` at once.
+    nodes: Sequence[dict[str, float]],
+    learner_cpus: float,
+    learner_gpu: bool,
+    num_workers: int,
+    worker_cpus: float,
+    allow_fewer: bool = False,
+) -> int:
+    """How many of ``num_workers`` rollout workers fit on ``nodes`` beside the learner; raise :class:`ResourceError`
+    when the learner does not, or fewer workers than ``num_workers`` (``allow_fewer``: than one) do.
 
     ``nodes`` are the total resources of each node. Each actor's resources must come from one
     node; with two kinds of request this is decided exactly: some node holds the learner, and
@@ -179,7 +214,7 @@ def check_placement(
             f"{max(cpus, default=0):g} ({where}). Lower learner_cpus."
         )
     if worker_cpus <= 0:
-        return
+        return num_workers
     if worker_cpus > max(cpus) + _EPS:
         raise ResourceError(
             f"CPU: each rollout worker asks for worker_cpus={worker_cpus:g} CPUs on one node; the largest node has "
@@ -190,30 +225,43 @@ def check_placement(
         return max(0, math.floor((c + _EPS) / worker_cpus))
 
     best = max(fit(cpus[k] - learner_cpus) + sum(fit(cpus[j]) for j in range(len(nodes)) if j != k) for k in hosts)
-    if best < num_workers:
+    if best < (1 if allow_fewer else num_workers):
         raise ResourceError(
             f"CPU: {num_workers} rollout workers x {worker_cpus:g} CPUs (plus the learner's {learner_cpus:g}) do not "
             f"fit on the cluster's nodes, which hold at most {best} such workers beside the learner ({where}); a "
             f"worker's CPUs must come from one node. Lower num_workers or worker_cpus."
         )
+    return min(best, num_workers)
 
 
-def check_resources(cfg) -> bool:
-    """Fail fast on requests the cluster can never meet; return whether the learner gets a GPU."""
+def check_resources(cfg, allow_fewer: bool = False) -> tuple[bool, int]:
+    """Fail fast on requests the cluster can never meet; return whether the learner gets a GPU and how many
+    rollout workers fit on the nodes up now (``allow_fewer``: at least one; else all ``num_workers``)."""
     total = ray.cluster_resources()
     gpus = total.get("GPU", 0)
     use_gpu = learner_uses_gpu(cfg.device, gpus)
     if use_gpu and gpus < 1:
         raise ResourceError(f"GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has {gpus:g} GPUs")
-    needed = cpus_needed(cfg)
+    needed = cpus_needed(cfg) if not allow_fewer else cfg.learner_cpus + min(cfg.num_workers, 1) * cfg.worker_cpus
     if needed > total.get("CPU", 0) + _EPS:
         raise ResourceError(
             f"CPU: the learner ({cfg.learner_cpus:g}) and {cfg.num_workers} rollout workers "
-            f"({cfg.worker_cpus:g} each) ask for {needed:g} CPUs; the Ray cluster has "
+            f"({cfg.worker_cpus:g} each) ask for {cpus_needed(cfg):g} CPUs; the Ray cluster has "
             f"{total.get('CPU', 0):g}. Lower num_workers or worker_cpus."
         )
-    check_placement(alive_nodes(), cfg.learner_cpus, use_gpu, cfg.num_workers, cfg.worker_cpus)
-    return use_gpu
+    fit = check_placement(alive_nodes(), cfg.learner_cpus, use_gpu, cfg.num_workers, cfg.worker_cpus, allow_fewer)
+    return use_gpu, fit
+
+
+def short_of_workers(cfg, fit: int) -> str:
+    """The one line that says a run starts with fewer rollout workers than ``num_workers``, and when the rest come."""
+    free = ray.available_resources().get("CPU", 0)
+    return (
+        f"num_workers={cfg.num_workers}: the cluster has room for {fit} rollout worker{'s' if fit != 1 else ''} "
+        f"now (worker_cpus={cfg.worker_cpus:g} each, on one node; {describe_nodes(alive_nodes())}, {free:g} CPUs "
+        f"free); starting with {fit}, the other {cfg.num_workers - fit} join as nodes with room arrive (results "
+        "do not depend on the number of workers)"
+    )
 
 
 def _group_name(what: str) -> str:
@@ -238,15 +286,31 @@ def place(bundles: list[dict[str, float]], strategy: str, what: str):
     return pg
 
 
-def place_each(bundle: dict[str, float], n: int, what: str) -> list:
-    """``n`` one-bundle ``SPREAD`` groups, all placed within :data:`PLACEMENT_TIMEOUT_S` or a :class:`ResourceError`."""
+def place_each(bundle: dict[str, float], n: int, what: str, need: int | None = None) -> tuple[list, set[int]]:
+    """``n`` one-bundle ``SPREAD`` groups and the indices of those placed: at least ``need`` (default all ``n``)
+    within :data:`PLACEMENT_TIMEOUT_S`, or a :class:`ResourceError`. The others stay pending (no cost to the
+    GCS; an autoscaler sees them as demand) until a node with room arrives."""
+    need = n if need is None else need
     groups = [placement_group([bundle], strategy="SPREAD", name=_group_name(what)) for _ in range(n)]
+    placed: set[int] = set()
     deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
-    if not all(pg.wait(timeout_seconds=max(0.0, deadline - time.monotonic())) for pg in groups):
+    while True:
+        placed |= {i for i, pg in enumerate(groups) if i not in placed and _placed(pg)}
+        if len(placed) >= need or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if len(placed) < need:
         for pg in groups:
             remove_quietly(pg)
         raise _unplaced(what, f"{n} x {bundle}, one group per worker, SPREAD")
-    return groups
+    return groups, placed
+
+
+def _placed(pg) -> bool:
+    try:
+        return ray.util.placement_group_table(pg).get("state") == "CREATED"
+    except Exception:  # removed meanwhile
+        return False
 
 
 def remove_quietly(pg) -> None:
@@ -306,12 +370,30 @@ def drain(refs: list[ray.ObjectRef], timeout: float = 10.0) -> None:
 
 
 # -- the rollout actors ---------------------------------------------------------------------------
+@dataclass
+class _Call:
+    """One rollout call in flight: its slice, its worker (index and actor), and what the watchdog needs."""
+
+    slice: int
+    worker: int
+    actor: Any
+    data_ref: ray.ObjectRef
+    attempt: int
+    started: float  # time.monotonic() at submission
+    episodes: int  # episodes queued on the worker up to and including this call's
+
+
 class RolloutGroup:
     """``num_workers`` :class:`~metarl.runtime.workers.RolloutWorker` actors and one fault-tolerant ``sample()``.
 
     ``reserved``: bundles someone else holds for the workers (:class:`ReservedBundles`);
     otherwise each worker gets a one-bundle placement group of its own (none for zero-CPU workers).
+    ``placeable``: how many of them the cluster has room for now (default: all). The others are
+    started in groups that stay pending until a node with room arrives (an autoscaler sees them
+    as demand), and join :meth:`active_workers` from then on, as a lost worker's replacement does.
     ``fatal(exc)``: a failed call for which this is true is not a worker's failure and is raised.
+    ``limits``: how long a rollout call may take (per episode, :class:`~metarl.runtime.watchdog.CallLimits`)
+    before its worker is taken for hung, killed and replaced, and the call re-sent.
     """
 
     def __init__(
@@ -324,8 +406,11 @@ class RolloutGroup:
         worker_cpus: float,
         reserved: ReservedBundles | None = None,
         fatal: Callable[[RayActorError], bool] | None = None,
+        placeable: int | None = None,
+        limits: CallLimits | None = None,
     ):
         self._args = (env_id, env_kwargs, spec, horizon)
+        self.limits = limits  # the rollout watchdog (None: wait as long as a call takes)
         self.worker_cpus = worker_cpus
         self.reserved = reserved
         self.fatal = fatal or (lambda exc: False)
@@ -337,26 +422,33 @@ class RolloutGroup:
         self.restarts = 0  # restarted or replaced rollout processes (the owner may restore it from a checkpoint)
         self.lost_nodes: set[str] = set()  # nodes that died under a rollout worker
         self.used_nodes: set[str] = set()  # nodes that returned rollouts (the owner clears it when it likes)
-        self._starting: dict[int, ray.ObjectRef] = {}  # replacement actors not yet ready: index -> node_info ref
+        self.used_workers: set[int] = set()  # ... and the workers that did (cleared with it)
+        self._starting: dict[int, ray.ObjectRef] = {}  # actors waiting for room or starting: index -> node_info ref
         bundles = worker_bundles(num_workers, worker_cpus)
         try:
+            placed = set(range(num_workers))
             if bundles and reserved is None:
-                self.placement_groups = place_each(bundles[0], num_workers, "rollout placement group")
+                self.placement_groups, placed = place_each(
+                    bundles[0], num_workers, "rollout placement group", need=placeable
+                )
             for i in range(num_workers):
                 self.workers.append(self._new_worker(i))
+                if i not in placed:  # no room yet: it joins once a node with room has come and it has started
+                    self._starting[i] = self.workers[i].node_info.remote()
         except BaseException:
             self.close()
             raise
 
     def wait_ready(self, others: Sequence[ray.ObjectRef] = ()) -> None:
-        """Wait until every worker (and ``others``, e.g. the learner's ``__ray_ready__``) has started."""
-        refs = [w.node_info.remote() for w in self.workers]
+        """Wait until every placed worker (and ``others``, e.g. the learner's ``__ray_ready__``) has started."""
+        ready = [i for i in range(len(self.workers)) if i not in self._starting]
+        refs = [self.workers[i].node_info.remote() for i in ready]
         try:
             infos = ray.get([*others, *refs], timeout=READY_TIMEOUT_S)[len(others) :]
         except GetTimeoutError:
             what = "the learner and rollout actors" if others else "the rollout actors"
             raise RuntimeError(f"{what} did not start within {READY_TIMEOUT_S:g} s") from None
-        for i, info in enumerate(infos):
+        for i, info in zip(ready, infos):
             self.worker_pids[i], self.worker_nodes[i] = info["pid"], info["node_id"]
         log.info("rollout workers on nodes %s", self.worker_nodes)
 
@@ -490,15 +582,16 @@ class RolloutGroup:
 
         ``params_ref`` is θ (``per_task`` False) or the stack of every task's θ'ᵢ. Each call has
         two results: a small receipt, which this method reads, and the rollouts, which only
-        their consumer fetches (in slice order: concatenated, they hold the tasks in order). A
+        their consumer fetches (in slice order; ``merge_rollouts`` puts them in task order: a family with classes has
+        its classes spread over the slices, :func:`spread_by_class`). A
         call whose worker died, or whose worker's node died, is re-sent to another worker.
         ``phase`` and ``iteration`` only name the call in log messages; every call's references
         are appended to ``calls``.
         """
         active = self.active_workers()
         shares = [self.worker_cpus or 1.0] * len(active)
-        slices = [idx for idx in split_by_share(len(tasks), shares)]
-        pending: dict[ray.ObjectRef, tuple[int, int, Any, ray.ObjectRef, int]] = {}
+        slices = spread_by_class(tasks, shares)
+        pending: dict[ray.ObjectRef, _Call] = {}
         results: dict[int, tuple[dict, ray.ObjectRef]] = {}
         where = "" if iteration is None else f"iteration {iteration}, "
 
@@ -512,7 +605,9 @@ class RolloutGroup:
                 episodes,
                 [int(seeds[i]) for i in idx],
             )
-            pending[info_ref] = (s, w, actor, data_ref, attempt)
+            # A worker runs its calls one after another: this one waits for those already queued there.
+            queued = sum(c.episodes for c in pending.values() if c.worker == w) + len(idx) * episodes
+            pending[info_ref] = _Call(s, w, actor, data_ref, attempt, time.monotonic(), queued)
             if calls is not None:
                 calls.extend([info_ref, data_ref])
 
@@ -521,24 +616,28 @@ class RolloutGroup:
                 submit(s, w, 0)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-            if not ready:  # a lost node's workers are killed: their calls fail now and are re-sent below
+            if not ready:  # a lost node's or a hung worker is killed: its calls fail now and are re-sent below
                 self.drop_lost_workers()
+                self._give_up_hung(pending.values(), phase, where)
                 continue
-            s, w, actor, data_ref, attempt = pending.pop(ready[0])
+            call = pending.pop(ready[0])
+            s, w = call.slice, call.worker
             try:
                 info = ray.get(ready[0])
             except RayActorError as exc:
                 if self.fatal(exc):
                     raise
-                _swallow(data_ref)  # the same error; fetched so Ray does not report it as unhandled
-                if attempt >= 2 * len(self.workers) + 2:
+                _swallow(call.data_ref)  # the same error; fetched so Ray does not report it as unhandled
+                if call.attempt >= 2 * len(self.workers) + 2:
                     raise RuntimeError(
-                        f"rollout slice of tasks {slices[s].tolist()} failed {attempt + 1} times"
+                        f"rollout slice of tasks {slices[s].tolist()} failed {call.attempt + 1} times"
                     ) from exc
-                submit(s, self._worker_failed(w, actor, exc, phase, len(slices[s]), where), attempt + 1)
+                submit(s, self._worker_failed(w, call.actor, exc, phase, len(slices[s]), where), call.attempt + 1)
                 continue
+            if self.limits is not None:
+                self.limits.record("rollout", (time.monotonic() - call.started) / call.episodes)
             self._note_receipt(w, info, phase, where)
-            results[s] = (info, data_ref)
+            results[s] = (info, call.data_ref)
 
         # Every task exactly once, with every episode: nothing lost, nothing counted twice.
         covered = sorted(i for info, _ in results.values() for i in info["task_index"])
@@ -550,6 +649,36 @@ class RolloutGroup:
             )
         self.used_nodes.update(info["node_id"] for info, _ in results.values())
         return [results[s][1] for s in sorted(results)]
+
+    def _give_up_hung(self, calls: Iterable[_Call], phase: str, where: str) -> None:
+        """Kill and replace each worker whose call has run past its limit (:attr:`limits`).
+
+        Its calls then fail at once and are re-sent to the others, as a lost node's are: a hung
+        worker (alive, not answering) costs time, never episodes, and never the run.
+        """
+        if self.limits is None:
+            return
+        now = time.monotonic()
+        for call in list(calls):
+            w = call.worker
+            limit = self.limits.limit("rollout", scale=call.episodes)
+            if call.actor is not self.workers[w] or limit is None or now - call.started <= limit:
+                continue  # already replaced (its node died, or another of its calls was given up), or in time
+            pid, node = self.worker_pids[w], self.worker_nodes[w]
+            self.restarts += 1
+            self._replace(w)
+            log.warning(
+                "rollout worker %d (pid %s, node %s) did not return its %s sampling within %.3g s (limit: %s); it "
+                "was killed and is being replaced, its tasks are re-sampled on the others (%s%d restarts so far)",
+                w,
+                pid,
+                node,
+                phase,
+                now - call.started,
+                self.limits.explain("rollout", call.episodes, "episode"),
+                where,
+                self.restarts,
+            )
 
     def _note_receipt(self, w: int, info: dict, phase: str, where: str) -> None:
         """Record where worker ``w``'s call ran; a new process id means Ray restarted it."""
@@ -569,6 +698,7 @@ class RolloutGroup:
                 self.restarts,
             )
         self.worker_pids[w], self.worker_nodes[w] = info["pid"], info["node_id"]
+        self.used_workers.add(w)
 
     def _worker_failed(self, w: int, actor: Any, exc: RayActorError, phase: str, num_tasks: int, where: str) -> int:
         """Handle the failed call of worker ``w`` (the actor ``actor``); return the worker to re-send it to."""
@@ -588,7 +718,9 @@ class RolloutGroup:
         target = survivors[(w + 1) % len(survivors)] if survivors else w
         if target == w and not (gone or replaced):
             time.sleep(0.5)  # Ray is restarting it; its calls are refused until then
-        what = "its node was lost, it is being replaced" if replaced else "replacing it" if gone else "Ray restarts it"
+        what = (
+            "it was lost or hung and is being replaced" if replaced else "replacing it" if gone else "Ray restarts it"
+        )
         log.warning(
             "rollout worker %d (pid %s, node %s) failed during %s sampling (%s; %s); re-sampling its %d tasks on "
             "worker %d (%s%d restarts so far)",

@@ -59,7 +59,8 @@ def sample_rollouts(
     ``mask (T,E,H)`` (1 while alive; a terminated episode's later steps are 0), plus
     ``last_obs (T,E,obs)`` (the observation the horizon cut an episode in) and ``truncated
     (T,E)`` (1 where the horizon, not termination, ended the episode), which GAE needs to
-    bootstrap at the cut when asked to.
+    bootstrap at the cut when asked to. A vector env with ``last_success`` (its last step's
+    per-copy success flags) adds ``success (T,E)``: 1 where any live step of the episode succeeded.
     """
     T, E = vec_env.num_tasks, vec_env.episodes_per_task
     obs_shape, act_dim = vec_env.observation_shape, spec.action_width
@@ -69,6 +70,8 @@ def sample_rollouts(
     rew_buf = np.zeros((T, E, horizon), dtype=np.float32)
     mask_buf = np.zeros((T, E, horizon), dtype=np.float32)
     alive = np.ones((T, E), dtype=bool)
+    reports_success = hasattr(vec_env, "last_success")  # families with a success signal (Meta-World)
+    success = np.zeros((T, E), dtype=bool)
     obs = vec_env.reset()
     for t in range(horizon):
         dist = forward(spec, params, torch.from_numpy(obs.reshape(T, E, -1)))
@@ -78,12 +81,14 @@ def sample_rollouts(
         act_buf[:, :, t] = actions
         rew_buf[:, :, t] = reward * alive
         mask_buf[:, :, t] = alive
+        if reports_success:  # an episode succeeds if any of its live steps does
+            success |= vec_env.last_success & alive
         alive &= ~terminated
         if not alive.any():
             break
         obs = next_obs
     last_obs = np.asarray(obs, dtype=np.float32).reshape(T, E, *obs_shape)  # after the last step (= next_obs)
-    return {
+    out = {
         "obs": obs_buf,
         "actions": act_buf,
         "rewards": rew_buf,
@@ -91,6 +96,9 @@ def sample_rollouts(
         "last_obs": last_obs,
         "truncated": alive.astype(np.float32),
     }
+    if reports_success:
+        out["success"] = success.astype(np.float32)  # (T, E)
+    return out
 
 
 class _DropInfo(gym.Wrapper):
@@ -170,7 +178,8 @@ class VectorEnvs:
     def make(self, tasks: list[Task], episodes: int, seeds: list[int]) -> Any:
         if self.native:  # a native form whose resets are random takes the per-task seeds
             cached = self._native
-            if cached is not None and getattr(cached, "num_envs", None) == len(tasks) * episodes:
+            fits = getattr(cached, "any_size", False) or getattr(cached, "num_envs", None) == len(tasks) * episodes
+            if cached is not None and fits:  # ``any_size``: a pool that takes any number of copies (Meta-World)
                 return cached.assign(tasks, episodes, seeds)  # reusable forms (with ``assign``) are kept
             seeded = "seeds" in inspect.signature(self.env_cls.make_vector).parameters
             extra = {"seeds": seeds} if seeded else {}

@@ -48,6 +48,8 @@ RESUMABLE_KEYS = (
     "max_consecutive_skips",
     "learner_timeout_factor",
     "learner_timeout_min",
+    "worker_timeout_factor",
+    "worker_timeout_min",
 )
 
 
@@ -150,12 +152,17 @@ def claim(out: Path, cfg: Config, resume: bool, managed: bool = False) -> tuple[
 
 def check_fresh(out: Path) -> None:
     """A run without ``--resume`` must not write into another run's metrics or checkpoints."""
-    metrics = out / "metrics.jsonl"
-    has_metrics = metrics.is_file() and metrics.stat().st_size > 0
-    if has_metrics or list_checkpoints(out / "checkpoints"):
-        what = "checkpoints" if list_checkpoints(out / "checkpoints") else "metrics (metrics.jsonl)"
+    if list_checkpoints(out / "checkpoints"):
         raise RunDirError(
-            f"--out {out}: already holds a run's {what}; pass --resume to continue it or choose another --out"
+            f"--out {out}: already holds a run's checkpoints; pass --resume to continue it or choose another --out"
+        )
+    metrics = out / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        # A run stopped before its first checkpoint: nothing to continue from, and its rows are a user's record.
+        raise RunDirError(
+            f"--out {out}: holds the metrics (metrics.jsonl) of a run that stopped before its first checkpoint, so "
+            f"there is nothing to continue from; choose another --out, or remove {out} yourself to start this run "
+            "there (--resume would start it again at iteration 1 and drop those rows)"
         )
 
 

@@ -35,6 +35,7 @@ from metarl.runtime.rollout_group import (
     init_ray,
     kill_quietly,
     remove_quietly,
+    short_of_workers,
     start_learner,
 )
 from metarl.runtime.watchdog import CallLimits
@@ -162,7 +163,11 @@ class Trainer:
         try:
             self._lock, self.resume_changes = rundir.claim(self.out, cfg, resume, managed)
             init_ray(address)
-            use_gpu = check_resources(cfg)
+            # Bundles reserved by Tune are all there; otherwise start with the workers that fit now and
+            # let the others join when nodes with room arrive (cluster.yaml's autoscaler adds them).
+            use_gpu, fit = check_resources(cfg, allow_fewer=placement is None)
+            if fit < cfg.num_workers:
+                log.warning(short_of_workers(cfg, fit))
             # The learner first: it may need the one node with a GPU.
             self.learner, self._learner_pg = start_learner(cfg, self.spec, use_gpu, placement)
             self.rollouts = RolloutGroup(
@@ -174,6 +179,10 @@ class Trainer:
                 cfg.worker_cpus,
                 placement,
                 fatal=self._is_learner_error,
+                placeable=fit,
+                limits=CallLimits(
+                    cfg.worker_timeout_factor, cfg.worker_timeout_min, ("worker_timeout_factor", "worker_timeout_min")
+                ),
             )
             self.rollouts.wait_ready([self.learner.__ray_ready__.remote()])
             if resume:
@@ -288,6 +297,7 @@ class Trainer:
             for j in range(1, cfg.inner_steps)
         ]
         self.rollouts.used_nodes.clear()
+        self.rollouts.used_workers.clear()
         timers["time/sample_pre"] = timers["time/adapt"] = 0.0
 
         params_ref, per_task = self.learner.get_theta.remote(), False
@@ -322,6 +332,7 @@ class Trainer:
             "env_steps": self.env_steps,
             "workers/restarts": self.rollouts.restarts,
             "workers/nodes": len(self.rollouts.used_nodes),
+            "workers/active": len(self.rollouts.used_workers),
             "run/resumes": self.resumes,
             "seconds": time.perf_counter() - start,
             **timers,

@@ -1,0 +1,63 @@
+"""scripts/rllib_finetune.py end to end on the smallest budget (opt-in: it builds five PPO algorithms)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "rllib_finetune.py"
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_one_row_per_start_and_reports(tmp_path):
+    from test_export import fake_run  # tests/ is on sys.path (pytest's rootdir-less import)
+
+    run = fake_run(tmp_path / "run")
+    out = tmp_path / "study"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    common = ["--out", str(out)]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "run",
+            "--run",
+            str(run),
+            *common,
+            "--tasks",
+            "1",
+            "--seeds",
+            "0",
+            "--iterations",
+            "1",
+            "--batch",
+            "200",
+            "--pretrain-iterations",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["start"] for r in rows) == ["adapted", "pretrained", "scratch", "theta"]
+    adapted = next(r for r in rows if r["start"] == "adapted")
+    assert adapted["env_steps"] == 200 + 3 * 100  # its adaptation's steps: episodes_per_task x horizon first
+    report = subprocess.run(
+        [sys.executable, str(SCRIPT), "report", *common],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert report.returncode == 0 and "| theta | 1 × 1 |" in report.stdout, report.stderr[-2000:]
