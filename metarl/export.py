@@ -28,7 +28,6 @@ from torch import nn
 
 from metarl.core.policies import Params, PolicySpec, forward, mode
 from metarl.envs.task_env import Task
-from metarl.runtime.evaluation import LocalSampler, adaptation_sweep, check_counts, resolve_tasks
 
 FORMATS = {".pt2": "torch.export", ".pt": "TorchScript"}
 ACTIVATION_MODULES = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -102,6 +101,9 @@ def adapted_params(run, task: Task | list, steps: int, episodes: int | None = No
     ``run`` is a :class:`metarl.runtime.evaluation.TrainedRun`; sampling runs in-process (same numbers as
     on Ray actors). ``task`` is a task dict or a goal's coordinates; ``steps`` 0 gives θ.
     """
+    # lazy: metarl.runtime.evaluation imports Ray; import metarl.export (the policy modules) must not
+    from metarl.runtime.evaluation import LocalSampler, adaptation_sweep, resolve_tasks
+
     tasks = resolve_tasks(run, [task], None, seed)
     if steps == 0:
         return {k: v.detach().clone() for k, v in run.theta.items()}
@@ -123,6 +125,9 @@ def export_params(
     θ itself without a task; with one, θ' after ``steps`` inner steps (default 1) as
     :func:`adapted_params`. Raises ``ValueError`` (one line) for steps without a task.
     """
+    # lazy: metarl.runtime.evaluation imports Ray; import metarl.export (the policy modules) must not
+    from metarl.runtime.evaluation import check_counts
+
     steps = (1 if task is not None else 0) if steps is None else steps
     check_counts(steps, episodes)
     if steps > 0 and task is None:

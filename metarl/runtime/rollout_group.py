@@ -55,8 +55,8 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from metarl.core.policies import PolicySpec
+from metarl.runtime import learner as learner_module
 from metarl.runtime.actor_env import ACTOR_RUNTIME_ENV, quiet_local_ray_auth_notice
-from metarl.runtime.learner import Learner
 from metarl.runtime.signals import ray_processes_in_own_session
 from metarl.runtime.watchdog import CallLimits
 from metarl.runtime.workers import RolloutWorker
@@ -341,7 +341,8 @@ def start_learner(cfg, spec: PolicySpec, use_gpu: bool, reserved: ReservedBundle
         pg = place([bundle], "PACK", "learner placement group")
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, 0)
     actor = (
-        ray.remote(Learner)
+        # the module's Learner at call time, not at import: tests swap in slow or NaN learners
+        ray.remote(learner_module.Learner)
         .options(
             num_cpus=cfg.learner_cpus,
             num_gpus=1 if use_gpu else 0,
