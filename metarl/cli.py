@@ -232,7 +232,7 @@ def _plot(args: argparse.Namespace) -> int:
             alpha_scales=parse_step_sizes(args.alpha_scales) if args.alpha_scales else None,
         )
     elif args.figure == "curves":
-        fig = plots.curves_figure(args.runs, x=args.x, dpi=args.dpi, metric=args.metric)
+        fig = plots.curves_figure(args.runs, x=args.x, dpi=args.dpi, metric=args.metric, smooth=args.smooth)
     else:
         fig = plots.alpha_figure(args.run, dpi=args.dpi)
     print(f"metarl: wrote {plots.save_figure(fig, args.out)}", file=sys.stderr)
@@ -653,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("return", "success"),
         default="return",
         help="y-axis: return, or success rate (families that report success: Meta-World)",
+    )
+    curves.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        metavar="N",
+        help="trailing mean over N iterations per seed before aggregating (default 1: none)",
     )
     alpha = figures.add_parser("alpha", help="distribution of the learned α per layer")
     alpha.add_argument("run", metavar="RUN_OR_CHECKPOINT")

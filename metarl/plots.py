@@ -9,6 +9,7 @@ checkpoints/).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -282,15 +283,37 @@ def _short(value: object, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 100, metric: str = "return") -> Figure:
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each row's last ``window`` values up to each column (fewer at the start; NaNs skipped).
+
+    Why trailing: a point never averages iterations that come after it, so a curve's last point
+    is what the run had reached, not a look-ahead."""
+    if window < 1:
+        raise ValueError(f"--smooth {window}: give a window of at least 1 iteration (1: no smoothing)")
+    if window == 1:
+        return values
+    out = np.full(values.shape, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN window stays NaN
+        for i in range(values.shape[-1]):
+            out[..., i] = np.nanmean(values[..., max(0, i - window + 1) : i + 1], axis=-1)
+    return out
+
+
+def curves_figure(
+    runs: Sequence[str | Path], x: str = "iteration", dpi: int = 100, metric: str = "return", smooth: int = 1
+) -> Figure:
     """Return (or success rate: ``metric``) before (dashed) and after (solid) adaptation, one colour per configuration.
 
     ``runs`` are run directories or folders holding them (a sweep, Tune trials). Seeds of one
     configuration (:func:`group_runs`) are drawn as their mean with a 95 % Student-t confidence
     band over seeds, over the iterations all of them have reached. ``x`` is ``iteration`` or
-    ``env_steps`` (the seeds' mean cumulative environment steps at each iteration). Drawn curves
-    carry gid ``"curve"``: 2 per group.
+    ``env_steps`` (the seeds' mean cumulative environment steps at each iteration). ``smooth`` > 1
+    replaces each seed's curve by its trailing mean over that many iterations before the seeds are
+    aggregated (:func:`trailing_mean`), so a 500-iteration trend reads through iteration noise.
+    Drawn curves carry gid ``"curve"``: 2 per group.
     """
+    trailing_mean(np.zeros((1, 1)), smooth)  # a bad window is refused before any run is read
     if not runs:
         raise ValueError("plot curves needs at least one RUN")
     if x not in X_AXES:
@@ -314,7 +337,7 @@ def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 1
         if x == "env_steps" and not np.all(np.isfinite(xs)):
             raise ValueError(f"{members[0]}: metrics.jsonl lacks env_steps; use --x iteration")
         for k, style in enumerate(("--", "-")):
-            mean, half = mean_ci95(values[:, :, k])
+            mean, half = mean_ci95(trailing_mean(values[:, :, k], smooth))
             (line,) = ax.plot(xs, mean, linestyle=style, color=color, gid=CURVE_GID, label=label)
             if len(members) > 1:
                 ax.fill_between(xs, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
@@ -329,6 +352,8 @@ def curves_figure(runs: Sequence[str | Path], x: str = "iteration", dpi: int = 1
     ax.set_xlabel(X_AXES[x])
     ax.set_ylabel(METRICS[metric])
     bands = " (mean and 95% CI over seeds)" if any(len(g) > 1 for g in groups) else ""
+    if smooth > 1:
+        bands += f", trailing mean of {smooth} iterations"
     ax.set_title(
         f"{METRICS[metric].capitalize().replace('Average r', 'R')} before and after adaptation{bands}",
         fontsize="medium",

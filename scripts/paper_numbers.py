@@ -11,6 +11,7 @@ docs/results.md §7. The pickles are NumPy arrays in Python 2 pickles: loaded wi
 
     python scripts/paper_numbers.py /path/to/maml_rl --json docs/data/paper/maml-icml-halfcheetah.json
     python scripts/paper_numbers.py --from-json docs/data/paper/maml-icml-halfcheetah.json
+    metarl evaluate RUN $(python scripts/paper_numbers.py --goals direction) --episodes 20 --alpha-scales 1,0.5 ...
 """
 
 from __future__ import annotations
@@ -76,7 +77,17 @@ def main() -> None:
     parser.add_argument("repo", nargs="?", type=Path, help="a checkout of cbfinn/maml_rl")
     parser.add_argument("--json", type=Path, help="write the numbers here")
     parser.add_argument("--from-json", type=Path, help="read the numbers from this JSON instead of a checkout")
+    parser.add_argument(
+        "--goals",
+        choices=("direction", "velocity"),
+        help="print the paper's 40 test goals as `metarl evaluate` --task arguments, and nothing else",
+    )
     args = parser.parse_args()
+    if args.goals:
+        goals = test_goals()
+        tasks = [{"direction": -1 if g < 1.0 else 1} if args.goals == "direction" else {"velocity": g} for g in goals]
+        print(" ".join(f"--task={json.dumps(t, separators=(',', ':'))}" for t in tasks))
+        return
     if (args.repo is None) == (args.from_json is None):
         parser.error("give a maml_rl checkout or --from-json FILE")
     data = json.loads(args.from_json.read_text()) if args.from_json else read(args.repo)

@@ -94,6 +94,18 @@ def test_curves_aggregate_seeds(runs, tmp_path):
     _check_png(save_figure(fig, tmp_path / "curves.png"), fig)
 
 
+def test_curves_smooth_each_seed_by_a_trailing_mean(runs, tmp_path):
+    rows = [json.loads(line) for line in (runs["metasgd"] / "metrics.jsonl").read_text().splitlines()]
+    post = np.array([r["return_post"] for r in rows])
+    fig = curves_figure([runs["metasgd"]], dpi=DPI, smooth=2)
+    expected = [post[max(0, i - 1) : i + 1].mean() for i in range(len(post))]
+    np.testing.assert_allclose(_lines(fig, CURVE_GID)[1].get_ydata(), expected, rtol=1e-6)
+    assert "trailing mean of 2" in fig.axes[0].get_title()
+    assert len(post) >= 2 and not np.allclose(expected, post)  # the smoothing did something
+    with pytest.raises(ValueError, match="--smooth 0"):
+        curves_figure([runs["metasgd"]], smooth=0)
+
+
 def test_curves_read_sweep_folders_group_execution_keys_and_draw_a_t_interval(runs, tmp_path):
     """A Tune-like sweep folder: trials found recursively, seeds that differ only in learner_threads and
     num_workers grouped, a legend naming only the key that differs, a 95 % Student-t band, env-steps axis."""
