@@ -207,3 +207,20 @@ def test_the_core_imports_alone():
     heavy = [n for n in loaded if n.split(".")[0] in NOT_IN_CORE or n in NOT_IN_CORE]
     assert not heavy, f"importing the core loaded {heavy}"
     assert set(core) <= set(loaded)
+
+
+def test_the_trainer_reads_as_the_algorithm():
+    """Issue 30: the Trainer is at most 150 lines and its docstring is the pseudocode of one iteration,
+    naming where each line happens; the failure rules live in runtime/supervision.py."""
+    import ast
+    import inspect
+
+    from metarl.runtime import trainer
+
+    tree = ast.parse(inspect.getsource(trainer))
+    (cls,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Trainer"]
+    assert cls.end_lineno - cls.lineno + 1 <= 150
+    doc = ast.get_docstring(cls)
+    for step in ("sample_tasks", "learner.adapt", 'phase "post"', "learner.meta_update", "meta.alpha.assign"):
+        assert step in doc
+    assert "except" not in ast.unparse(cls).split("def _train_iteration", 1)[1]  # no failure handling in the loop

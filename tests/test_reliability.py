@@ -438,7 +438,7 @@ def test_consecutive_nan_updates_stop_training_with_a_diagnosis(ray_address, tmp
         assert trainer.train(should_stop=lambda: True) == [] and trainer.stopped  # stop before any iteration:
         assert list_checkpoints(tmp_path / "checkpoints") == []  # nothing trained, nothing written
         with (
-            caplog.at_level(logging.WARNING, logger="metarl.runtime.trainer"),
+            caplog.at_level(logging.WARNING, logger="metarl.runtime.supervision"),
             pytest.raises(TrainingDivergedError) as err,
         ):
             trainer.train()

@@ -29,6 +29,23 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class Laps(dict):
+    """Seconds per phase of one iteration, in the metrics row's order: ``lap(key)`` adds the time
+    since the previous lap (or the start) to ``key``; :meth:`total` is the time since the start."""
+
+    def __init__(self, *keys: str):
+        super().__init__(dict.fromkeys(keys, 0.0))
+        self.start = self._last = time.perf_counter()
+
+    def lap(self, key: str) -> None:
+        now = time.perf_counter()
+        self[key] += now - self._last
+        self._last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+
 class MetricsWriter:
     def __init__(self, path: str | Path, csv_path: str | Path | None = None, tensorboard_dir: str | Path | None = None):
         self.path = Path(path)

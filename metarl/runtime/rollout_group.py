@@ -355,6 +355,47 @@ def start_learner(cfg, spec: PolicySpec, use_gpu: bool, reserved: ReservedBundle
     return actor, pg
 
 
+def start_actors(
+    cfg, spec: PolicySpec, horizon: int, reserved: ReservedBundles | None, fatal: Callable[[RayActorError], bool]
+) -> tuple[Any, Any, RolloutGroup]:
+    """The learner and the rollout group, ready: ``(learner, its placement group or None, group)``.
+
+    Bundles reserved by Tune are all there; otherwise start with the workers that fit now and let
+    the others join when nodes with room arrive (cluster.yaml's autoscaler adds them). The learner
+    first: it may need the one node with a GPU. ``fatal`` tells the group which actor errors are
+    the learner's (they end the run instead of costing a worker).
+    """
+    use_gpu, fit = check_resources(cfg, allow_fewer=reserved is None)
+    if fit < cfg.num_workers:
+        log.warning(short_of_workers(cfg, fit))
+    learner, pg = start_learner(cfg, spec, use_gpu, reserved)
+    rollouts = None
+    try:
+        limits = CallLimits(
+            cfg.worker_timeout_factor, cfg.worker_timeout_min, ("worker_timeout_factor", "worker_timeout_min")
+        )
+        rollouts = RolloutGroup(
+            cfg.env,
+            cfg.env_kwargs,
+            spec,
+            horizon,
+            cfg.num_workers,
+            cfg.worker_cpus,
+            reserved,
+            fatal=fatal,
+            placeable=fit,
+            limits=limits,
+        )
+        rollouts.wait_ready([learner.__ray_ready__.remote()])
+    except BaseException:
+        if rollouts is not None:
+            rollouts.close()
+        kill_quietly(learner)
+        remove_quietly(pg)
+        raise
+    return learner, pg, rollouts
+
+
 def _swallow(ref: ray.ObjectRef) -> None:
     try:
         ray.get(ref, timeout=0)
@@ -439,6 +480,19 @@ class RolloutGroup:
         except BaseException:
             self.close()
             raise
+
+    def new_iteration(self) -> None:
+        """Forget which nodes and workers returned rollouts: :meth:`counts` are per iteration."""
+        self.used_nodes.clear()
+        self.used_workers.clear()
+
+    def counts(self) -> dict[str, int]:
+        """Worker restarts so far; the nodes and workers that returned this iteration's rollouts."""
+        return {
+            "workers/restarts": self.restarts,
+            "workers/nodes": len(self.used_nodes),
+            "workers/active": len(self.used_workers),
+        }
 
     def wait_ready(self, others: Sequence[ray.ObjectRef] = ()) -> None:
         """Wait until every placed worker (and ``others``, e.g. the learner's ``__ray_ready__``) has started."""
