@@ -130,10 +130,8 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
     """
     head, *rest = key.split(".")
     run_wide = [k for k in Config.model_fields if k not in SECTIONS]
-    if head in OLD_FLAT_KEYS:
+    if head in OLD_FLAT_KEYS:  # kept flat here: from_dict reads it, and says so in the one note
         sec, name = OLD_FLAT_KEYS[head].split(".")
-        if isinstance(raw.get(sec), dict) and name in raw[sec]:  # drop the nested spelling of this flat key
-            raw[sec] = {k: v for k, v in raw[sec].items() if k != name}
         if rest:
             default = _key_defaults()[OLD_FLAT_KEYS[head]]
             raise ConfigError(
@@ -141,6 +139,8 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
                 f"not a mapping; dotted keys reach into mappings such as env_kwargs and the sections "
                 f"({', '.join(SECTIONS)})"
             )
+        if isinstance(raw.get(sec), dict) and name in raw[sec]:  # drop the nested spelling of this flat key
+            raw[sec] = {k: v for k, v in raw[sec].items() if k != name}
         raw[key] = value
         return
     if head not in run_wide and head not in SECTIONS:
