@@ -59,4 +59,5 @@ def space_dims(env: gym.Env) -> tuple[int, int, str]:
 def policy_spec(cfg, env: gym.Env):
     """The policy network for ``cfg`` (hidden sizes, activation, initial std) on ``env``'s spaces."""
     obs_dim, act_dim, kind = space_dims(env)
-    return PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std, kind)
+    policy = cfg.policy
+    return PolicySpec(obs_dim, act_dim, tuple(policy.hidden_sizes), policy.activation, policy.init_std, kind)

@@ -7,9 +7,9 @@
     config = (
         MetaSGDConfig()
         .environment("metarl/Navigation2D-v0", env_kwargs={"action_mode": "clip"})
-        .env_runners(num_env_runners=2, num_cpus_per_env_runner=1)
-        .learners(device="cpu", num_cpus=1)
-        .training(meta_batch_size=20, episodes_per_task=20, inner_lr=0.1, meta_optimizer="trpo", max_kl=0.01)
+        .env_runners(num_env_runners=2, num_cpus_per_env_runner=1)  # resources.num_workers, .worker_cpus
+        .learners(device="cpu", num_cpus=1)                          # resources.device, .learner_cpus
+        .training(meta_batch_size=20, episodes_per_task=20, inner_lr=0.1, trpo={"max_kl": 0.01})
         .debugging(seed=0)
     )
     algo = config.build_algo(out_dir="runs/nav-api")
@@ -20,7 +20,9 @@
     algo = MetaAlgorithm.from_checkpoint(path)   # rebuilt from the checkpoint's own config
     report = algo.evaluate(num_tasks=40, steps=3)
 
-The builders only collect keys of :class:`metarl.config.Config`; ``to_config()`` validates
+The builders only collect keys of :class:`metarl.config.Config`, in its form: run-wide keys by name,
+a section as a mapping of its keys (``trpo={"max_kl": 0.01}``, merged into what the builder holds);
+RLlib's names (``env_runners``, ``learners``) set the ``resources`` section. ``to_config()`` validates
 them exactly as a YAML file is validated. :class:`MetaAlgorithm` is a thin handle on the same
 :class:`metarl.runtime.trainer.Trainer` that ``metarl train`` runs: one training core, with the same
 run directory (``config.yaml``, ``metrics.jsonl``/``.csv``, ``tensorboard/``, ``checkpoints/``).
@@ -38,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from metarl.config import Config, ConfigError
+from metarl.config import OLD_FLAT_KEYS, SECTIONS, Config, ConfigError, note_old_spelling, place_keys
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +67,19 @@ class MetaRLConfig:
         return self._set(env=env, env_kwargs=env_kwargs, horizon=horizon)
 
     def env_runners(self, num_env_runners: int = _UNSET, num_cpus_per_env_runner: float = _UNSET) -> MetaRLConfig:
-        """Rollout actors (``num_workers``) and the CPUs Ray reserves for each (``worker_cpus``)."""
-        return self._set(num_workers=num_env_runners, worker_cpus=num_cpus_per_env_runner)
+        """Rollout actors (``resources.num_workers``) and the CPUs Ray reserves for each (``resources.worker_cpus``)."""
+        return self._set(resources={"num_workers": num_env_runners, "worker_cpus": num_cpus_per_env_runner})
 
     def learners(self, device: str = _UNSET, num_cpus: float = _UNSET, num_threads: int = _UNSET) -> MetaRLConfig:
-        """The learner actor: ``device`` (auto/cpu/cuda), ``learner_cpus``, ``learner_threads``."""
-        return self._set(device=device, learner_cpus=num_cpus, learner_threads=num_threads)
+        """The learner actor: ``resources.device`` (auto/cpu/cuda), ``resources.learner_cpus``,
+        ``resources.learner_threads``."""
+        return self._set(resources={"device": device, "learner_cpus": num_cpus, "learner_threads": num_threads})
 
     def training(self, **kwargs: Any) -> MetaRLConfig:
-        """Any other :class:`Config` key: ``inner_lr``, ``meta_batch_size``, ``episodes_per_task``,
-        ``iterations``, ``meta_optimizer``, ``max_kl``, ``hidden_sizes``, ``checkpoint_every``, …"""
+        """Any other :class:`Config` key: run-wide ones by name (``inner_lr``, ``meta_batch_size``,
+        ``iterations``, ``meta_optimizer``, ``checkpoint_every``, …), a section's as a mapping
+        (``trpo={"max_kl": 0.02}``, ``policy={"hidden_sizes": [64, 64]}``; the keys it names change, the
+        others stay). The old flat names (``max_kl=0.02``) are read as their section's, with the note."""
         if "algorithm" in kwargs:
             raise ConfigError("training(algorithm=...): choose the builder instead (MetaSGDConfig or MAMLConfig)")
         return self._set(**kwargs)
@@ -84,7 +89,7 @@ class MetaRLConfig:
         return self._set(seed=seed)
 
     def update_from_dict(self, values: dict[str, Any]) -> MetaRLConfig:
-        """Set keys from a plain ``Config``-style dict (e.g. a parsed YAML preset)."""
+        """Set keys from a plain ``Config``-style dict (e.g. a parsed YAML preset; sections merged key by key)."""
         values = dict(values)
         algorithm = values.pop("algorithm", self.algorithm)
         if algorithm != self.algorithm:
@@ -92,13 +97,27 @@ class MetaRLConfig:
         return self._set(**values)
 
     def _set(self, **values: Any) -> MetaRLConfig:
-        names = Config.field_names()
+        source, old = type(self).__name__, []
         for key, value in values.items():
             if value is _UNSET:
                 continue
-            if key not in names:
-                Config.from_dict({key: value}, source=f"{type(self).__name__}")  # raises with a "did you mean"
-            self._values[key] = copy.deepcopy(value)
+            if key in OLD_FLAT_KEYS:  # the old spelling: training(max_kl=0.02) is training(trpo={"max_kl": 0.02})
+                old.append(key)
+                section, name = OLD_FLAT_KEYS[key].split(".")
+                key, value = section, {name: value}
+            if key in SECTIONS:
+                if isinstance(value, SECTIONS[key]):  # trpo=TRPOConfig(max_kl=0.02): every key of the section
+                    value = value.model_dump()
+                value = {k: v for k, v in value.items() if v is not _UNSET} if isinstance(value, dict) else value
+                place_keys(
+                    {key: value}, source
+                )  # a mapping of the section's own keys, or one line naming the wrong one
+                self._values.setdefault(key, {}).update(copy.deepcopy(value))
+            elif key in Config.model_fields:
+                self._values[key] = copy.deepcopy(value)
+            else:
+                Config.from_dict({key: value}, source=source)  # raises with a "did you mean"
+        note_old_spelling(old)
         return self
 
     # -- results ------------------------------------------------------------------------------
@@ -309,7 +328,7 @@ class MetaAlgorithm:
         trainer = self.trainer
         current = [p for p in list_checkpoints(trainer.ckpt_dir) if p.name == f"checkpoint-{trainer.iteration:06d}.pt"]
         checkpoint = current[0] if current else trainer.save()
-        if not local and ray.available_resources().get("CPU", 0.0) + 1e-9 < self.config.worker_cpus:
+        if not local and ray.available_resources().get("CPU", 0.0) + 1e-9 < self.config.resources.worker_cpus:
             log.info("evaluate: no free CPU for a rollout actor; sampling in-process (same numbers)")
             local = True
         return evaluate(

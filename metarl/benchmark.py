@@ -131,11 +131,11 @@ def benchmark(
         "transfer": transfer_sizes(base),
         "runs": [],
     }
-    for w in workers or [base.num_workers]:
+    for w in workers or [base.resources.num_workers]:
         for th in threads:
-            cfg = Config.from_dict(
-                {**base.to_dict(), "num_workers": w, "learner_threads": 0 if th == "default" else int(th)}
-            )
+            raw = base.to_dict()
+            raw["resources"] |= {"num_workers": w, "learner_threads": 0 if th == "default" else int(th)}
+            cfg = Config.from_dict(raw)
             init_ray(None, num_cpus=max(os.cpu_count() or 1, int(np.ceil(cpus_needed(cfg)))), logging_level="ERROR")
             try:
                 run = run_protocol(cfg, iterations, warmup)
@@ -204,7 +204,8 @@ def learner_benchmark(cfg: Config, obs_dim: int, act_dim: int, horizon: int, rep
     HalfCheetah's (obs 17, act 6, 40 tasks x 20 episodes x 200 steps) measures CPU vs GPU
     without MuJoCo or Ray on the GPU machine.
     """
-    spec = PolicySpec(obs_dim, act_dim, tuple(cfg.hidden_sizes), cfg.activation, cfg.init_std)
+    policy = cfg.policy
+    spec = PolicySpec(obs_dim, act_dim, tuple(policy.hidden_sizes), policy.activation, policy.init_std)
     learner = Learner(cfg, spec)
     rng = np.random.default_rng(cfg.seed)
     shape = (cfg.meta_batch_size, cfg.episodes_per_task, horizon)

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from metarl import __version__
-from metarl.config import Config, ConfigError, apply_overrides, describe_keys
+from metarl.config import Config, ConfigError, apply_overrides, describe_keys, dump_yaml
 from metarl.limits import check_dpi, check_evaluation, check_seed
 
 EXPORT_FORMATS = ("pt2", "pt", "rllib")  # torch.export, TorchScript, an RLlib RLModule checkpoint
@@ -367,32 +367,29 @@ def _config(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, default=str))
             return 0
-        # a commented YAML of the defaults, one line per key (nested values in flow style): copy it into a config
-        lines = yaml.safe_dump(
-            {r["key"]: r["default"] for r in rows},
-            sort_keys=False,
-            default_flow_style=None,
-            allow_unicode=True,
-            width=1 << 20,
-        ).splitlines()
-        for row, line in zip(rows, lines, strict=True):
+        # a commented YAML of the defaults, one line per key, in its section (lists in flow style): copy it into
+        # a config
+        sections = set()
+        for row in rows:
+            section, _, name = row["key"].rpartition(".")
+            indent = "  " if section else ""
+            if section and section not in sections:
+                sections.add(section)
+                print(f"# {Config.model_fields[section].description}\n{section}:")
+            line = dump_yaml({name: row["default"]}).rstrip()
             allowed = f"; {row['allowed']}" if row["allowed"] else ""
-            section = f"; {row['path']} in sections" if row["path"] != row["key"] else ""
-            print(f"# {row['help']} ({row['type']}{allowed}{section})\n{line}")
+            print(f"{indent}# {row['help']} ({row['type']}{allowed})\n{indent}{line}")
         return 0
     if args.config is None:
         cfg = Config.from_dict(apply_overrides({}, args.set or []), source="defaults")
     else:
         cfg = Config.load(args.config, args.set or [])
-    resolved = cfg.to_nested() if args.nested else cfg.to_dict()
     if args.json:
-        print(json.dumps(resolved))
+        print(json.dumps(cfg.to_dict()))
+    elif args.nested:  # every collection as a block
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip())
     else:
-        print(
-            yaml.safe_dump(
-                resolved, sort_keys=False, default_flow_style=False if args.nested else None, allow_unicode=True
-            ).rstrip()
-        )
+        print(cfg.to_yaml().rstrip())
     return 0
 
 
@@ -453,8 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"metarl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     set_help = (
-        "override a config key: --set inner_lr=1e-2 --set env_kwargs.action_mode=scale (values are YAML; "
-        "dotted keys reach into mappings; repeatable, also --set a=1 b=2)"
+        "override a config key: --set inner_lr=1e-2 --set trpo.max_kl=0.02 --set env_kwargs.action_mode=scale "
+        "(values are YAML; dotted keys reach into sections and mappings; repeatable, also --set a=1 b=2)"
     )
 
     train = sub.add_parser("train", help="meta-train a policy from a YAML config")
@@ -516,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument(
         "--nested",
         action="store_true",
-        help="print the keys in their sections (trpo: {max_kl: ...}) instead of flat (the form runs write)",
+        help="print every list as a YAML block too (the keys are in their sections either way, as runs write them)",
     )
     conf.set_defaults(func=_config)
 

@@ -6,11 +6,13 @@ its keys: ``trpo`` (exactly :class:`metarl.core.meta_update.TRPO`'s constructor 
 algorithm's defaults live in the core's dataclasses (:mod:`metarl.core.options`, which imports nothing)
 and the sections read them there: the config depends on the core, never the reverse.
 
-Every key also has a flat name (``max_kl``, ``meta_lr`` for ``adam.lr``, ``reptile_step_size``
-for ``reptile.step_size``): the presets, ``--set``, checkpoints and ``config.yaml`` use it, and
-:meth:`Config.to_dict` writes it. Input may be flat, nested or both; a key that does not apply to
-the chosen algorithm or optimizer must stay at its default. Every error is one line naming the
-key and what is allowed; constructing the env is one separate step (:meth:`Config.check_env`).
+Each key has one spelling: ``seed: 0`` at the top, ``trpo: {max_kl: 0.02}`` in its section; ``--set
+trpo.max_kl=0.02``; read ``cfg.trpo.max_kl``. The presets, ``config.yaml`` and checkpoints are written so.
+Files, checkpoints and commands from before the sections spell section keys flat (``max_kl``, ``meta_lr``
+for ``adam.lr``: :data:`OLD_FLAT_KEYS`): they are read as their section's key, and the process says so
+once (:func:`note_old_spelling`). A key that does not apply to the chosen algorithm or optimizer must
+stay at its default. Every error is one line naming the key and what is allowed; constructing the env
+is one separate step (:meth:`Config.check_env`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import copy
 import difflib
 import functools
 import json
+import logging
 import math
 import os
 import types
@@ -26,7 +29,7 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -58,38 +61,102 @@ from metarl.config_text import (
 )
 from metarl.core.options import AdamOptions, AdvantageOptions, AlphaOptions, PolicyOptions, ReptileOptions, TRPOOptions
 
+# -- the old flat spelling: read, translated, noted once -------------------------------------------------
+# Before issue 30 every section key also had a flat name, and presets, ``--set``, ``config.yaml`` and
+# checkpoints used it. Those files and commands still exist (archived runs, printed resume commands), so
+# input may still use these names; nothing writes them. The table is frozen: new keys get no flat name.
+OLD_FLAT_KEYS: dict[str, str] = {
+    "alpha_granularity": "alpha.granularity",
+    "alpha_parametrization": "alpha.parametrization",
+    "max_kl": "trpo.max_kl",
+    "cg_iters": "trpo.cg_iters",
+    "cg_damping": "trpo.cg_damping",
+    "ls_ratio": "trpo.ls_ratio",
+    "ls_max_steps": "trpo.ls_max_steps",
+    "fisher_subsample": "trpo.fisher_subsample",
+    "alpha_update": "trpo.alpha_update",
+    "alpha_max_kl": "trpo.alpha_max_kl",
+    "alpha_damping": "trpo.alpha_damping",
+    "alpha_lr": "trpo.alpha_lr",
+    "meta_lr": "adam.lr",
+    "reptile_step_size": "reptile.step_size",
+    "reptile_anneal": "reptile.anneal",
+    "gamma": "advantages.gamma",
+    "gae_lambda": "advantages.gae_lambda",
+    "normalize_advantages": "advantages.normalize_advantages",
+    "loss_average": "advantages.loss_average",
+    "bootstrap_truncated": "advantages.bootstrap_truncated",
+    "hidden_sizes": "policy.hidden_sizes",
+    "activation": "policy.activation",
+    "init_std": "policy.init_std",
+    "num_workers": "resources.num_workers",
+    "worker_cpus": "resources.worker_cpus",
+    "learner_cpus": "resources.learner_cpus",
+    "learner_threads": "resources.learner_threads",
+    "device": "resources.device",
+    "dtype": "resources.dtype",
+}
+_OLD_NAME = {path: old for old, path in OLD_FLAT_KEYS.items()}  # "trpo.max_kl" -> "max_kl"
+log = logging.getLogger(__name__)
+_noted_old_spelling = False
 
-# -- overrides on raw (nested or flat) config dicts: they need the model's sections --------------------
+
+def note_old_spelling(old_keys: Sequence[str]) -> None:
+    """Say once per process that flat keys were read, and as what (the first input that had any)."""
+    global _noted_old_spelling
+    if not old_keys or _noted_old_spelling:
+        return
+    _noted_old_spelling = True
+    read_as = ", ".join(f"{key} -> {OLD_FLAT_KEYS[key]}" for key in dict.fromkeys(old_keys))
+    log.warning("flat config keys are the old spelling, read as: %s (write the nested form)", read_as)
+
+
+def canonical_key(key: str) -> str:
+    """A dotted key in its one spelling: an old flat head becomes its section's path (``max_kl.x`` ->
+    ``trpo.max_kl.x``); anything else is returned as it is."""
+    head, dot, rest = key.partition(".")
+    return OLD_FLAT_KEYS[head] + dot + rest if head in OLD_FLAT_KEYS else key
+
+
+# -- overrides on raw config dicts (nested, or old flat files): they need the model's sections ----------
 def set_dotted(raw: dict, key: str, value: Any) -> None:
     """``raw[a][b] = value`` for ``key = "a.b"``: Hydra/OmegaConf-style dotted keys into mappings.
 
     The first part must be a config key holding a mapping (``env_kwargs``) or a section
     (``trpo.max_kl``); missing inner mappings are created. A key without dots is set as is
-    (``from_dict`` checks it). The value replaces the same key written in its other form
-    (``--set trpo.max_kl=0.02`` on a preset that says ``max_kl: 0.01``, and the reverse).
+    (``from_dict`` checks it, and reads an old flat key such as ``max_kl`` as its section's, with
+    the note). The value replaces the same key written in its other spelling in ``raw`` (an old
+    flat file's ``max_kl: 0.01`` under ``--set trpo.max_kl=0.02``, and the reverse).
     """
     head, *rest = key.split(".")
-    keys = flat_keys()
-    if head not in keys and head not in SECTIONS:
+    run_wide = [k for k in Config.model_fields if k not in SECTIONS]
+    if head in OLD_FLAT_KEYS:  # kept flat here: from_dict reads it, and says so in the one note
+        sec, name = OLD_FLAT_KEYS[head].split(".")
+        if rest:
+            default = _key_defaults()[OLD_FLAT_KEYS[head]]
+            raise ConfigError(
+                f"{_show(key)}: {head} ({OLD_FLAT_KEYS[head]}) is {type(raw.get(head, default)).__name__}, "
+                f"not a mapping; dotted keys reach into mappings such as env_kwargs and the sections "
+                f"({', '.join(SECTIONS)})"
+            )
+        if isinstance(raw.get(sec), dict) and name in raw[sec]:  # drop the nested spelling of this flat key
+            raw[sec] = {k: v for k, v in raw[sec].items() if k != name}
+        raw[key] = value
+        return
+    if head not in run_wide and head not in SECTIONS:
         if not rest:
             raw[key] = value
             return
-        close = difflib.get_close_matches(head[:100], [*keys, *SECTIONS], n=1)
+        close = difflib.get_close_matches(head[:100], [*run_wide, *SECTIONS], n=1)
         hint = f"; did you mean {close[0] + '.' + '.'.join(rest)!r}?" if close else ""
         raise ConfigError(f"unknown key {_show(key)}: {_show(head)} is not a config key{hint}")
-    if head in SECTIONS:  # drop the flat spelling of the fields set here
-        section = SECTIONS[head]
+    if head in SECTIONS:  # drop the old flat spelling of the fields set here
         for name in rest[:1] if rest else (list(value) if isinstance(value, dict) else []):
-            if name in section.model_fields:
-                raw.pop(section.flat_name(name), None)
-    elif keys[head][0] is not None:  # drop the nested spelling of this flat key
-        sec, name = keys[head]
-        if isinstance(raw.get(sec), dict) and name in raw[sec]:
-            raw[sec] = {k: v for k, v in raw[sec].items() if k != name}
+            raw.pop(_OLD_NAME.get(f"{head}.{name}", ""), None)
     if not rest:
         raw[key] = value
         return
-    parent, name, node = raw, head, raw.get(head, {} if head in SECTIONS else flat_defaults()[head])
+    parent, name, node = raw, head, raw.get(head, {} if head in SECTIONS else _key_defaults()[head])
     for depth, part in enumerate(rest):
         if not isinstance(node, dict):
             where = ".".join([head, *rest[:depth]])
@@ -102,7 +169,7 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
         node = parent[name] = dict(node)  # copy along the path: the caller's mappings stay as they were
         default: Any = {}
         if depth == 0 and head in SECTIONS and part in SECTIONS[head].model_fields:
-            default = flat_defaults()[SECTIONS[head].flat_name(part)]
+            default = _key_defaults()[f"{head}.{part}"]
         parent, name, node = node, part, node.get(part, default)
     parent[name] = value
 
@@ -110,11 +177,14 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
 def get_dotted(raw: dict, key: str, default: Any = None) -> Any:
     """The value at a dotted key (``env_kwargs.action_mode``), or ``default`` where a part is missing.
 
-    A section's key (``trpo.max_kl``) is also found under its flat name in a flat config.
+    A section's key is found in either spelling: ``trpo.max_kl`` and ``max_kl`` alike, in a nested
+    config or an old flat one.
     """
+    key = canonical_key(key)
     head, _, name = key.partition(".")
-    if head in SECTIONS and head not in raw and name in SECTIONS[head].model_fields:
-        key = SECTIONS[head].flat_name(name)
+    old = _OLD_NAME.get(f"{head}.{name}")
+    if old is not None and not (isinstance(raw.get(head), dict) and name in raw[head]) and old in raw:
+        return raw[old]
     node: Any = raw
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -170,25 +240,15 @@ def _f(
 
 
 class Section(BaseModel):
-    """A group of keys that one object consumes (``TRPO(**cfg.trpo.model_dump())``).
-
-    Each field is also a flat key, ``FLAT_PREFIX + field`` unless ``FLAT_NAMES`` says otherwise:
-    the form of the presets, checkpoints, ``config.yaml`` and ``--set max_kl=0.02``.
-    """
+    """A group of keys that one object consumes (``TRPO(**cfg.trpo.model_dump())``); written
+    ``trpo: {max_kl: 0.02}`` in YAML, ``--set trpo.max_kl=0.02`` on the command line, read ``cfg.trpo.max_kl``."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    FLAT_PREFIX: ClassVar[str] = ""
-    FLAT_NAMES: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def flat_name(cls, field_name: str) -> str:
-        return cls.FLAT_NAMES.get(field_name, cls.FLAT_PREFIX + field_name)
 
 
 class AlphaConfig(Section):
     """Meta-SGD's learned α (``algorithm: metasgd``); :meth:`metarl.core.alpha.Alpha.create`'s options."""
 
-    FLAT_PREFIX: ClassVar[str] = "alpha_"
     granularity: Literal["scalar", "per_layer", "per_parameter"] = _f(
         AlphaOptions.granularity,
         "metasgd's learned α: one value (scalar), one per parameter tensor (per_layer) or one per "
@@ -223,26 +283,28 @@ class TRPOConfig(Section):
     alpha_update: Literal["joint", "natural", "adam"] = _f(
         TRPOOptions.alpha_update,
         "how TRPO moves metasgd's α: joint (one trust region with θ), natural (its own natural step and "
-        "trust region alpha_max_kl) or adam (Adam on α with alpha_lr beside TRPO on θ; joint KL checked)",
+        "trust region trpo.alpha_max_kl) or adam (Adam on α with trpo.alpha_lr beside TRPO on θ; joint KL checked)",
     )
     alpha_max_kl: Float = _f(
-        TRPOOptions.alpha_max_kl, "alpha_update natural: α's own trust-region size", low=0.0, exclusive_low=True
+        TRPOOptions.alpha_max_kl,
+        "trpo.alpha_update natural: α's own trust-region size",
+        low=0.0,
+        exclusive_low=True,
     )
     alpha_damping: Float = _f(
         TRPOOptions.alpha_damping,
-        "alpha_update natural: damping of α's block, relative to its curvature along its gradient (gᵀFg/gᵀg); "
+        "trpo.alpha_update natural: damping of α's block, relative to its curvature along its gradient (gᵀFg/gᵀg); "
         "without it entries whose inner gradient is ~0 have ~0 curvature and CG moves them without bound",
         low=0.0,
     )
     alpha_lr: Float = _f(
-        TRPOOptions.alpha_lr, "alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True
+        TRPOOptions.alpha_lr, "trpo.alpha_update adam: Adam learning rate for α's leaves", low=0.0, exclusive_low=True
     )
 
 
 class AdamConfig(Section):
     """:class:`metarl.core.meta_update.Adam`'s constructor arguments (``meta_optimizer: adam``)."""
 
-    FLAT_NAMES: ClassVar[dict[str, str]] = {"lr": "meta_lr"}
     lr: Float = _f(AdamOptions.lr, "Adam learning rate (meta_optimizer: adam)", low=0.0, exclusive_low=True)
 
 
@@ -250,7 +312,6 @@ class ReptileConfig(Section):
     """``algorithm: reptile``: :class:`metarl.core.meta_update.Reptile`'s ``step_size``; ``anneal`` sets its
     ``anneal_over`` to the run's iterations."""
 
-    FLAT_PREFIX: ClassVar[str] = "reptile_"
     step_size: Float = _f(
         ReptileOptions.step_size, "reptile's outer step size β in θ ← θ + β·mean(θ'ᵢ − θ)", low=0.0, exclusive_low=True
     )
@@ -293,7 +354,8 @@ class PolicyConfig(Section):
     def _layers(cls, sizes: list) -> list:
         if not sizes or len(sizes) > MAX_LAYERS or not all(_is_int(h) and 0 < h <= MAX_NUMBER for h in sizes):
             raise ConfigError(
-                f"hidden_sizes: must be a non-empty list of at most {MAX_LAYERS} positive integers, got {_show(sizes)}"
+                f"policy.hidden_sizes: must be a non-empty list of at most {MAX_LAYERS} positive integers, "
+                f"got {_show(sizes)}"
             )
         return sizes
 
@@ -315,8 +377,9 @@ class ResourcesConfig(Section):
         # refuses a non-zero request that rounds to 0 units when the actor is created, in its own words.
         if 0 < value < RAY_CPU_UNIT:
             raise ConfigError(
-                f"{info.field_name}: {value:g} CPUs is below Ray's smallest fractional request; use 0 (reserve no "
-                f"CPU) or at least {RAY_CPU_UNIT:g} (Ray counts CPUs in units of {RAY_CPU_UNIT:g}), up to a node's CPUs"
+                f"resources.{info.field_name}: {value:g} CPUs is below Ray's smallest fractional request; use 0 "
+                f"(reserve no CPU) or at least {RAY_CPU_UNIT:g} (Ray counts CPUs in units of {RAY_CPU_UNIT:g}), "
+                "up to a node's CPUs"
             )
         return value
 
@@ -328,12 +391,13 @@ def _section(cls: type[Section], help: str) -> Any:
 class Config(BaseModel):
     """A training run's configuration: run-wide keys plus one section per object that consumes them.
 
-    Built from a mapping by :meth:`from_dict` (or a YAML file by :meth:`load`), which accepts every
-    key flat (``max_kl: 0.02``, the presets' and checkpoints' form) or in its section
-    (``trpo: {max_kl: 0.02}``), checks types, ranges and choices, refuses keys that do not apply to
-    the chosen algorithm and optimizer, and then, in one named step (:meth:`check_env`), constructs
-    the env. Flat reads (``cfg.max_kl``) reach into the sections; :meth:`to_dict` is the flat,
-    canonical form written to ``config.yaml`` and checkpoints.
+    Every key has one spelling: run-wide keys at the top (``seed``, ``inner_lr``), the others in their
+    section (``trpo: {max_kl: 0.02}``, read ``cfg.trpo.max_kl``). Built from a mapping by :meth:`from_dict`
+    (or a YAML file by :meth:`load`), which checks types, ranges and choices, refuses keys that do not
+    apply to the chosen algorithm and optimizer, and then, in one named step (:meth:`check_env`),
+    constructs the env. :meth:`to_dict` is the form written to ``config.yaml`` and checkpoints. Input
+    written before the sections (``max_kl: 0.02``, :data:`OLD_FLAT_KEYS`) is read as its section's key,
+    with one note per process.
     """
 
     model_config = ConfigDict(strict=True, extra="forbid")
@@ -404,7 +468,7 @@ class Config(BaseModel):
     # -- construction --------------------------------------------------------------------------
     @model_validator(mode="before")
     @classmethod
-    def _place_flat_keys(cls, data: Any, info: ValidationInfo) -> Any:
+    def _place_keys(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
         return place_keys(data, (info.context or {}).get("source", "config"))
@@ -417,10 +481,11 @@ class Config(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Config:
-        if self.num_workers > self.meta_batch_size:
+        workers = self.resources.num_workers
+        if workers > self.meta_batch_size:
             raise ConfigError(
-                f"num_workers: {self.num_workers} rollout actors for meta_batch_size {self.meta_batch_size} "
-                "would leave some idle; use num_workers <= meta_batch_size"
+                f"resources.num_workers: {workers} rollout actors for meta_batch_size {self.meta_batch_size} "
+                "would leave some idle; use resources.num_workers <= meta_batch_size"
             )
         if self.inner_steps > MAX_INNER_STEPS:
             raise ConfigError(
@@ -428,19 +493,21 @@ class Config(BaseModel):
                 "pass over the whole pre-adaptation batch; papers use 1-5)"
             )
         drop = bool((info.context or {}).get("drop_inapplicable"))
-        defaults = flat_defaults()
+        defaults, values = key_defaults(), dotted_items(self.model_dump())
         for key, why in self.inapplicable().items():
-            if getattr(self, key) != defaults[key]:
+            if values[key] != defaults[key]:
                 if not drop:
                     raise ConfigError(f"{key} {why}; remove it or set it to its default {_show(defaults[key])}")
-                setattr(self, key, defaults[key])
+                section, _, name = key.rpartition(".")
+                setattr(getattr(self, section) if section else self, name, defaults[key])
         return self
 
     @classmethod
     def from_dict(
         cls, raw: Any, source: str = "config", *, check_env: bool = True, drop_inapplicable: bool = False
     ) -> Config:
-        """The validated config of a flat, nested or mixed mapping; :class:`ConfigError` in one line.
+        """The validated config of a mapping (nested; old flat keys read with the note); :class:`ConfigError`
+        in one line.
 
         ``check_env``: also run :meth:`check_env` (construct the env once). ``drop_inapplicable``:
         reset keys that do not apply to their defaults instead of refusing them (for configs that
@@ -450,13 +517,15 @@ class Config(BaseModel):
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: must be a mapping of key: value, got {type(raw).__name__}")
-        nested = place_keys(raw, source)  # unknown keys first (and before pydantic, which wants str keys)
+        old: list[str] = []
+        nested = place_keys(raw, source, old)  # unknown keys first (and before pydantic, which wants str keys)
         try:
             cfg = cls.model_validate(nested, context={"source": source, "drop_inapplicable": drop_inapplicable})
         except ValidationError as exc:
-            raise _one_line(exc, raw) from None
+            raise _one_line(exc) from None
         if check_env:
             cfg.check_env()
+        note_old_spelling(old)  # once the config is accepted: a refused one is one line on stderr
         return cfg
 
     @classmethod
@@ -489,85 +558,70 @@ class Config(BaseModel):
 
     @classmethod
     def field_names(cls) -> list[str]:
-        """Every flat key, in the order of :meth:`to_dict`."""
-        return list(flat_keys())
-
-    # -- flat access (the presets' and checkpoints' names) -------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        where = flat_keys().get(name) if not name.startswith("_") else None
-        if where is not None and where[0] is not None:
-            return getattr(getattr(self, where[0]), where[1])
-        return super().__getattr__(name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        where = flat_keys().get(name)
-        if where is not None and where[0] is not None:
-            setattr(getattr(self, where[0]), where[1], value)
-        else:
-            super().__setattr__(name, value)
+        """Every key as ``--set`` writes it (``seed``, ``trpo.max_kl``), in the order of :meth:`to_dict`."""
+        return list(config_keys())
 
     @property
     def learns_alpha(self) -> bool:
         return self.algorithm == "metasgd"
 
     def inapplicable(self) -> dict[str, str]:
-        """Flat keys that this config's algorithm and optimizer never read, each with why (one phrase)."""
+        """Keys (dotted) that this config's algorithm and optimizer never read, each with why (one phrase)."""
         why: dict[str, str] = {}
 
         def mark(keys, reason: str) -> None:
             for key in keys:
                 why.setdefault(key, reason)
 
+        def section(name: str) -> list[str]:
+            return [f"{name}.{field}" for field in SECTIONS[name].model_fields]
+
         alg, opt = self.algorithm, self.meta_optimizer
-        trpo_keys = [TRPOConfig.flat_name(f) for f in TRPOConfig.model_fields]
         if alg == "reptile":
             mark(
-                ["meta_optimizer", "meta_lr", *trpo_keys],
-                "does not apply to algorithm reptile (its outer step is reptile_step_size)",
+                ["meta_optimizer", *section("adam"), *section("trpo")],
+                "does not apply to algorithm reptile (its outer step is reptile.step_size)",
             )
             mark(["first_order", "meta_gradient"], "does not apply to algorithm reptile (first order by construction)")
         else:
-            mark(
-                [ReptileConfig.flat_name(f) for f in ReptileConfig.model_fields],
-                f"applies only to algorithm reptile (this config: {alg})",
-            )
+            mark(section("reptile"), f"applies only to algorithm reptile (this config: {alg})")
             if opt == "trpo":
-                mark(["meta_lr"], "applies only to meta_optimizer adam (this config: trpo)")
+                mark(section("adam"), "applies only to meta_optimizer adam (this config: trpo)")
             else:
-                mark(trpo_keys, f"applies only to meta_optimizer trpo (this config: {opt})")
+                mark(section("trpo"), f"applies only to meta_optimizer trpo (this config: {opt})")
         if alg != "metasgd":
             mark(
-                [AlphaConfig.flat_name(f) for f in AlphaConfig.model_fields]
-                + ["alpha_update", "alpha_max_kl", "alpha_damping", "alpha_lr"],
+                [*section("alpha"), "trpo.alpha_update", "trpo.alpha_max_kl", "trpo.alpha_damping", "trpo.alpha_lr"],
                 f"applies only to algorithm metasgd (this config: {alg})",
             )
         update = self.trpo.alpha_update
         if update != "natural":
-            mark(["alpha_max_kl", "alpha_damping"], f"applies only to alpha_update natural (this config: {update})")
+            mark(
+                ["trpo.alpha_max_kl", "trpo.alpha_damping"],
+                f"applies only to trpo.alpha_update natural (this config: {update})",
+            )
         if update != "adam":
-            mark(["alpha_lr"], f"applies only to alpha_update adam (this config: {update})")
-        return {key: why[key] for key in flat_keys() if key in why}
+            mark(["trpo.alpha_lr"], f"applies only to trpo.alpha_update adam (this config: {update})")
+        return {key: why[key] for key in config_keys() if key in why}
 
-    # -- the canonical form ----------------------------------------------------------------------
+    # -- the saved form --------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Every key flat (keys that do not apply at their defaults): the form of ``config.yaml`` and checkpoints.
-
-        ``Config.from_dict(cfg.to_dict()) == cfg``; :meth:`to_nested` is the same with sections.
-        """
-        dumped = self.model_dump()
-        return {key: dumped[f] if sec is None else dumped[sec][f] for key, (sec, f) in flat_keys().items()}
-
-    def to_nested(self) -> dict:
+        """Every key, in its section (keys that do not apply at their defaults): the form of ``config.yaml``
+        and checkpoints. ``Config.from_dict(cfg.to_dict()) == cfg``."""
         return self.model_dump()
 
     def to_dict_json(self) -> str:
         return json.dumps(self.to_dict())
 
+    def to_yaml(self) -> str:
+        """:meth:`to_dict` as YAML: sections as blocks, lists in flow style (``hidden_sizes: [100, 100]``)."""
+        return dump_yaml(self.to_dict())
+
     def dump(self, path: str | Path) -> None:
         """Write the resolved config atomically (a kill mid-write leaves the old file or the new one)."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.write_text(self.to_yaml())
         os.replace(tmp, path)
 
     # -- the env ---------------------------------------------------------------------------------
@@ -589,12 +643,12 @@ class Config(BaseModel):
                 f"{key}: {self.meta_batch_size} tasks x episodes_per_task {self.episodes_per_task} x "
                 f"horizon {horizon} = {steps:.3g} env steps per phase exceeds {MAX_STEPS_PER_PHASE:.0e}; lower them"
             )
-        sizes = self.hidden_sizes
+        sizes = self.policy.hidden_sizes
         widths = [obs_dim, *sizes, act_dim]
         params = sum(a * b + b for a, b in zip(widths, widths[1:])) + (act_dim if kind == "gaussian" else 0)
         if params > MAX_POLICY_PARAMETERS:
             raise ConfigError(
-                f"hidden_sizes: {_show(sizes)} gives a policy of {params:.3g} parameters "
+                f"policy.hidden_sizes: {_show(sizes)} gives a policy of {params:.3g} parameters "
                 f"(limit {MAX_POLICY_PARAMETERS:.0e}); use smaller layers"
             )
         _check_memory(self, steps, widths, params)
@@ -612,52 +666,72 @@ SECTIONS: dict[str, type[Section]] = {
 
 
 @functools.cache
-def flat_keys() -> dict[str, tuple[str | None, str]]:
-    """Every flat key → ``(section or None, field)``, in the order of :meth:`Config.to_dict`."""
+def config_keys() -> dict[str, tuple[str | None, str]]:
+    """Every key as ``--set`` writes it (``seed``, ``trpo.max_kl``) → ``(section or None, field)``, in the
+    order of :meth:`Config.to_dict`."""
     keys: dict[str, tuple[str | None, str]] = {}
     for name in Config.model_fields:
         section = SECTIONS.get(name)
-        for key, where in (
-            [(name, (None, name))]
-            if section is None
-            else [(section.flat_name(f), (name, f)) for f in section.model_fields]
-        ):
-            if key in keys or key in SECTIONS:
-                raise TypeError(f"flat config key {key!r} is defined twice")
-            keys[key] = where
+        if section is None:
+            keys[name] = (None, name)
+        else:
+            keys.update({f"{name}.{field}": (name, field) for field in section.model_fields})
     return keys
 
 
+def dotted_items(nested: dict) -> dict[str, Any]:
+    """A nested config mapping with each section's keys written dotted: ``{"trpo": {"max_kl": x}}`` →
+    ``{"trpo.max_kl": x}`` (values unchecked; other mappings, such as ``env_kwargs``, kept whole)."""
+    items: dict[str, Any] = {}
+    for key, value in nested.items():
+        if key in SECTIONS and isinstance(value, dict):
+            items.update({f"{key}.{name}": item for name, item in value.items()})
+        else:
+            items[key] = value
+    return items
+
+
 @functools.cache
-def _flat_defaults() -> dict[str, Any]:
-    return Config.model_construct().to_dict()  # the declared defaults, without running the validators
+def _key_defaults() -> dict[str, Any]:
+    # the declared defaults, without running the validators
+    return dotted_items(Config.model_construct().to_dict())
 
 
-def flat_defaults() -> dict[str, Any]:
-    """Every flat key's default (a fresh copy: lists and dicts may be changed by the caller)."""
-    return copy.deepcopy(_flat_defaults())
+def key_defaults() -> dict[str, Any]:
+    """Every key's default, keys dotted (a fresh copy: lists and dicts may be changed by the caller)."""
+    return copy.deepcopy(_key_defaults())
 
 
-def place_keys(raw: dict, source: str = "config") -> dict:
-    """A flat, nested or mixed mapping → the nested form (flat keys placed into their section).
+def _did_you_mean(key: str) -> str | None:
+    """The nearest key in its one spelling (an old flat name is matched, and named as its section's key)."""
+    run_wide = [k for k in Config.model_fields if k not in SECTIONS]
+    names = {**{k: k for k in [*run_wide, *SECTIONS, *config_keys()]}, **OLD_FLAT_KEYS}
+    close = difflib.get_close_matches(key[:100], list(names), n=1)
+    return names[close[0]] if close else None
+
+
+def place_keys(raw: dict, source: str = "config", old_keys: list[str] | None = None) -> dict:
+    """A config mapping → the nested form: sections as they are, old flat keys moved into their section.
 
     An unknown key is an error with a "did you mean"; a key given both flat and in its section
-    with different values is an error.
+    with different values is an error. The old flat keys read are appended to ``old_keys``, or, without
+    it, named in the note at once (:func:`note_old_spelling`).
     """
     nested: dict[str, Any] = {}
-    written: dict[tuple[str | None, str], str] = {}
+    written: dict[str, str] = {}
+    old: list[str] = [] if old_keys is None else old_keys
 
-    def put(where: tuple[str | None, str], value: Any, as_written: str) -> None:
-        sec, name = where
-        target = nested if sec is None else nested.setdefault(sec, {})
-        if where in written and target[name] != value:
+    def put(key: str, value: Any, as_written: str) -> None:
+        sec, _, name = key.rpartition(".")
+        target = nested.setdefault(sec, {}) if sec else nested
+        if key in written and target[name] != value:
             raise ConfigError(
-                f"{as_written}: given twice, as {written[where]} ({_show(target[name])}) and as "
+                f"{key}: given twice, as {written[key]} ({_show(target[name])}) and as "
                 f"{as_written} ({_show(value)}); keep one"
             )
-        target[name], written[where] = value, as_written
+        target[name], written[key] = value, as_written
 
-    keys = flat_keys()
+    run_wide = [k for k in Config.model_fields if k not in SECTIONS]
     for key, value in raw.items():
         if isinstance(key, str) and key in SECTIONS:
             section = SECTIONS[key]
@@ -677,36 +751,26 @@ def place_keys(raw: dict, source: str = "config") -> dict:
                         else f"; {key} has {', '.join(section.model_fields)}"
                     )
                     raise ConfigError(f"{source}: unknown key {_show(f'{key}.{sub}')}{hint}")
-                put((key, sub), item, f"{key}.{sub}")
-        elif isinstance(key, str) and key in keys:
-            put(keys[key], value, key)
+                put(f"{key}.{sub}", item, f"{key}.{sub}")
+        elif isinstance(key, str) and key in OLD_FLAT_KEYS:
+            old.append(key)
+            put(OLD_FLAT_KEYS[key], value, key)
+        elif isinstance(key, str) and key in run_wide:
+            put(key, value, key)
         else:
-            names = [*keys, *SECTIONS]
-            close = difflib.get_close_matches(str(key)[:100], names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed keys: {', '.join(keys)}"
+            close = _did_you_mean(str(key))
+            hint = f"; did you mean {close!r}?" if close else f"; allowed keys: {', '.join(config_keys())}"
             raise ConfigError(f"{source}: unknown key {_show(key)}{hint}")
+    if old_keys is None:
+        note_old_spelling(old)
     return nested
-
-
-def flatten(raw: dict) -> dict:
-    """The flat form of a flat, nested or mixed mapping, values unchecked.
-
-    ``{"trpo": {"max_kl": x}}`` → ``{"max_kl": x}``."""
-    flat: dict[str, Any] = {}
-    for key, value in place_keys(raw).items():
-        if key in SECTIONS:
-            flat.update({SECTIONS[key].flat_name(name): item for name, item in value.items()})
-        else:
-            flat[key] = value
-    return flat
 
 
 @dataclass(frozen=True)
 class KeySpec:
-    """One flat key as ``metarl config --keys`` documents it (read off the model's fields)."""
+    """One key as ``metarl config --keys`` documents it (read off the model's fields)."""
 
-    key: str
-    path: str  # "trpo.max_kl", or the key itself for run-wide keys
+    key: str  # "trpo.max_kl", or the key itself for run-wide keys
     type: str  # "int", "float", "bool", "str", "list", "dict"
     optional: bool
     default: Any
@@ -728,7 +792,7 @@ class KeySpec:
         return f"{low}x{high}"
 
 
-def _spec(key: str, path: str, info: FieldInfo, default: Any) -> KeySpec:
+def _spec(key: str, info: FieldInfo, default: Any) -> KeySpec:
     annotation, optional = info.annotation, False
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -741,7 +805,6 @@ def _spec(key: str, path: str, info: FieldInfo, default: Any) -> KeySpec:
     low, high = bounds.get("Gt") or bounds.get("Ge"), bounds.get("Lt") or bounds.get("Le")
     return KeySpec(
         key,
-        path,
         base,
         optional,
         default,
@@ -756,44 +819,42 @@ def _spec(key: str, path: str, info: FieldInfo, default: Any) -> KeySpec:
 
 @functools.cache
 def key_specs() -> dict[str, KeySpec]:
-    """Every flat key's type, default, range or choices and help, in the order of :meth:`Config.to_dict`."""
-    defaults = _flat_defaults()
+    """Every key's (dotted) type, default, range or choices and help, in the order of :meth:`Config.to_dict`."""
+    defaults = _key_defaults()
     specs = {}
-    for key, (sec, name) in flat_keys().items():
+    for key, (sec, name) in config_keys().items():
         info = (Config if sec is None else SECTIONS[sec]).model_fields[name]
-        specs[key] = _spec(key, name if sec is None else f"{sec}.{name}", info, defaults[key])
+        specs[key] = _spec(key, info, defaults[key])
     return specs
 
 
 def describe_keys() -> list[dict[str, Any]]:
-    """Every config key with its section, type, default, allowed values or range, and help: ``metarl config --keys``."""
+    """Every config key (dotted) with its type, default, allowed values or range, help, and the flat name it
+    had before the sections (``old_key``, or None): ``metarl config --keys``."""
     return [
         {
             "key": s.key,
-            "path": s.path,
             "type": s.type + (" | None" if s.optional else ""),
             "default": copy.deepcopy(s.default),
             "allowed": s.allowed,
             "help": s.help,
+            "old_key": _OLD_NAME.get(s.key),
         }
         for s in key_specs().values()
     ]
 
 
-def _one_line(exc: ValidationError, raw: Any) -> ConfigError:
-    """Pydantic's first error as the one line metarl prints: the key as written, what is wrong, what is allowed."""
+def _one_line(exc: ValidationError) -> ConfigError:
+    """Pydantic's first error as the one line metarl prints: the key, what is wrong, what is allowed."""
     err = exc.errors(include_url=False)[0]
     error = err.get("ctx", {}).get("error")
     if isinstance(error, ConfigError):  # our own checks already name the key
         return error
     loc = [part for part in err["loc"] if isinstance(part, str)]
-    sec, name = (loc[0], loc[1]) if len(loc) >= 2 and loc[0] in SECTIONS else (None, loc[0] if loc else "config")
-    key = name if sec is None else SECTIONS[sec].flat_name(name)
+    key = f"{loc[0]}.{loc[1]}" if len(loc) >= 2 and loc[0] in SECTIONS else (loc[0] if loc else "config")
     spec = key_specs().get(key)
     if spec is None:
         return ConfigError(f"{key}: {err['msg']}")
-    if sec is not None and isinstance(raw, dict) and isinstance(raw.get(sec), dict) and name in raw[sec]:
-        key = f"{sec}.{name}"  # named as the user wrote it
     value, kind = err.get("input"), err["type"]
     if kind == "value_error":
         return ConfigError(f"{key}: {error} ({spec.help})")
@@ -806,4 +867,18 @@ def _one_line(exc: ValidationError, raw: Any) -> ConfigError:
     return ConfigError(
         f"{key}: expected {spec.type}{' or null' if spec.optional else ''}, got {_show(value)} "
         f"({type(value).__name__}; {spec.help})"
+    )
+
+
+def dump_yaml(nested: dict) -> str:
+    """A config mapping as YAML: mappings (the sections, ``env_kwargs``) as blocks, lists in flow style."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(
+        list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+    )
+    return yaml.dump(
+        nested, Dumper=Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 20
     )

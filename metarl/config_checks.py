@@ -35,7 +35,7 @@ def learner_memory_bytes(cfg: Config, steps_per_phase: int, widths: list[int], p
     inner step. Calibrated loosely: the Navigation2D preset estimates 0.3 GB, its learner's peak
     RSS (with torch itself) is about 1 GB.
     """
-    size = 8 if cfg.dtype == "float64" else 4
+    size = 8 if cfg.resources.dtype == "float64" else 4
     activations = 4 * (cfg.inner_steps + 1) * steps_per_phase * sum(widths) * size
     parameters = (4 + 2 * cfg.meta_batch_size * cfg.inner_steps) * params * size
     return activations + parameters
@@ -63,17 +63,18 @@ def _check_memory(cfg: Config, steps: int, widths: list[int], params: int) -> No
     need, limit = learner_memory_bytes(cfg, steps, widths, params), memory_limit_bytes()
     if need <= limit:
         return
+    sizes = cfg.policy.hidden_sizes
     growth = {  # how far each knob is above its preset value: the largest is named first
-        "hidden_sizes": sum(cfg.hidden_sizes) / 200,
-        "inner_steps": cfg.inner_steps / 1,
-        "meta_batch_size": cfg.meta_batch_size / 20,
-        "episodes_per_task": cfg.episodes_per_task / 20,
-        "horizon": steps / (cfg.meta_batch_size * cfg.episodes_per_task * 100),
+        "policy.hidden_sizes": (sum(sizes) / 200, sizes),
+        "inner_steps": (cfg.inner_steps / 1, cfg.inner_steps),
+        "meta_batch_size": (cfg.meta_batch_size / 20, cfg.meta_batch_size),
+        "episodes_per_task": (cfg.episodes_per_task / 20, cfg.episodes_per_task),
+        "horizon": (steps / (cfg.meta_batch_size * cfg.episodes_per_task * 100), cfg.horizon),
     }
-    key = max(growth, key=growth.get)
+    key = max(growth, key=lambda k: growth[k][0])
     raise ConfigError(
-        f"{key}: {_show(getattr(cfg, key))} makes the learner need about {need / 2**30:,.0f} GiB (hidden_sizes "
-        f"{_show(cfg.hidden_sizes)}, inner_steps {cfg.inner_steps}, {steps:,} env steps per phase); this machine "
+        f"{key}: {_show(growth[key][1])} makes the learner need about {need / 2**30:,.0f} GiB (policy.hidden_sizes "
+        f"{_show(sizes)}, inner_steps {cfg.inner_steps}, {steps:,} env steps per phase); this machine "
         f"has {limit / 2**30:,.0f} GiB (METARL_MAX_MEMORY_GB overrides). Lower {key}"
     )
 

@@ -83,7 +83,7 @@ class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (never constructs Python objects) with two fixes for config files.
 
     * YAML 1.2 floats: PyYAML (YAML 1.1) reads ``1e-3`` and ``1.0e3`` as strings, which would
-      reject ``meta_lr: 1e-3``; here they are floats.
+      reject ``adam: {lr: 1e-3}``; here they are floats.
     * A key given twice in one mapping is an error instead of silently keeping the last value.
     * Anchors and aliases (``&a``, ``*a``, ``<<: *a``) are refused: configs never need them, and
       a few hundred bytes of nested aliases expand to billions of values ("billion laughs").

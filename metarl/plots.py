@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from metarl.config import canonical_key
 from metarl.config_text import load_yaml_file
 from metarl.runtime.checkpoint import load_checkpoint, resolve_checkpoint
 from metarl.runtime.evaluation import (
@@ -172,11 +173,11 @@ def trajectories_figure(
 EXECUTION_KEYS = frozenset(
     {
         "seed",
-        "num_workers",
-        "worker_cpus",
-        "learner_cpus",
-        "learner_threads",
-        "device",
+        "resources.num_workers",
+        "resources.worker_cpus",
+        "resources.learner_cpus",
+        "resources.learner_threads",
+        "resources.device",
         "checkpoint_every",
         "keep_checkpoints",
     }
@@ -229,7 +230,10 @@ def _flat(cfg: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _identity(cfg: dict) -> dict[str, object]:
-    return {k: v for k, v in _flat(cfg).items() if k not in EXECUTION_KEYS}
+    """The keys that say what a run learned, dotted; an old run's flat keys (``max_kl``) named as a new run's
+    (``trpo.max_kl``), so that both group together."""
+    keys = {canonical_key(k): v for k, v in _flat(cfg).items()}
+    return {k: v for k, v in keys.items() if k not in EXECUTION_KEYS}
 
 
 def _read_curve(run: Path, metric: str = "return") -> dict[int, tuple[float, float, float]]:

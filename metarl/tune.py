@@ -26,10 +26,11 @@ A trial's config is a :class:`~metarl.config.Config` as a dict (validated in ``s
 crashed trial continues exactly from its last one (``FailureConfig(max_failures=...)``).
 
 Resources: the trial's placement group reserves what the trainer's actors need —
-``[{CPU: 0}, {CPU: learner_cpus (+1 GPU)}, {CPU: worker_cpus} x num_workers]``, by the rules of
-:mod:`metarl.runtime.rollout_group`: the trainable itself only waits on its actors — and the trainer
-places its learner and rollout workers in those bundles instead of creating placement groups
-of its own, so Tune starts a trial only when all of its actors fit. A trial given other
+``[{CPU: 0}, {CPU: learner_cpus (+1 GPU)}, {CPU: worker_cpus} x num_workers]`` (the ``resources``
+section's keys), by the rules of :mod:`metarl.runtime.rollout_group`: the trainable itself only
+waits on its actors — and the trainer places its learner and rollout workers in those bundles
+instead of creating placement groups of its own, so Tune starts a trial only when all of its
+actors fit. A trial given other
 resources (``tune.with_resources``) falls back to the trainer's own placement groups, which
 then need CPUs outside the trial's reservation.
 
@@ -53,7 +54,7 @@ from ray import tune
 from ray.tune import PlacementGroupFactory
 
 from metarl import tune_names
-from metarl.config import Config, ConfigError, get_dotted, set_dotted
+from metarl.config import Config, ConfigError, canonical_key, get_dotted, set_dotted
 from metarl.config_text import parse_value
 from metarl.runtime.checkpoint import list_checkpoints
 from metarl.runtime.rollout_group import ReservedBundles, init_ray, learner_bundle, learner_uses_gpu, worker_bundles
@@ -73,14 +74,15 @@ def trial_layout(cfg: Config) -> tuple[list[dict[str, float]], int | None, list[
     bundle). ``None`` / ``[]`` where an actor asks for no resources.
     """
     gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
-    learner = learner_bundle(cfg.learner_cpus, learner_uses_gpu(cfg.device, gpus))
+    res = cfg.resources
+    learner = learner_bundle(res.learner_cpus, learner_uses_gpu(res.device, gpus))
     bundles: list[dict[str, float]] = [{"CPU": 0.0}]
     learner_index = None
     if learner:
         learner_index = len(bundles) - 1
         bundles.append(learner)
     workers = []
-    for bundle in worker_bundles(cfg.num_workers, cfg.worker_cpus):
+    for bundle in worker_bundles(res.num_workers, res.worker_cpus):
         workers.append(len(bundles) - 1)
         bundles.append(bundle)
     return bundles, learner_index, workers
@@ -244,8 +246,8 @@ def run_sweep(
     cfg = configs[0]
     out = Path(out).resolve()
     space = dict(base)
-    for k, v in grid.items():
-        set_dotted(space, k, tune.grid_search(v))
+    for k, v in grid.items():  # an old flat grid key (max_kl) was read, with the note, by grid_configs
+        set_dotted(space, canonical_key(k), tune.grid_search(v))
     init_ray(address)
     tuner = tune.Tuner(
         trainable,

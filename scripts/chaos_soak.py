@@ -3,7 +3,7 @@
 
     python scripts/chaos_soak.py configs/navigation2d-maml.yaml --local-cluster --minutes 30 --out runs/soak
     python scripts/chaos_soak.py configs/navigation2d-maml.yaml --address HEAD:6379 --minutes 30 --out /shared/soak \\
-        --set num_workers=8 worker_cpus=1
+        --set resources.num_workers=8 resources.worker_cpus=1
 
 The soak runs ``metarl train CONFIG --out OUT/soak --address ...`` (``checkpoint_every=1``, no end)
 and, at random moments (exponential gaps, mean ``--mean-gap`` s, seeded by ``--seed``), does one of:
@@ -365,10 +365,10 @@ def main(argv: list[str] | None = None) -> int:
             tmp = tempfile.mkdtemp(prefix="soak", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
             os.environ["RAY_TMPDIR"] = env["RAY_TMPDIR"] = tmp
             args.set = [
-                f"num_workers={args.workers}",
-                "worker_cpus=1",
-                "learner_cpus=1",
-                "learner_threads=1",
+                f"resources.num_workers={args.workers}",
+                "resources.worker_cpus=1",
+                "resources.learner_cpus=1",
+                "resources.learner_threads=1",
                 *args.set,
             ]
             cluster = local_cluster(1.0, args.workers)

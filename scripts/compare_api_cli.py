@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 BASE_CONFIG = "configs/navigation2d-metasgd-clip.yaml"  # the config its recorded numbers used
-SMALL = ["meta_batch_size=10", "episodes_per_task=10", "hidden_sizes=[32,32]"]
+SMALL = ["meta_batch_size=10", "episodes_per_task=10", "policy.hidden_sizes=[32,32]"]
 
 
 def event_times(tb_dir: Path, tag: str = "return_pre") -> list[float]:

@@ -22,9 +22,9 @@ VARIANTS = {
     "MAML": ["algorithm=maml"],
     "first-order MAML": ["algorithm=maml", "first_order=true"],
     "Reptile": ["algorithm=reptile"],
-    "Meta-SGD, scalar α": ["algorithm=metasgd", "alpha_granularity=scalar"],
-    "Meta-SGD, per-layer α": ["algorithm=metasgd", "alpha_granularity=per_layer"],
-    "Meta-SGD, per-parameter α": ["algorithm=metasgd", "alpha_granularity=per_parameter"],
+    "Meta-SGD, scalar α": ["algorithm=metasgd", "alpha.granularity=scalar"],
+    "Meta-SGD, per-layer α": ["algorithm=metasgd", "alpha.granularity=per_layer"],
+    "Meta-SGD, per-parameter α": ["algorithm=metasgd", "alpha.granularity=per_parameter"],
 }
 # Why Meta-SGD barely beats MAML on 2D navigation (issue 9): does α move if its start, the inner
 # step size or the trust region changes? Each Meta-SGD row has a MAML row with the same settings.
@@ -33,10 +33,10 @@ ALPHA_STUDY = {
     "Meta-SGD, α₀ = 0.1, TRPO": ["algorithm=metasgd"],
     "MAML, α = 0.3, TRPO": ["algorithm=maml", "inner_lr=0.3"],
     "Meta-SGD, α₀ = 0.3, TRPO": ["algorithm=metasgd", "inner_lr=0.3"],
-    "MAML, α = 0.1, Adam (lr 0.003)": ["algorithm=maml", "meta_optimizer=adam", "meta_lr=0.003"],
-    "Meta-SGD, α₀ = 0.1, Adam (lr 0.003)": ["algorithm=metasgd", "meta_optimizer=adam", "meta_lr=0.003"],
+    "MAML, α = 0.1, Adam (lr 0.003)": ["algorithm=maml", "meta_optimizer=adam", "adam.lr=0.003"],
+    "Meta-SGD, α₀ = 0.1, Adam (lr 0.003)": ["algorithm=metasgd", "meta_optimizer=adam", "adam.lr=0.003"],
 }
-BUDGET = ["meta_batch_size=10", "episodes_per_task=10", "hidden_sizes=[64,64]"]
+BUDGET = ["meta_batch_size=10", "episodes_per_task=10", "policy.hidden_sizes=[64,64]"]
 
 
 def metarl(*args: str) -> str:

@@ -29,7 +29,7 @@ def main() -> None:
     from metarl.runtime.learner import Learner
 
     torch.set_num_threads(1)
-    cfg = Config.load(sys.argv[1], ["learner_threads=1", *sys.argv[2:]])
+    cfg = Config.load(sys.argv[1], ["resources.learner_threads=1", *sys.argv[2:]])
     env = make_env(cfg.env, cfg.env_kwargs)
     spec = policy_spec(cfg, env)
     learner = Learner(cfg, spec)

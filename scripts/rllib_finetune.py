@@ -73,7 +73,7 @@ def ppo_config(run, seed: int, batch: int, env: str, env_config: dict, load_stat
             minibatch_size=min(batch, 500),
             num_epochs=5,
             lr=3e-4,
-            gamma=run.cfg.gamma,
+            gamma=run.cfg.advantages.gamma,
             lambda_=0.97,
         )
         .rl_module(

@@ -114,18 +114,18 @@ STUDIES: dict[str, list[Variant]] = {
     # metarl under pytorch-maml-rl's config, with its loss averaging (episodes) and with metarl's old one (steps)
     "peer": [
         Variant("peer-config", "configs/navigation2d-maml-peer.yaml"),
-        Variant("peer-config-steps", "configs/navigation2d-maml-peer.yaml", ("loss_average=steps",)),
+        Variant("peer-config-steps", "configs/navigation2d-maml-peer.yaml", ("advantages.loss_average=steps",)),
     ],
     # the papers' protocol with the original code's conventions (scaled actions, α = 0.5)
     "paper": [
         Variant("maml", "configs/navigation2d-maml.yaml"),
-        Variant("metasgd-joint", "configs/navigation2d-metasgd.yaml", ("alpha_update=joint",)),
-        Variant("metasgd-adam", "configs/navigation2d-metasgd.yaml", ("alpha_update=adam",)),
-        Variant("metasgd-natural", "configs/navigation2d-metasgd.yaml", ("alpha_update=natural",)),
+        Variant("metasgd-joint", "configs/navigation2d-metasgd.yaml", ("trpo.alpha_update=joint",)),
+        Variant("metasgd-adam", "configs/navigation2d-metasgd.yaml", ("trpo.alpha_update=adam",)),
+        Variant("metasgd-natural", "configs/navigation2d-metasgd.yaml", ("trpo.alpha_update=natural",)),
         Variant(
             "metasgd-adam-log",
             "configs/navigation2d-metasgd.yaml",
-            ("alpha_update=adam", "alpha_parametrization=log", "alpha_lr=0.02"),
+            ("trpo.alpha_update=adam", "alpha.parametrization=log", "trpo.alpha_lr=0.02"),
         ),
     ],
     # the MAML paper's baselines beside MAML (issue 34 D6): a policy pretrained on the task distribution
@@ -157,10 +157,10 @@ STUDIES: dict[str, list[Variant]] = {
     # TRPO's curvature on a share of the tasks (docs/results-clip.md, "Subsampled Fisher")
     "fisher": [
         Variant("metasgd-clip", "configs/navigation2d-metasgd-clip.yaml"),
-        Variant("metasgd-clip-fs0.25", "configs/navigation2d-metasgd-clip.yaml", ("fisher_subsample=0.25",)),
-        Variant("metasgd-clip-fs0.1", "configs/navigation2d-metasgd-clip.yaml", ("fisher_subsample=0.1",)),
+        Variant("metasgd-clip-fs0.25", "configs/navigation2d-metasgd-clip.yaml", ("trpo.fisher_subsample=0.25",)),
+        Variant("metasgd-clip-fs0.1", "configs/navigation2d-metasgd-clip.yaml", ("trpo.fisher_subsample=0.1",)),
         Variant("maml-clip", "configs/navigation2d-maml-clip.yaml"),
-        Variant("maml-clip-fs0.25", "configs/navigation2d-maml-clip.yaml", ("fisher_subsample=0.25",)),
+        Variant("maml-clip-fs0.25", "configs/navigation2d-maml-clip.yaml", ("trpo.fisher_subsample=0.25",)),
     ],
     # HalfCheetah direction and velocity on the reduced protocol; velocity again with GAE bootstrapping where
     # the horizon cuts episodes (100 iterations: compared with the first 100 of the plain runs)
@@ -170,7 +170,7 @@ STUDIES: dict[str, list[Variant]] = {
         Variant(
             "hc-vel-boot",
             "configs/halfcheetah-vel.yaml",
-            (*LOCOMOTION_REDUCED[:1], "iterations=100", *LOCOMOTION_REDUCED[2:], "bootstrap_truncated=true"),
+            (*LOCOMOTION_REDUCED[:1], "iterations=100", *LOCOMOTION_REDUCED[2:], "advantages.bootstrap_truncated=true"),
         ),
     ],
 }
@@ -220,7 +220,7 @@ def train_command(variant: Variant, seed: int, out: Path, extra: Iterable[str] =
 
 def train(runs: Path, variants: list[Variant], seeds: list[int], parallel: int = 1, extra: Iterable[str] = ()) -> None:
     """Train every (variant, seed) that is not complete; a run with a checkpoint is resumed."""
-    extra = list(extra) + (["learner_threads=1"] if parallel > 1 else [])
+    extra = list(extra) + (["resources.learner_threads=1"] if parallel > 1 else [])
     jobs = []
     for seed in seeds:
         for v in variants:

@@ -23,11 +23,11 @@ def tiny(config):
         .training(
             meta_batch_size=4,
             episodes_per_task=4,
-            hidden_sizes=[8],
+            policy={"hidden_sizes": [8]},
             iterations=10,
             inner_lr=0.1,
             meta_optimizer="trpo",
-            max_kl=0.01,
+            trpo={"max_kl": 0.01},
         )
         .debugging(seed=3)
     )
@@ -38,21 +38,48 @@ def test_builder_maps_rllib_names_to_config_keys():
     cfg = tiny(MetaSGDConfig()).to_config()
     assert isinstance(cfg, Config)
     assert (cfg.algorithm, cfg.env, cfg.env_kwargs) == ("metasgd", "metarl/Navigation2D-v0", {"action_mode": "clip"})
-    assert (cfg.num_workers, cfg.worker_cpus, cfg.device, cfg.learner_cpus, cfg.learner_threads) == (
+    res = cfg.resources
+    assert (res.num_workers, res.worker_cpus, res.device, res.learner_cpus, res.learner_threads) == (
         1,
         0.5,
         "cpu",
         0.5,
         1,
     )
-    assert (cfg.meta_batch_size, cfg.episodes_per_task, cfg.hidden_sizes, cfg.seed) == (4, 4, [8], 3)
+    assert (cfg.meta_batch_size, cfg.episodes_per_task, cfg.policy.hidden_sizes, cfg.seed) == (4, 4, [8], 3)
     assert MAMLConfig().to_config().algorithm == "maml"
-    # unset keys keep Config's defaults; a later setter call overrides only what it names
-    c = MetaSGDConfig().training(inner_lr=0.2).training(max_kl=0.02)
-    assert (c.to_config().inner_lr, c.to_config().max_kl, c.to_config().cg_iters) == (0.2, 0.02, Config().cg_iters)
+    # the builder holds the config's own form: sections as mappings (a Tune param_space)
+    assert tiny(MetaSGDConfig()).to_dict()["resources"] == {
+        "num_workers": 1,
+        "worker_cpus": 0.5,
+        "device": "cpu",
+        "learner_cpus": 0.5,
+        "learner_threads": 1,
+    }
+    # unset keys keep Config's defaults; a later setter call overrides only what it names, in a section too
+    c = MetaSGDConfig().training(inner_lr=0.2, trpo={"cg_iters": 7}).training(trpo={"max_kl": 0.02})
+    trpo = c.to_config().trpo
+    assert (c.to_config().inner_lr, trpo.max_kl, trpo.cg_iters, trpo.ls_ratio) == (0.2, 0.02, 7, Config().trpo.ls_ratio)
     # copy() branches a variant without touching the original
     variant = c.copy().training(inner_lr=0.3)
     assert (c.to_config().inner_lr, variant.to_config().inner_lr) == (0.2, 0.3)
+
+
+def test_builder_reads_old_flat_names_into_their_sections(monkeypatch, caplog):
+    import metarl.config
+
+    monkeypatch.setattr(metarl.config, "_noted_old_spelling", False)
+    c = MetaSGDConfig().training(max_kl=0.02, hidden_sizes=[8]).training(trpo={"cg_iters": 7})
+    assert c.to_dict() == {
+        "algorithm": "metasgd",
+        "trpo": {"max_kl": 0.02, "cg_iters": 7},
+        "policy": {"hidden_sizes": [8]},
+    }
+    notes = [r.getMessage() for r in caplog.records if "old spelling" in r.getMessage()]
+    assert notes == [
+        "flat config keys are the old spelling, read as: max_kl -> trpo.max_kl, hidden_sizes -> policy.hidden_sizes "
+        "(write the nested form)"
+    ]
 
 
 def test_builder_rejects_bad_keys_and_values_with_config_errors():
@@ -64,8 +91,12 @@ def test_builder_rejects_bad_keys_and_values_with_config_errors():
         MetaSGDConfig().training(meta_batch_size=0).to_config()
     with pytest.raises(ConfigError, match="not a registered Gymnasium id"):
         MetaSGDConfig().environment("metarl/Nowhere-v0").to_config()
-    with pytest.raises(ConfigError, match="num_workers"):  # cross-field check from Config.validate
+    with pytest.raises(ConfigError, match="resources.num_workers"):  # cross-field check from Config.validate
         MetaSGDConfig().env_runners(num_env_runners=5).training(meta_batch_size=4).to_config()
+    with pytest.raises(ConfigError, match="unknown key 'trpo.maxkl'; did you mean 'trpo.max_kl'"):
+        MetaSGDConfig().training(trpo={"maxkl": 0.1})
+    with pytest.raises(ConfigError, match="^MetaSGDConfig: unknown key 'maxkl'; did you mean 'trpo.max_kl'"):
+        MetaSGDConfig().training(maxkl=0.1)
 
 
 # -- the algorithm on a local Ray ------------------------------------------------------------------------
@@ -146,7 +177,7 @@ def test_train_save_restore_and_continue(local_ray, tmp_path):
 
 @pytest.mark.slow
 def test_maml_weights_keep_fixed_scalar_alpha(local_ray, tmp_path):
-    with tiny(MAMLConfig()).training(meta_optimizer="adam", meta_lr=0.01).build_algo(out_dir=tmp_path) as algo:
+    with tiny(MAMLConfig()).training(meta_optimizer="adam", adam={"lr": 0.01}).build_algo(out_dir=tmp_path) as algo:
         algo.train()
         weights = algo.get_weights()
         path = algo.save_to_path()

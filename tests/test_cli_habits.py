@@ -87,11 +87,20 @@ def test_config_keys_lists_every_key_with_default_and_help(capsys):
     out = capsys.readouterr().out
     defaults = yaml.safe_load(out)  # the comments are YAML comments: the text is a config of the defaults
     assert defaults == Config().to_dict()
-    lines = out.splitlines()
+    lines, comment_of, section = out.splitlines(), {}, ""
+    for i, text in enumerate(lines):  # each key's line, named in its one spelling, and the comment above it
+        if text.lstrip().startswith("#"):
+            continue
+        name, _, value = text.strip().partition(":")
+        if not text.startswith(" "):
+            section = name if not value else ""
+        if value:
+            comment_of[f"{section}.{name}" if text.startswith(" ") else name] = lines[i - 1]
+    assert list(comment_of) == [row["key"] for row in describe_keys()]
     for row in describe_keys():
-        line = next(i for i, text in enumerate(lines) if text.startswith(f"{row['key']}:"))
-        assert lines[line - 1].startswith("# ") and row["help"] in lines[line - 1]
-    assert "alpha_granularity" in defaults and "scalar | per_layer | per_parameter" in out
+        assert comment_of[row["key"]].lstrip().startswith("# ") and row["help"] in comment_of[row["key"]]
+    assert defaults["alpha"]["granularity"] == "per_parameter" and "scalar | per_layer | per_parameter" in out
+    assert "\ntrpo:\n" in out and "\n  max_kl: 0.01\n" in out
 
 
 def test_a_full_disk_is_one_line_and_exit_1(monkeypatch, capsys):

@@ -1,7 +1,7 @@
 """Property-based checks that no bad config gets past validation, and that each fails well.
 
 Hundreds of generated bad configs (wrong types, NaN/inf, huge, negative and out-of-range numbers,
-bad choices, unknown keys, junk nested in ``hidden_sizes``/``env_kwargs``, malformed YAML and
+bad choices, unknown keys, junk nested in ``policy.hidden_sizes``/``env_kwargs``, malformed YAML and
 binary garbage) go through ``Config.from_dict`` / ``Config.load`` in-process: each must raise
 ``ConfigError`` with one short line naming the offending key (or the file). A smaller sample goes
 through the real CLI in subprocesses: exit status 2, exactly one line on stderr, nothing created.
@@ -19,13 +19,21 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from metarl.config import SECTIONS, Config, ConfigError, key_specs, yaml_load
+from metarl.config import OLD_FLAT_KEYS, SECTIONS, Config, ConfigError, key_specs, yaml_load
 
-BASE = {"meta_batch_size": 4, "episodes_per_task": 4, "hidden_sizes": [8], "iterations": 2}
-FIELDS = key_specs()  # every flat key: type, range or choices (read off the typed model)
+BASE = {"meta_batch_size": 4, "episodes_per_task": 4, "policy": {"hidden_sizes": [8]}, "iterations": 2}
+FIELDS = key_specs()  # every key (dotted: trpo.max_kl): type, range or choices (read off the typed model)
 NAMES = sorted(FIELDS)
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+
+def _with(name: str, value) -> tuple[dict, str]:
+    """BASE with ``name`` (dotted for a section's key) set to ``value``, and the key the error must name."""
+    section, _, field = name.rpartition(".")
+    if not section:
+        return {**BASE, name: value}, name
+    return {**BASE, section: {**BASE.get(section, {}), field: value}}, name
 
 
 def _base_type(name: str) -> str:
@@ -78,7 +86,7 @@ def _wrong_type(name: str):
     }[t]
     if not _optional(name):
         by_type = st.one_of(by_type, st.none())
-    return by_type.map(lambda v: ({**BASE, name: v}, name))
+    return by_type.map(lambda v: _with(name, v))
 
 
 def _bad_number(name: str):
@@ -99,12 +107,12 @@ def _bad_number(name: str):
         options.append(above)
         if spec.exclusive_high:
             options.append(st.just(float(high)))
-    return st.one_of(options).map(lambda v: ({**BASE, name: v}, name))
+    return st.one_of(options).map(lambda v: _with(name, v))
 
 
 def _bad_choice(name: str):
     choices = FIELDS[name].choices
-    return small_text.filter(lambda s: s not in choices).map(lambda v: ({**BASE, name: v}, name))
+    return small_text.filter(lambda s: s not in choices).map(lambda v: _with(name, v))
 
 
 def _typo(name: str):
@@ -121,7 +129,7 @@ def _typo(name: str):
 
 unknown_key = (
     st.one_of(st.sampled_from(NAMES).flatmap(_typo), st.text(min_size=1, max_size=30))
-    .filter(lambda k: k not in FIELDS and k not in SECTIONS)
+    .filter(lambda k: k not in FIELDS and k not in SECTIONS and k not in OLD_FLAT_KEYS)
     .flatmap(lambda k: junk.map(lambda v: ({**BASE, k: v}, k)))
 )
 
@@ -136,7 +144,7 @@ bad_hidden = st.one_of(
     st.lists(st.integers(1, 64), min_size=65, max_size=70),
     st.lists(st.integers(10**5, 10**9), min_size=2, max_size=3),  # a policy of > 1e8 parameters
     st.integers(10**9 + 1, 10**30).map(lambda x: [8, x]),
-).map(lambda v: ({**BASE, "hidden_sizes": v}, "hidden_sizes"))
+).map(lambda v: _with("policy.hidden_sizes", v))
 
 bad_env_kwargs = st.one_of(
     st.dictionaries(st.integers(), scalars, min_size=1, max_size=2),  # non-string keys
@@ -151,7 +159,7 @@ bad_env = (
     st.text(max_size=40).filter(lambda s: s != "metarl/Navigation2D-v0").map(lambda v: ({**BASE, "env": v}, "env"))
 )
 
-too_many_workers = st.integers(5, 10**6).map(lambda w: ({**BASE, "num_workers": w}, "num_workers"))
+too_many_workers = st.integers(5, 10**6).map(lambda w: _with("resources.num_workers", w))
 
 bad_configs = st.one_of(
     st.sampled_from(NAMES).flatmap(_wrong_type),
@@ -242,7 +250,7 @@ bad_files = st.one_of(
             b"a: 1\na: 2\n",
             b"\xff\xfe\x00garbage",
             b"!!python/object/apply:os.system ['true']\n",
-            b"meta_lr: !!binary aGVsbG8=\n",
+            b"adam: {lr: !!binary aGVsbG8=}\n",
             b"inner_lr: 2024-01-01\n",
             b"x: &a [*a]\n",
             b"\x00\x01\x02",
@@ -257,7 +265,9 @@ def _is_maybe_valid(data: bytes) -> bool:
         parsed = yaml_load(data.decode("utf-8"))
     except Exception:
         return False
-    return isinstance(parsed, dict) and all(isinstance(k, str) and (k in FIELDS or k in SECTIONS) for k in parsed)
+    return isinstance(parsed, dict) and all(
+        isinstance(k, str) and (k in FIELDS or k in SECTIONS or k in OLD_FLAT_KEYS) for k in parsed
+    )
 
 
 def test_generated_bad_files_are_rejected_with_one_line(tmp_path):
@@ -284,11 +294,17 @@ def test_generated_bad_files_are_rejected_with_one_line(tmp_path):
     item=st.one_of(
         st.text(max_size=20).filter(lambda s: "=" not in s),
         st.text(min_size=1, max_size=10)
-        .filter(lambda k: k.strip() and "=" not in k and k.strip() not in FIELDS and k.strip() not in SECTIONS)
+        .filter(lambda k: k.strip() and "=" not in k and k.strip() not in {*FIELDS, *SECTIONS, *OLD_FLAT_KEYS})
         .map(lambda k: f"{k}=1"),
         st.sampled_from(NUMERIC).map(lambda k: f"{k}=.nan"),
         st.sampled_from(
-            ["hidden_sizes=[8,", "env_kwargs={a: [}", "seed=1e400", "iterations=-3", "inner_lr=!!python/name:os.system"]
+            [
+                "policy.hidden_sizes=[8,",
+                "env_kwargs={a: [}",
+                "seed=1e400",
+                "iterations=-3",
+                "inner_lr=!!python/name:os.system",
+            ]
         ),
     )
 )
@@ -301,9 +317,9 @@ def test_bad_overrides_are_rejected(item):
 def test_yaml_1_2_floats_and_duplicate_keys(tmp_path):
     """``1e-3`` is a float (PyYAML alone reads it as a string); a repeated key is an error."""
     path = tmp_path / "c.yaml"
-    path.write_text("meta_lr: 1e-3\nmax_kl: 2.0e-2\nmeta_batch_size: 4\nepisodes_per_task: 4\n")
+    path.write_text("adam: {lr: 1e-3}\ntrpo: {max_kl: 2.0e-2}\nmeta_batch_size: 4\nepisodes_per_task: 4\n")
     cfg = Config.load(path)
-    assert cfg.meta_lr == 1e-3 and cfg.max_kl == 0.02
+    assert cfg.adam.lr == 1e-3 and cfg.trpo.max_kl == 0.02
     path.write_text("inner_lr: 0.1\ninner_lr: 0.2\n")
     with pytest.raises(ConfigError, match="duplicate key 'inner_lr' at line 2"):
         Config.load(path)
@@ -380,7 +396,7 @@ def test_cli_bad_files(tmp_path, command, name):
         (["train", "/nonexistent/config.yaml"], "does not exist"),
         (["train", "configs"], "is a directory"),
         (["train", "configs/navigation2d-maml.yaml", "--set", "inner_lr"], "expected key=value"),
-        (["train", "configs/navigation2d-maml.yaml", "--set", "hidden_sizes=[8,"], "not valid YAML"),
+        (["train", "configs/navigation2d-maml.yaml", "--set", "policy.hidden_sizes=[8,"], "not valid YAML"),
         (["train"], "required: config"),
         (["frobnicate"], "invalid choice"),
         (["benchmark", "--iterations", "many"], "invalid int value"),

@@ -224,7 +224,10 @@ def test_killed_worker_mid_sample(clean, tmp_path, monkeypatch, caplog, retries)
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        (dict(device="cuda"), "GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has 0 GPUs"),
+        (
+            dict(device="cuda"),
+            "GPU: resources.device: cuda asks for 1 GPU for the learner; the Ray cluster has 0 GPUs",
+        ),
         (
             dict(num_workers=1, worker_cpus=1.5, learner_cpus=0.5),
             "worker_cpus=1.5 CPUs on one node; the largest node has 1",
@@ -283,7 +286,7 @@ def test_cli_impossible_request_one_line(clean, tmp_path):
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "metarl: error: GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has 0 GPUs"
+        "metarl: error: GPU: resources.device: cuda asks for 1 GPU for the learner; the Ray cluster has 0 GPUs"
     ), proc.stderr
 
 

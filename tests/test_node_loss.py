@@ -324,7 +324,8 @@ def test_a_run_short_of_room_starts_with_fewer_workers_and_grows_when_a_node_arr
         len(short) == 1
         and "\n" not in short[0]
         and short[0].startswith(
-            "num_workers=2: the cluster has room for 1 rollout worker now (worker_cpus=1 each, on one node;"
+            "resources.num_workers=2: the cluster has room for 1 rollout worker now (resources.worker_cpus=1 each, "
+            "on one node;"
         )
     ), short
     assert "starting with 1, the other 1 join as nodes with room arrive" in short[0]
@@ -456,7 +457,8 @@ def test_losing_every_rollout_worker_stops_in_one_line_with_the_resume_command(c
         ray.kill(blocker)
     message = str(err.value)
     assert "\n" not in message and message.startswith(
-        "iteration 2: no rollout worker is left and none could be started within 3 s (each needs worker_cpus=1 CPUs"
+        "iteration 2: no rollout worker is left and none could be started within 3 s (each needs "
+        "resources.worker_cpus=1 CPUs"
     )
     assert message.endswith(
         f"newest checkpoint: {tmp_path / 'checkpoints' / 'checkpoint-000001.pt'}; resume with: "

@@ -10,7 +10,7 @@ import yaml
 from matplotlib.image import imread
 
 from metarl.cli import main
-from metarl.config import Config
+from metarl.config import OLD_FLAT_KEYS, Config, dotted_items, set_dotted
 from metarl.plots import (
     CURVE_GID,
     TRAJECTORY_GID,
@@ -23,7 +23,7 @@ from metarl.plots import (
 )
 from metarl.runtime.trainer import Trainer
 
-TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, hidden_sizes=[8], checkpoint_every=1)
+TINY = dict(iterations=2, meta_batch_size=4, episodes_per_task=4, policy={"hidden_sizes": [8]}, checkpoint_every=1)
 GOALS = [[0.3, -0.2], [-0.4, 0.1]]
 DPI = 50
 
@@ -69,11 +69,18 @@ def test_trajectories(runs, tmp_path):
         np.testing.assert_array_equal(a.get_xydata(), b.get_xydata())
 
 
-def _fake_seed(run, dest, seed, shift, **changes):
-    """A copy of ``run`` as if trained with another seed (config.yaml + metrics.jsonl only)."""
+def _fake_seed(run, dest, seed, shift, flat=False, **changes):
+    """A copy of ``run`` as if trained with another seed (config.yaml + metrics.jsonl only); changed keys are
+    dotted with ``__`` (``resources__num_workers=2``). ``flat``: config.yaml as versions before the sections
+    wrote it (``num_workers: 2``)."""
     dest.mkdir(parents=True)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    (dest / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": seed, **changes}, sort_keys=False))
+    for key, value in {"seed": seed, **changes}.items():
+        set_dotted(cfg, key.replace("__", "."), value)
+    if flat:
+        old_name = {nested: old for old, nested in OLD_FLAT_KEYS.items()}
+        cfg = {old_name.get(k, k): v for k, v in dotted_items(cfg).items()}
+    (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rows = [{**r, "return_pre": r["return_pre"] + shift, "return_post": r["return_post"] + shift} for r in rows]
     (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -107,12 +114,16 @@ def test_curves_smooth_each_seed_by_a_trailing_mean(runs, tmp_path):
 
 
 def test_curves_read_sweep_folders_group_execution_keys_and_draw_a_t_interval(runs, tmp_path):
-    """A Tune-like sweep folder: trials found recursively, seeds that differ only in learner_threads and
-    num_workers grouped, a legend naming only the key that differs, a 95 % Student-t band, env-steps axis."""
+    """A Tune-like sweep folder: trials found recursively, seeds that differ only in resources (one of them an
+    old run whose config.yaml is flat) grouped, a legend naming only the key that differs, a 95 % Student-t
+    band, env-steps axis."""
     base, trial = runs["metasgd"], "MetaRLTrainable_1a2b3_{:05d}_{}_inner_lr={},seed={}_2025-01-01_00-00-00"
     sweep = tmp_path / "sweep-lr"
-    s0 = _fake_seed(base, sweep / trial.format(0, 0, 0.1, 0), 0, 0.0, learner_threads=0)
-    s1 = _fake_seed(base, sweep / trial.format(1, 1, 0.1, 1), 1, 4.0, learner_threads=1, num_workers=2)
+    s0 = _fake_seed(base, sweep / trial.format(0, 0, 0.1, 0), 0, 0.0, resources__learner_threads=0)
+    s1 = _fake_seed(
+        base, sweep / trial.format(1, 1, 0.1, 1), 1, 4.0, flat=True, resources__learner_threads=1, num_workers=2
+    )
+    assert "num_workers" in yaml.safe_load((s1 / "config.yaml").read_text())
     other = _fake_seed(base, sweep / trial.format(2, 2, 0.05, 0), 0, 1.0, inner_lr=0.05)
     (s0 / "checkpoint_000001").mkdir()  # Tune's checkpoint folders hold no run
     groups = group_runs([sweep])

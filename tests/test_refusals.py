@@ -84,7 +84,7 @@ def test_an_env_keyword_the_env_lacks_is_one_line_naming_it_and_what_it_takes(tm
     )
 
 
-@pytest.mark.parametrize("key", ["worker_cpus", "learner_cpus"])
+@pytest.mark.parametrize("key", ["resources.worker_cpus", "resources.learner_cpus"])
 def test_cpus_below_rays_granularity_name_the_key_and_the_allowed_range(tmp_path, key):
     """Ray 2.60 counts resources in units of 0.0001 and refused 0.00001 in its own words, at actor creation."""
     out = tmp_path / "o"

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import torch
 
 import metarl.runtime.checkpoint as ckpt
 from metarl import cli
-from metarl.config import Config, ConfigError
+from metarl.config import OLD_FLAT_KEYS, Config, ConfigError, dotted_items, set_dotted
 from metarl.runtime import rundir
 from metarl.runtime.checkpoint import (
     CheckpointError,
@@ -46,11 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(
     meta_batch_size=2,
     episodes_per_task=2,
-    hidden_sizes=[8],
-    learner_cpus=0.5,
-    worker_cpus=0.5,
-    learner_threads=1,
-    num_workers=1,
+    policy={"hidden_sizes": [8]},
+    resources={"learner_cpus": 0.5, "worker_cpus": 0.5, "learner_threads": 1, "num_workers": 1},
 )
 CONFIG = "configs/navigation2d-metasgd.yaml"
 
@@ -60,6 +58,14 @@ def _run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:
     """``metarl ARGV`` in this process: its exit status and its stderr lines."""
     rc = cli.main(argv)
     return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def _changed(cfg: Config, **changes) -> Config:
+    """``cfg`` with some keys changed, dotted keys written ``__`` (``advantages__gamma=0.9``)."""
+    raw = cfg.to_dict()
+    for key, value in changes.items():
+        set_dotted(raw, key.replace("__", "."), value)
+    return Config.from_dict(raw)
 
 
 def _real_state(cfg: Config, iteration: int = 1) -> dict:
@@ -112,7 +118,7 @@ def _snapshot(directory: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     "setting, key",
     [
-        ("hidden_sizes=[1000000]", "hidden_sizes"),
+        ("policy.hidden_sizes=[1000000]", "policy.hidden_sizes"),
         ("inner_steps=1000000", "inner_steps"),
         ("inner_steps=500", "inner_steps"),  # under the cap, but the learner's graphs would not fit
         ("meta_batch_size=250000", "meta_batch_size"),
@@ -457,40 +463,38 @@ def test_the_lock_dies_with_its_process(run):
         {"inner_lr": 0.2},
         {"seed": 1},
         {"meta_batch_size": 4},
-        {"gamma": 0.9},
+        {"advantages__gamma": 0.9},
         {"meta_optimizer": "adam"},
-        {"hidden_sizes": [16]},
+        {"policy__hidden_sizes": [16]},
         {"algorithm": "maml"},
     ],
 )
 def test_resume_with_a_different_learning_config_is_refused_and_writes_nothing(run, cfg, change):
     before = _snapshot(run)
-    key = next(iter(change))
-    with pytest.raises(rundir.RunDirError, match=rf"differs from the checkpoint's .* in {key} "):
-        Trainer(Config.from_dict({**cfg.to_dict(), **change}), run, resume=True)
+    key = next(iter(change)).replace("__", ".")
+    with pytest.raises(rundir.RunDirError, match=rf"differs from the checkpoint's .* in {re.escape(key)} "):
+        Trainer(_changed(cfg, **change), run, resume=True)
     assert {k: v for k, v in _snapshot(run).items() if k != rundir.LOCK_NAME} == before
 
 
 def test_resume_may_change_length_resources_and_checkpointing(run, cfg):
-    new = Config.from_dict(
-        {
-            **cfg.to_dict(),
-            "iterations": 9,
-            "num_workers": 2,
-            "learner_threads": 2,
-            "checkpoint_every": 5,
-            "keep_checkpoints": 7,
-        }
+    new = _changed(
+        cfg,
+        iterations=9,
+        resources__num_workers=2,
+        resources__learner_threads=2,
+        checkpoint_every=5,
+        keep_checkpoints=7,
     )
     changes = rundir.resume_changes(run, new)
     assert changes == {
         "iterations": (3, 9),
-        "num_workers": (1, 2),
-        "learner_threads": (1, 2),
+        "resources.num_workers": (1, 2),
+        "resources.learner_threads": (1, 2),
         "checkpoint_every": (10, 5),
         "keep_checkpoints": (3, 7),
     }
-    assert rundir.format_changes(changes).startswith("iterations 3 -> 9, num_workers 1 -> 2")
+    assert rundir.format_changes(changes).startswith("iterations 3 -> 9, resources.num_workers 1 -> 2")
 
 
 def test_resume_compares_keys_added_since_the_checkpoint_with_their_defaults(run, cfg):
@@ -498,12 +502,29 @@ def test_resume_compares_keys_added_since_the_checkpoint_with_their_defaults(run
     path = resolve_checkpoint(run)
     state = load_checkpoint(path)
     old = json.loads(state["config"])
-    old.pop("gae_lambda")
+    old["advantages"].pop("gae_lambda")
     state["config"] = json.dumps(old)
     _forge(path, state)
     assert rundir.resume_changes(run, cfg) == {}
-    with pytest.raises(rundir.RunDirError, match="gae_lambda"):
-        rundir.resume_changes(run, Config.from_dict({**cfg.to_dict(), "gae_lambda": 0.5}))
+    with pytest.raises(rundir.RunDirError, match=r"in advantages\.gae_lambda 1.0 -> 0.5"):
+        rundir.resume_changes(run, _changed(cfg, advantages__gae_lambda=0.5))
+
+
+def test_resume_of_a_checkpoint_with_the_old_flat_config_compares_key_by_key(run, cfg):
+    """A checkpoint written before the sections stores its config flat: the same config, read as such."""
+    path = resolve_checkpoint(run)
+    state = load_checkpoint(path)
+    nested = json.loads(state["config"])
+    flat = {k: v for k, v in nested.items() if not isinstance(v, dict) or k == "env_kwargs"}
+    for section in ("alpha", "trpo", "adam", "reptile", "advantages", "policy", "resources"):
+        old_names = {v: k for k, v in OLD_FLAT_KEYS.items()}
+        flat.update({old_names[f"{section}.{name}"]: value for name, value in nested[section].items()})
+    state["config"] = json.dumps(flat)
+    _forge(path, state)
+    assert rundir.resume_changes(run, cfg) == {}
+    assert rundir.resume_changes(run, _changed(cfg, resources__num_workers=2)) == {"resources.num_workers": (1, 2)}
+    with pytest.raises(rundir.RunDirError, match=r"in trpo\.max_kl 0.01 -> 0.02"):
+        rundir.resume_changes(run, _changed(cfg, trpo__max_kl=0.02))
 
 
 # -- 4. loaders skip incomplete checkpoints; failed writes say what was kept -----------------------
@@ -579,7 +600,7 @@ def _train_args(out: Path, *extra: str, sets: dict | None = None) -> list[str]:
         "--out",
         str(out),
         "--set",
-        *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()],
+        *[f"{k}={json.dumps(v).replace(' ', '')}" for k, v in dotted_items(sets).items()],  # trpo.max_kl=...
         *extra,
     ]
 

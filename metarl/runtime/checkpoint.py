@@ -345,7 +345,7 @@ def _check_env_trust(path: Path, raw: dict[str, Any], trusted: bool) -> None:
 
 def expected_shapes(cfg: Config, obs_dim: int, act_dim: int, kind: str) -> dict[str, tuple[int, ...]]:
     """θ's names and shapes for ``cfg``'s policy (the layout of :func:`metarl.core.policies.init_params`)."""
-    sizes = (obs_dim, *cfg.hidden_sizes, act_dim)
+    sizes = (obs_dim, *cfg.policy.hidden_sizes, act_dim)
     shapes: dict[str, tuple[int, ...]] = {}
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         shapes[f"layer{i}.weight"], shapes[f"layer{i}.bias"] = (fan_in, fan_out), (fan_out,)
@@ -378,7 +378,7 @@ def run_config(path: str | Path, state: dict[str, Any], trust_env_module: bool |
             found = "missing" if got is None else f"has shape {tuple(got.shape)}"
             raise CheckpointError(f"{path}: theta.{name} {found}; its config's policy needs {shape}")
         alpha_shape = tuple(state["alpha"][name].shape)
-        allowed = {shape} if cfg.learns_alpha and cfg.alpha_granularity == "per_parameter" else {(), (1,)}
+        allowed = {shape} if cfg.learns_alpha and cfg.alpha.granularity == "per_parameter" else {(), (1,)}
         if alpha_shape not in allowed:
             raise CheckpointError(f"{path}: alpha.{name} has shape {alpha_shape}; expected one of {sorted(allowed)}")
     extra = sorted(set(state["theta"]) - set(expected))

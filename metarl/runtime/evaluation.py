@@ -207,12 +207,12 @@ class RaySampler:
     per phase, a failed worker's slice re-sent, a dead worker replaced."""
 
     def __init__(self, run: TrainedRun, num_tasks: int, num_workers: int | None = None):
-        cfg = run.cfg
-        n = min(num_workers or cfg.num_workers, num_tasks)
-        if cfg.worker_cpus > 0:  # a training config sized for a cluster must not hang a laptop
+        cfg, res = run.cfg, run.cfg.resources
+        n = min(num_workers or res.num_workers, num_tasks)
+        if res.worker_cpus > 0:  # a training config sized for a cluster must not hang a laptop
             free = ray.available_resources().get("CPU", 0.0)
-            n = min(n, max(1, int(free // cfg.worker_cpus)))
-        self.group = RolloutGroup(cfg.env, cfg.env_kwargs, run.spec, run.horizon, n, cfg.worker_cpus)
+            n = min(n, max(1, int(free // res.worker_cpus)))
+        self.group = RolloutGroup(cfg.env, cfg.env_kwargs, run.spec, run.horizon, n, res.worker_cpus)
         self.steps = 0  # phases sampled so far, to name them in log messages
 
     def sample(
@@ -346,7 +346,7 @@ def adaptation_sweep(
     scales = [1.0] * steps if scales is None else list(scales)
     if len(scales) != steps:
         raise ValueError(f"{len(scales)} step-size scales for {steps} inner steps")
-    cfg, T = run.cfg, len(tasks)
+    adv, T = run.cfg.advantages, len(tasks)
     dtype = next(iter(run.theta.values())).dtype
     params = {k: v.contiguous() for k, v in expand_to_tasks(run.theta, T).items()}
     returns, stacks, mean_returns, success = [], [], [], []
@@ -360,13 +360,13 @@ def adaptation_sweep(
         rollouts = sampler.sample(tasks, stack, True, episodes, seeds)
         batch = Batch.from_rollouts(
             rollouts,
-            cfg.gamma,
-            cfg.gae_lambda,
-            cfg.normalize_advantages,
+            adv.gamma,
+            adv.gae_lambda,
+            adv.normalize_advantages,
             dtype,
             "cpu",
-            cfg.loss_average,
-            cfg.bootstrap_truncated,
+            adv.loss_average,
+            adv.bootstrap_truncated,
         )
         returns.append(batch.episode_returns().mean(-1).double().numpy())
         success.append(batch.success)
@@ -485,7 +485,7 @@ def report(run: TrainedRun, sweep: Sweep, episodes: int, seed: int, split: str =
             "alpha_scales": sweep.scales,
             "mean_step_size_by_step": [alpha_mean * s for s in sweep.scales],
             "fresh_rollouts_per_step": True,
-            "loss_average": run.cfg.loss_average,
+            "loss_average": run.cfg.advantages.loss_average,
         },
         "returns_by_step": [float(x) for x in returns.mean(axis=1)],
         "ci95_by_step": [ci95(r) for r in returns],

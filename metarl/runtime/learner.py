@@ -47,11 +47,11 @@ def init_alpha(theta: dict[str, torch.Tensor], cfg: Config) -> Alpha:
 
 class Learner:
     def __init__(self, cfg: Config, spec: PolicySpec):
-        threads = cfg.learner_threads or os.cpu_count() or 1
+        threads = cfg.resources.learner_threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         self.cfg, self.spec = cfg, spec
-        self.device = resolve_device(cfg.device)
-        self.dtype = DTYPES[cfg.dtype]
+        self.device = resolve_device(cfg.resources.device)
+        self.dtype = DTYPES[cfg.resources.dtype]
         gen = torch.Generator().manual_seed(cfg.seed)
         theta = {k: v.to(self.device).requires_grad_() for k, v in init_params(spec, gen, self.dtype).items()}
         self.meta = MetaParameters(theta, init_alpha(theta, cfg))
@@ -72,7 +72,7 @@ class Learner:
     def _batch(self, parts: list) -> Batch:
         if any(type(p).__name__ == "ObjectRef" for p in parts):  # refs nested in a list are not auto-resolved
             parts = ray.get(list(parts))
-        c = self.cfg
+        c = self.cfg.advantages
         return Batch.from_rollouts(
             merge_rollouts(parts),
             c.gamma,

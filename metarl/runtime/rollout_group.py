@@ -4,11 +4,11 @@ The trainer, evaluation (:class:`metarl.runtime.evaluation.RaySampler`), ``metar
 the trainer) and Ray Tune (:func:`metarl.tune.trial_layout`) all place and sample through here,
 so there is one sampling path and one rule for the learner's GPU and bundle.
 
-Placement: each rollout actor lives in a placement group of its own, one ``{CPU: worker_cpus}``
+Placement: each rollout actor lives in a placement group of its own, one ``{CPU: resources.worker_cpus}``
 bundle with the ``SPREAD`` strategy (Ray puts such groups on different nodes where the cluster has
 room; those that fit are placed at the start, within :data:`PLACEMENT_TIMEOUT_S`); each gets a
 slice of the meta-batch proportional to its share. When the nodes up at the start hold fewer
-workers than ``num_workers`` asks for (but at least one), the run starts with those, says so in
+workers than ``resources.num_workers`` asks for (but at least one), the run starts with those, says so in
 one line (:func:`short_of_workers`), and the other groups stay pending, which an autoscaler reads
 as demand for nodes; a worker whose group is placed on an arriving node joins from the next
 phase on (:meth:`RolloutGroup.active_workers`). Results do not depend on the number of workers.
@@ -17,7 +17,7 @@ One group per actor, not one group for all: a group with a bundle on a lost node
 core measured), and a group can only be removed whole, which would kill the surviving actors too.
 A lost actor's own group is removed and a new one requested; while that one is pending (no cost to
 the GCS) the others share its work. The learner gets its own one-bundle group (with a GPU when
-``device`` is ``cuda``, or ``auto`` and the cluster has one: :func:`learner_uses_gpu`). Requests
+``resources.device`` is ``cuda``, or ``auto`` and the cluster has one: :func:`learner_uses_gpu`). Requests
 the cluster can never meet fail before anything starts (:func:`check_resources`,
 :func:`check_placement`); a group that stays unplaced for :data:`PLACEMENT_TIMEOUT_S` fails with
 what is free. Bundles reserved by someone else (a Tune trial's placement group:
@@ -122,7 +122,8 @@ def worker_bundles(num_workers: int, worker_cpus: float) -> list[dict[str, float
 
 def cpus_needed(cfg) -> float:
     """CPUs that the learner and every rollout worker of ``cfg`` reserve together."""
-    return cfg.learner_cpus + cfg.num_workers * cfg.worker_cpus
+    res = cfg.resources
+    return res.learner_cpus + res.num_workers * res.worker_cpus
 
 
 # -- placement ----------------------------------------------------------------------------------
@@ -207,18 +208,18 @@ def check_placement(
         if learner_gpu:
             raise ResourceError(
                 f"GPU: the learner asks for 1 GPU and {learner_cpus:g} CPUs on one node; no node has both "
-                f"({where}). Set device: cpu or lower learner_cpus."
+                f"({where}). Set resources.device: cpu or lower resources.learner_cpus."
             )
         raise ResourceError(
-            f"CPU: the learner asks for learner_cpus={learner_cpus:g} CPUs on one node; the largest node has "
-            f"{max(cpus, default=0):g} ({where}). Lower learner_cpus."
+            f"CPU: the learner asks for resources.learner_cpus={learner_cpus:g} CPUs on one node; the largest node "
+            f"has {max(cpus, default=0):g} ({where}). Lower resources.learner_cpus."
         )
     if worker_cpus <= 0:
         return num_workers
     if worker_cpus > max(cpus) + _EPS:
         raise ResourceError(
-            f"CPU: each rollout worker asks for worker_cpus={worker_cpus:g} CPUs on one node; the largest node has "
-            f"{max(cpus):g} ({where}). Lower worker_cpus."
+            f"CPU: each rollout worker asks for resources.worker_cpus={worker_cpus:g} CPUs on one node; the largest "
+            f"node has {max(cpus):g} ({where}). Lower resources.worker_cpus."
         )
 
     def fit(c: float) -> int:
@@ -229,37 +230,40 @@ def check_placement(
         raise ResourceError(
             f"CPU: {num_workers} rollout workers x {worker_cpus:g} CPUs (plus the learner's {learner_cpus:g}) do not "
             f"fit on the cluster's nodes, which hold at most {best} such workers beside the learner ({where}); a "
-            f"worker's CPUs must come from one node. Lower num_workers or worker_cpus."
+            f"worker's CPUs must come from one node. Lower resources.num_workers or resources.worker_cpus."
         )
     return min(best, num_workers)
 
 
 def check_resources(cfg, allow_fewer: bool = False) -> tuple[bool, int]:
     """Fail fast on requests the cluster can never meet; return whether the learner gets a GPU and how many
-    rollout workers fit on the nodes up now (``allow_fewer``: at least one; else all ``num_workers``)."""
-    total = ray.cluster_resources()
+    rollout workers fit on the nodes up now (``allow_fewer``: at least one; else all ``resources.num_workers``)."""
+    total, res = ray.cluster_resources(), cfg.resources
     gpus = total.get("GPU", 0)
-    use_gpu = learner_uses_gpu(cfg.device, gpus)
+    use_gpu = learner_uses_gpu(res.device, gpus)
     if use_gpu and gpus < 1:
-        raise ResourceError(f"GPU: device: cuda asks for 1 GPU for the learner; the Ray cluster has {gpus:g} GPUs")
-    needed = cpus_needed(cfg) if not allow_fewer else cfg.learner_cpus + min(cfg.num_workers, 1) * cfg.worker_cpus
+        raise ResourceError(
+            f"GPU: resources.device: cuda asks for 1 GPU for the learner; the Ray cluster has {gpus:g} GPUs"
+        )
+    needed = cpus_needed(cfg) if not allow_fewer else res.learner_cpus + min(res.num_workers, 1) * res.worker_cpus
     if needed > total.get("CPU", 0) + _EPS:
         raise ResourceError(
-            f"CPU: the learner ({cfg.learner_cpus:g}) and {cfg.num_workers} rollout workers "
-            f"({cfg.worker_cpus:g} each) ask for {cpus_needed(cfg):g} CPUs; the Ray cluster has "
-            f"{total.get('CPU', 0):g}. Lower num_workers or worker_cpus."
+            f"CPU: the learner ({res.learner_cpus:g}) and {res.num_workers} rollout workers "
+            f"({res.worker_cpus:g} each) ask for {cpus_needed(cfg):g} CPUs; the Ray cluster has "
+            f"{total.get('CPU', 0):g}. Lower resources.num_workers or resources.worker_cpus."
         )
-    fit = check_placement(alive_nodes(), cfg.learner_cpus, use_gpu, cfg.num_workers, cfg.worker_cpus, allow_fewer)
+    fit = check_placement(alive_nodes(), res.learner_cpus, use_gpu, res.num_workers, res.worker_cpus, allow_fewer)
     return use_gpu, fit
 
 
 def short_of_workers(cfg, fit: int) -> str:
-    """The one line that says a run starts with fewer rollout workers than ``num_workers``, and when the rest come."""
-    free = ray.available_resources().get("CPU", 0)
+    """The one line that says a run starts with fewer rollout workers than asked, and when the rest come."""
+    free, res = ray.available_resources().get("CPU", 0), cfg.resources
     return (
-        f"num_workers={cfg.num_workers}: the cluster has room for {fit} rollout worker{'s' if fit != 1 else ''} "
-        f"now (worker_cpus={cfg.worker_cpus:g} each, on one node; {describe_nodes(alive_nodes())}, {free:g} CPUs "
-        f"free); starting with {fit}, the other {cfg.num_workers - fit} join as nodes with room arrive (results "
+        f"resources.num_workers={res.num_workers}: the cluster has room for {fit} rollout "
+        f"worker{'s' if fit != 1 else ''} now (resources.worker_cpus={res.worker_cpus:g} each, on one node; "
+        f"{describe_nodes(alive_nodes())}, {free:g} CPUs free); starting with {fit}, the other "
+        f"{res.num_workers - fit} join as nodes with room arrive (results "
         "do not depend on the number of workers)"
     )
 
@@ -331,7 +335,7 @@ def kill_quietly(actor) -> None:
 
 def start_learner(cfg, spec: PolicySpec, use_gpu: bool, reserved: ReservedBundles | None = None):
     """Start the learner actor in its own bundle; returns ``(actor, placement group or None)``."""
-    bundle = learner_bundle(cfg.learner_cpus, use_gpu)
+    bundle = learner_bundle(cfg.resources.learner_cpus, use_gpu)
     options: dict[str, Any] = {}
     pg = None
     if reserved is not None:  # bundles reserved for us (a Tune trial): no group of our own
@@ -344,7 +348,7 @@ def start_learner(cfg, spec: PolicySpec, use_gpu: bool, reserved: ReservedBundle
         # the module's Learner at call time, not at import: tests swap in slow or NaN learners
         ray.remote(learner_module.Learner)
         .options(
-            num_cpus=cfg.learner_cpus,
+            num_cpus=cfg.resources.learner_cpus,
             num_gpus=1 if use_gpu else 0,
             max_restarts=0,
             runtime_env=ACTOR_RUNTIME_ENV,
@@ -366,7 +370,7 @@ def start_actors(
     the learner's (they end the run instead of costing a worker).
     """
     use_gpu, fit = check_resources(cfg, allow_fewer=reserved is None)
-    if fit < cfg.num_workers:
+    if fit < cfg.resources.num_workers:
         log.warning(short_of_workers(cfg, fit))
     learner, pg = start_learner(cfg, spec, use_gpu, reserved)
     rollouts = None
@@ -379,8 +383,8 @@ def start_actors(
             cfg.env_kwargs,
             spec,
             horizon,
-            cfg.num_workers,
-            cfg.worker_cpus,
+            cfg.resources.num_workers,
+            cfg.resources.worker_cpus,
             reserved,
             fatal=fatal,
             placeable=fit,
@@ -616,7 +620,7 @@ class RolloutGroup:
             free = ray.available_resources().get("CPU", 0)
             raise WorkersUnavailableError(
                 f"no rollout worker is left and none could be started within {READY_TIMEOUT_S:g} s (each needs "
-                f"worker_cpus={self.worker_cpus:g} CPUs on one node; the cluster has {free:g} CPUs free, "
+                f"resources.worker_cpus={self.worker_cpus:g} CPUs on one node; the cluster has {free:g} CPUs free, "
                 f"{describe_nodes(alive_nodes())})"
             )
         return self.active_workers()

@@ -32,17 +32,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metarl.config import Config, ConfigError, _show, flat_defaults, flatten
+from metarl.config import Config, ConfigError, _show, dotted_items, key_defaults, place_keys
 from metarl.runtime.checkpoint import CheckpointError, config_dict, list_checkpoints, load_latest
 
 LOCK_NAME = ".lock"
 RESUMABLE_KEYS = (
     "iterations",
-    "num_workers",
-    "worker_cpus",
-    "learner_cpus",
-    "learner_threads",
-    "device",
+    "resources.num_workers",
+    "resources.worker_cpus",
+    "resources.learner_cpus",
+    "resources.learner_threads",
+    "resources.device",
     "checkpoint_every",
     "keep_checkpoints",
     "max_consecutive_skips",
@@ -182,10 +182,12 @@ def resume_changes(out: Path, cfg: Config) -> dict[str, tuple[Any, Any]]:
     if "config" not in state:
         raise RunDirError(f"--resume: {path} holds no config to compare with; it is not a metarl checkpoint")
     try:
-        old = {**flat_defaults(), **flatten(config_dict(path, state))}  # keys added since: their defaults
+        # an old checkpoint's flat keys read as their sections'; keys added since: their defaults
+        old = {**key_defaults(), **dotted_items(place_keys(config_dict(path, state), "config"))}
     except (CheckpointError, ConfigError) as exc:
         raise RunDirError(f"--resume: {exc}") from None
-    new, ignored = cfg.to_dict(), cfg.inapplicable()  # keys the run never reads (older versions wrote any value)
+    # inapplicable: keys the run never reads (older versions wrote any value)
+    new, ignored = dotted_items(cfg.to_dict()), cfg.inapplicable()
     changes = {k: (old.get(k), v) for k, v in new.items() if k in old and old[k] != v and k not in ignored}
     refused = {k: ch for k, ch in changes.items() if k not in RESUMABLE_KEYS}
     if refused:

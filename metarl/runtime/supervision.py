@@ -249,6 +249,6 @@ class Supervisor:
         raise TrainingDivergedError(
             f"training diverged: the meta-updates of iterations {last - n + 1}-{last} were all skipped for non-finite "
             f"values (last: {metrics.get('outer/skip_reason')}; limit max_consecutive_skips={limit}). "
-            f"θ and α keep their last finite values and {where}. Likely causes: inner_lr, meta_lr or max_kl too large, "
-            f"an env returning NaN/inf, float32 overflow (try dtype: float64)"
+            f"θ and α keep their last finite values and {where}. Likely causes: inner_lr, adam.lr or trpo.max_kl too "
+            f"large, an env returning NaN/inf, float32 overflow (try resources.dtype: float64)"
         )
