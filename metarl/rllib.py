@@ -126,7 +126,8 @@ def save_rl_module(module, out: str | Path) -> Path:
     """``module.save_to_path`` into a new directory ``out``, atomically (a temp dir renamed into place)."""
     out = check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # RLlib's save_to_path reads a relative path as a URI without a scheme (pyarrow refuses it)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent)).absolute()
     try:
         module.save_to_path(str(tmp))
         if out.exists():

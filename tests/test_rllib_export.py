@@ -133,6 +133,16 @@ def test_cli_export_rllib_of_theta_and_of_adapted_theta(runs, tmp_path, family, 
     assert any(not torch.equal(adapted[k], run.theta[k]) for k in adapted), "the adapted export is not θ"
 
 
+def test_cli_export_rllib_to_a_relative_out(runs, tmp_path, monkeypatch):
+    """A relative ``--out`` (as typed in a shell) works: RLlib reads a relative path as a URI and refused it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(runs["nav"]), "--format", "rllib", "--out", "exports/theta"]) == 0
+    run = load_run(runs["nav"])
+    obs = torch.rand(16, run.spec.obs_dim)
+    assert_same_distribution(RLModule.from_checkpoint(str(tmp_path / "exports" / "theta")), run.spec, run.theta, obs)
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["theta"], "no temp dir left behind"
+
+
 def test_api_export_is_the_cli_export(runs, tmp_path):
     path = export_rllib(runs["nav"], tmp_path / "api", task={"goal": [0.3, -0.2]}, steps=1, episodes=2, seed=2)
     run = load_run(runs["nav"])
