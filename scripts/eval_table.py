@@ -34,7 +34,7 @@ def rows(path: Path) -> list[str]:
     report = json.loads(path.read_text())
     returns = np.array([t["returns_by_step"] for t in report["per_task"]])  # (tasks, K+1)
     label = (
-        f"{path.stem} (it. {report['iteration']}, {report['init']}, {report['num_tasks']} tasks, "
+        f"{path.stem} (it. {report['iteration']}, {report.get('init', 'run')}, {report['num_tasks']} tasks, "
         f"K={report['episodes']})"
     )
     out = [f"| {label} | all | " + " | ".join(mean_ci(returns[:, j]) for j in range(returns.shape[1])) + " |"]

@@ -416,7 +416,7 @@ def test_a_lost_learner_node_stops_in_one_line_and_resume_equals_the_undisturbed
 
     cluster.add(1)  # a node for the second rollout worker (the learner goes back to the head)
     resumed = Trainer(Config.from_dict(RUN), tmp_path, address=address, resume=True)
-    assert resumed.resume_changes == {"learner_cpus": (3.0, 2.0)} and resumed.iteration == 1
+    assert resumed.resume_changes == {"resources.learner_cpus": (3.0, 2.0)} and resumed.iteration == 1
     assert [m["iteration"] for m in _train(resumed)] == [2, 3]
     _assert_same_run(undisturbed, tmp_path)
 
