@@ -99,6 +99,7 @@ OLD_FLAT_KEYS: dict[str, str] = {
 _OLD_NAME = {path: old for old, path in OLD_FLAT_KEYS.items()}  # "trpo.max_kl" -> "max_kl"
 log = logging.getLogger(__name__)
 _noted_old_spelling = False
+NOTE_KEYS = 8  # mappings the note names in full; past that it names 6 and counts the rest
 
 
 def note_old_spelling(old_keys: Sequence[str]) -> None:
@@ -107,7 +108,11 @@ def note_old_spelling(old_keys: Sequence[str]) -> None:
     if not old_keys or _noted_old_spelling:
         return
     _noted_old_spelling = True
-    read_as = ", ".join(f"{key} -> {OLD_FLAT_KEYS[key]}" for key in dict.fromkeys(old_keys))
+    keys = list(dict.fromkeys(old_keys))
+    named = keys if len(keys) <= NOTE_KEYS else keys[:6]  # a whole old config (a checkpoint's): a readable line
+    read_as = ", ".join(f"{key} -> {OLD_FLAT_KEYS[key]}" for key in named)
+    if len(named) < len(keys):
+        read_as += f" and {len(keys) - len(named)} more, as `metarl config FILE` prints them"
     log.warning("flat config keys are the old spelling, read as: %s (write the nested form)", read_as)
 
 
