@@ -5,7 +5,8 @@ Copies ``config.yaml``, ``metrics.jsonl`` and the newest checkpoint (``checkpoin
 ``.json`` that holds its hash) from RUN to DEST, each written to a temporary name and renamed, and
 removes older archived checkpoints. ``metarl train CONFIG --out DEST --resume`` (or a copy of DEST
 as ``--out``) then continues the run on any machine. With ``--every S`` it repeats every S seconds
-until the run directory's metrics stop growing for an hour (use it beside a background run).
+until the run directory's metrics stop growing for an hour (use it beside a background run; started
+at the same time as ``metarl train``, it waits up to 10 minutes for the run's config.yaml).
 
     python scripts/archive_run.py runs/hc-dir-maml-s0 docs/data/locomotion/halfcheetah-dir-maml-seed0 --every 300
 """
@@ -49,8 +50,13 @@ def main() -> None:
     parser.add_argument("dest", type=Path)
     parser.add_argument("--every", type=float, default=0.0, help="repeat every this many seconds")
     args = parser.parse_args()
-    if not (args.run / "config.yaml").exists():
+    if not args.every and not (args.run / "config.yaml").exists():
         parser.error(f"{args.run} is not a run directory (no config.yaml)")
+    started = time.time()
+    while args.every and not (args.run / "config.yaml").exists():  # started beside `metarl train`: wait for it
+        if time.time() - started > 600:
+            parser.error(f"{args.run} is not a run directory (no config.yaml after 600 s)")
+        time.sleep(5)
     last_size, last_change = -1, time.time()
     while True:
         name = archive(args.run, args.dest)
