@@ -214,9 +214,19 @@ def run_study(args: argparse.Namespace) -> None:
         ray.shutdown()
 
 
-def curves(results: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Per start: env steps and per-seed mean return (over goals) at each PPO iteration."""
+def complete_seeds(rows: list[dict], tasks: int) -> list[int]:
+    """Seeds with every start on every goal: a study still running reports only those (a part-done seed
+    would mix goals between starts and turn the interval over seeds into one over goal subsets)."""
+    have = {(r["seed"], r["start"], r["task_index"]) for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    return [s for s in seeds if all((s, start, t) in have for start in STARTS for t in range(tasks))]
+
+
+def curves(results: Path, tasks: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per start: env steps and per-seed mean return (over goals) at each PPO iteration, complete seeds only."""
     rows = [json.loads(line) for line in results.read_text().splitlines()]
+    done = set(complete_seeds(rows, tasks))
+    rows = [r for r in rows if r["seed"] in done]
     out = {}
     for start in STARTS:
         mine = [r for r in rows if r["start"] == start]
@@ -237,11 +247,20 @@ def curves(results: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def report(args: argparse.Namespace) -> None:
-    data = curves(args.out / "results.jsonl")
     study = json.loads((args.out / "study.json").read_text())
+    data = curves(args.out / "results.jsonl", study["tasks"])
+    if not data:
+        raise SystemExit(f"rllib_finetune.py: no seed in {args.out} has finished every start on every goal yet")
+    seeds = sorted(
+        set(
+            complete_seeds(
+                [json.loads(x) for x in (args.out / "results.jsonl").read_text().splitlines()], study["tasks"]
+            )
+        )
+    )
     print(
         f"RLlib PPO fine-tuning on held-out goals from {study['run']} (metarl iteration {study['iteration']}); "
-        f"mean return over goals, ± 95 % t-interval over seeds\n"
+        f"mean return over goals, ± 95 % t-interval over seeds; complete seeds {seeds} of {study['seeds']}\n"
     )
     first = next(iter(data.values()))
     header = ["start", "goals × seeds", *[f"PPO iter {i + 1}" for i in range(first["per_seed"].shape[1])]]
@@ -266,9 +285,9 @@ def report(args: argparse.Namespace) -> None:
             ax.plot(d["steps"], mean, marker="o", label=start)
             if np.isfinite(half).all():
                 ax.fill_between(d["steps"], mean - half, mean + half, alpha=0.2)
-        ax.set_xlabel("environment steps on the held-out goal (incl. metarl's adaptation for 'adapted')")
+        ax.set_xlabel("env steps on the held-out goal ('adapted': from metarl's adaptation)")
         ax.set_ylabel("mean episode return")
-        ax.set_title("RLlib PPO fine-tuning, 2D navigation")
+        ax.set_title(f"RLlib PPO fine-tuning, 2D navigation ({len(seeds)} seed(s) x {study['tasks']} goals)")
         ax.legend()
         fig.tight_layout()
         args.figure.parent.mkdir(parents=True, exist_ok=True)

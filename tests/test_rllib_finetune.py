@@ -61,3 +61,24 @@ def test_smoke_run_writes_one_row_per_start_and_reports(tmp_path):
         cwd=tmp_path,
     )
     assert report.returncode == 0 and "| theta | 1 × 1 |" in report.stdout, report.stderr[-2000:]
+
+
+def test_a_study_still_running_reports_only_its_complete_seeds(tmp_path):
+    """A part-done seed (some starts on some goals) is left out of the table and figure, not averaged in."""
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"run": "r", "iteration": 1, "tasks": 2, "seeds": [0, 1]}))
+    starts = ("theta", "adapted", "pretrained", "scratch")
+    rows = [
+        {"start": s, "seed": 0, "task_index": t, "iteration": 1, "env_steps": 100, "return": -10.0 - t}
+        for s in starts
+        for t in range(2)
+    ]
+    rows.append({"start": "theta", "seed": 1, "task_index": 0, "iteration": 1, "env_steps": 100, "return": 99.0})
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "report", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "complete seeds [0] of [0, 1]" in proc.stdout
+    assert "| theta | 2 × 1 | -10.50" in proc.stdout and "99" not in proc.stdout.split("\n", 2)[2]
