@@ -1,7 +1,7 @@
 """Checkpoints written before the layers refactor (issue 30) still resume and evaluate.
 
-``tests/data/old-checkpoints/*`` were written by main at a0b462c, the commit before the refactor, with
-``tests/data/old-checkpoints/make.sh``: three tiny 2D-navigation runs whose optimizer states are of the
+``docs/data/old-checkpoints/*`` were written by main at a0b462c, the commit before the refactor, with
+``docs/data/old-checkpoints/make.sh``: three tiny 2D-navigation runs whose optimizer states are of the
 three kinds (TRPO with Adam on α: torch's Adam state under ``alpha_adam``; Adam on (θ, α): torch's state
 dict itself; Reptile's update counter), kept at checkpoint 2. ``expected-iteration-3.json`` is the
 iteration 3 that code computed from there. ``docs/data/locomotion/halfcheetah-dir-maml-seed0`` is the
@@ -25,7 +25,7 @@ from metarl.runtime.learner import Learner
 from metarl.runtime.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
-OLD = REPO / "tests" / "data" / "old-checkpoints"
+OLD = REPO / "docs" / "data" / "old-checkpoints"
 ARCHIVE = REPO / "docs" / "data" / "locomotion" / "halfcheetah-dir-maml-seed0"
 
 
