@@ -222,11 +222,8 @@ def complete_seeds(rows: list[dict], tasks: int) -> list[int]:
     return [s for s in seeds if all((s, start, t) in have for start in STARTS for t in range(tasks))]
 
 
-def curves(results: Path, tasks: int) -> dict[str, dict[str, np.ndarray]]:
-    """Per start: env steps and per-seed mean return (over goals) at each PPO iteration, complete seeds only."""
-    rows = [json.loads(line) for line in results.read_text().splitlines()]
-    done = set(complete_seeds(rows, tasks))
-    rows = [r for r in rows if r["seed"] in done]
+def curves(rows: list[dict]) -> dict[str, dict[str, np.ndarray]]:
+    """Per start: env steps and per-seed mean return (over goals) at each PPO iteration."""
     out = {}
     for start in STARTS:
         mine = [r for r in rows if r["start"] == start]
@@ -248,16 +245,11 @@ def curves(results: Path, tasks: int) -> dict[str, dict[str, np.ndarray]]:
 
 def report(args: argparse.Namespace) -> None:
     study = json.loads((args.out / "study.json").read_text())
-    data = curves(args.out / "results.jsonl", study["tasks"])
-    if not data:
+    rows = [json.loads(line) for line in (args.out / "results.jsonl").read_text().splitlines()]
+    seeds = complete_seeds(rows, study["tasks"])
+    if not seeds:
         raise SystemExit(f"rllib_finetune.py: no seed in {args.out} has finished every start on every goal yet")
-    seeds = sorted(
-        set(
-            complete_seeds(
-                [json.loads(x) for x in (args.out / "results.jsonl").read_text().splitlines()], study["tasks"]
-            )
-        )
-    )
+    data = curves([r for r in rows if r["seed"] in seeds])
     print(
         f"RLlib PPO fine-tuning on held-out goals from {study['run']} (metarl iteration {study['iteration']}); "
         f"mean return over goals, ± 95 % t-interval over seeds; complete seeds {seeds} of {study['seeds']}\n"
