@@ -325,7 +325,10 @@ class MetaWorldTaskEnv(gym.Env):
         return self._env().step(np.asarray(action))
 
     def render(self):
-        return self._env().render()
+        """The frame right side up: Meta-World's cameras (``corner`` and the others) come out of MuJoCo's
+        offscreen renderer upside down (Metaworld #505, #516), so rows are flipped."""
+        frame = self._env().render()
+        return None if frame is None else np.ascontiguousarray(frame[::-1])
 
     def close(self) -> None:
         for env in self._envs.values():

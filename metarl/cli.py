@@ -326,8 +326,8 @@ def _render(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     check_video_path(args.out)
     task = _one_task(args)
-    if task is None:
-        raise ValueError("render needs the task to adapt to: --task JSON (e.g. '{\"velocity\": 1.5}') or --goal")
+    if args.strip_frames < 1 or args.strip_frames > 32:
+        raise ValueError(f"--strip-frames {args.strip_frames}: use 1..32 frames per row")
     if args.width < 16 or args.height < 16 or args.width * args.height > 4096 * 4096:
         raise ValueError(f"--width/--height {args.width}x{args.height}: use 16..4096 pixels each")
     choose_gl_backend()  # before mujoco is imported: it reads MUJOCO_GL once
@@ -349,13 +349,20 @@ def _render(args: argparse.Namespace) -> int:
             seed=args.seed,
             width=args.width,
             height=args.height,
+            strip_frames=args.strip_frames,
         )
     except RenderUnavailable as exc:
         print(f"metarl: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    success = ""
+    if result["success_before"] is not None:
+        success = f"; success {result['success_before']} before, {result['success_after']} after"
+    drawn = " (drawn from the evaluation split)" if task is None else ""
+    per_row = " per row" if args.out.lower().endswith(".png") else ""
     print(
-        f"metarl: wrote {result['out']}: {result['frames']} frames; return {result['return_before']:.2f} before, "
-        f"{result['return_after']:.2f} after {args.steps} inner step(s) on {result['task']}",
+        f"metarl: wrote {result['out']}: {result['frames']} frames{per_row}; "
+        f"return {result['return_before']:.2f} before, {result['return_after']:.2f} after {args.steps} inner step(s)"
+        f"{success} on {json.dumps(result['task'])}{drawn}",
         file=sys.stderr,
     )
     return 0
@@ -609,9 +616,19 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "run", metavar="RUN_OR_CHECKPOINT", help="run directory (its latest checkpoint) or checkpoint file"
     )
-    render.add_argument("--task", action="append", metavar="JSON", help="the task, e.g. '{\"velocity\": 1.5}'")
+    render.add_argument(
+        "--task",
+        action="append",
+        metavar="JSON",
+        help="the task, e.g. '{\"velocity\": 1.5}' (default: one draw from the evaluation split, by --seed)",
+    )
     render.add_argument("--goal", action="append", metavar="X,Y", help="the task as a goal (families with goals)")
-    render.add_argument("--out", required=True, help="video file: .gif, or .mp4 (needs imageio-ffmpeg)")
+    render.add_argument(
+        "--out", required=True, help="video file: .gif, or .mp4 (needs imageio-ffmpeg); .png: a frame strip"
+    )
+    render.add_argument(
+        "--strip-frames", type=int, default=6, help="frames per row of a .png strip, evenly spaced (default 6)"
+    )
     render.add_argument("--steps", type=int, default=1, help="inner steps before the right-hand episode (default 1)")
     render.add_argument("--episodes", type=int, help="trajectories per adaptation step (default: the run's)")
     render.add_argument(

@@ -1,5 +1,10 @@
 """Videos of a MuJoCo family's policy before and after adaptation, side by side: ``metarl render``.
 
+``--out`` ending in ``.png`` writes a frame strip instead: a row of frames of each episode, evenly
+spaced over it, before adaptation above after (for papers and docs, where a GIF does not print).
+Without ``--task`` the task is one draw from the family's evaluation split (Meta-World: the
+benchmark's held-out test tasks), as ``metarl evaluate --seed S`` draws it.
+
 Each panel is one deterministic (mean-action) episode on the task, rendered offscreen by
 MuJoCo through Gymnasium (``render_mode="rgb_array"``): the left panel with θ, the right with θ'
 after K inner steps, adapted exactly as ``metarl evaluate --seed S`` adapts (in-process).
@@ -25,6 +30,7 @@ from metarl.export import adapted_params, deterministic_action
 from metarl.runtime.evaluation import resolve_tasks
 
 VIDEO_FORMATS = (".gif", ".mp4")
+STRIP_FORMAT = ".png"
 
 
 class RenderUnavailable(RuntimeError):
@@ -67,8 +73,8 @@ def _unavailable(exc: Exception) -> RenderUnavailable:
 
 def check_video_path(out: str | Path) -> Path:
     out = Path(out)
-    if out.suffix.lower() not in VIDEO_FORMATS:
-        raise ValueError(f"--out {str(out)!r}: use .gif or .mp4")
+    if out.suffix.lower() not in (*VIDEO_FORMATS, STRIP_FORMAT):
+        raise ValueError(f"--out {str(out)!r}: use .gif or .mp4 (a video), or .png (a frame strip)")
     if out.suffix.lower() == ".mp4":
         if importlib.util.find_spec("imageio_ffmpeg") is None and importlib.util.find_spec("av") is None:
             raise ValueError(
@@ -99,18 +105,26 @@ def make_render_env(run, width: int, height: int):
 
 
 @torch.no_grad()
-def episode_frames(run, env, task: Task, params: Params, seed: int) -> tuple[list[np.ndarray], float]:
-    """One mean-action episode of ``params`` on ``task``: its frames and undiscounted return."""
+def episode_frames(run, env, task: Task, params: Params, seed: int) -> tuple[list[np.ndarray], float, bool | None]:
+    """One mean-action episode of ``params`` on ``task``: its frames, undiscounted return, and whether
+    it succeeded (any step's ``info["success"]``; None for families that report no success)."""
     env.unwrapped.set_task(task)
     obs, _ = env.reset(seed=seed)
-    frames, total = [_frame(env)], 0.0
+    frames, total, success = [_frame(env)], 0.0, None
     for _ in range(run.horizon):
-        obs, reward, terminated, truncated, _ = env.step(deterministic_action(run.spec, params, obs))
+        obs, reward, terminated, truncated, info = env.step(deterministic_action(run.spec, params, obs))
         total += float(reward)
+        if "success" in info:
+            success = bool(success) or bool(info["success"])
         frames.append(_frame(env))
         if terminated or truncated:
             break
-    return frames, total
+    return frames, total, success
+
+
+def _caption(what: str, total: float, success: bool | None) -> str:
+    outcome = "" if success is None else (", success" if success else ", no success")
+    return f"{what}: return {total:.1f}{outcome}"
 
 
 def _frame(env) -> np.ndarray:
@@ -137,6 +151,32 @@ def side_by_side(left: list[np.ndarray], right: list[np.ndarray], labels: tuple[
     return out
 
 
+def frame_strip(before: list[np.ndarray], after: list[np.ndarray], labels: tuple[str, str], count: int) -> np.ndarray:
+    """One image: ``count`` frames of each episode, evenly spaced from its first to its last, in a row
+    each (before above after), each row captioned and each frame numbered with its step."""
+    # lazy: image-only dependency (Pillow)
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for frames, label in zip((before, after), labels):
+        picks = np.unique(np.linspace(0, len(frames) - 1, count).round().astype(int))
+        picks = np.concatenate([picks, np.full(count - len(picks), picks[-1])])  # a short episode holds its end
+        image = Image.fromarray(np.concatenate([frames[i] for i in picks], axis=1))
+        draw = ImageDraw.Draw(image)
+        width = frames[0].shape[1]
+        draw.text((4, 4), label, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+        for j, i in enumerate(picks):
+            draw.text(
+                (j * width + 4, frames[0].shape[0] - 14),
+                f"step {i}",
+                fill=(255, 255, 255),
+                stroke_width=1,
+                stroke_fill=(0, 0, 0),
+            )
+        rows.append(np.asarray(image))
+    return np.concatenate(rows, axis=0)
+
+
 def write_video(frames: list[np.ndarray], out: Path, fps: float) -> Path:
     # lazy: video-only dependencies (Pillow, imageio)
     import imageio.v3 as iio
@@ -151,39 +191,52 @@ def write_video(frames: list[np.ndarray], out: Path, fps: float) -> Path:
 
 def render_adaptation(
     run,
-    task: Task | list,
+    task: Task | list | None,
     out: str | Path,
     steps: int = 1,
     episodes: int | None = None,
     seed: int = 0,
     width: int = 320,
     height: int = 240,
+    strip_frames: int = 6,
 ) -> dict[str, Any]:
-    """Write ``out`` (GIF or MP4): θ's episode on ``task`` beside θ' after ``steps`` inner steps.
+    """Write ``out`` (GIF or MP4, or a PNG frame strip): θ's episode on ``task`` beside θ' after
+    ``steps`` inner steps. ``task=None`` draws one from the evaluation split with ``seed``.
 
-    Returns the two episodes' returns and the frame count.
+    Returns the task, the two episodes' returns and the frame count.
     """
     out = check_video_path(out)
     env = make_render_env(run, width, height)
     try:
-        (task,) = resolve_tasks(run, [task], None, seed)
-        before, before_return = episode_frames(run, env, task, run.theta, seed)
+        (task,) = resolve_tasks(run, None if task is None else [task], 1 if task is None else None, seed)
+        before, before_return, before_success = episode_frames(run, env, task, run.theta, seed)
         after_params = adapted_params(run, task, steps, episodes, seed)
-        after, after_return = episode_frames(run, env, task, after_params, seed)
+        after, after_return, after_success = episode_frames(run, env, task, after_params, seed)
         fps = float(env.metadata.get("render_fps") or 30)
     finally:
         env.close()
     step_word = "step" if steps == 1 else "steps"
-    frames = side_by_side(
-        before,
-        after,
-        (f"before adaptation: return {before_return:.1f}", f"after {steps} {step_word}: return {after_return:.1f}"),
+    labels = (
+        _caption("before adaptation", before_return, before_success),
+        _caption(f"after {steps} {step_word}", after_return, after_success),
     )
-    write_video(frames, out, fps)
+    if out.suffix.lower() == STRIP_FORMAT:
+        # lazy: image-only dependency (imageio)
+        import imageio.v3 as iio
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(out, frame_strip(before, after, labels, strip_frames))
+        frame_count = strip_frames
+    else:
+        frames = side_by_side(before, after, labels)
+        write_video(frames, out, fps)
+        frame_count = len(frames)
     return {
         "out": str(out),
         "task": task,
         "return_before": before_return,
         "return_after": after_return,
-        "frames": len(frames),
+        "success_before": before_success,
+        "success_after": after_success,
+        "frames": frame_count,
     }

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import metaworld
@@ -21,6 +24,8 @@ from metarl.envs import metaworld as mw
 from metarl.envs.tasks import sample_tasks, task_splits
 from metarl.runtime.rollout_group import split_by_share, spread_by_class
 from metarl.runtime.rollouts import VectorEnvs, sample_rollouts
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +283,7 @@ def test_training_logs_success_and_evaluate_reports_it_per_class(local_ray, reac
 def test_render_a_metaworld_task_headless(tmp_path):
     """``metarl render`` on ML1 reach: θ's episode beside θ' after one step, offscreen (EGL here)."""
     from test_export import fake_run  # tests/ is on sys.path
-    from test_render import _cannot_render, _cli
+    from test_render import _cannot_render, _cli, _env
 
     reason = _cannot_render()
     if reason:
@@ -295,6 +300,35 @@ def test_render_a_metaworld_task_headless(tmp_path):
     frames = iio.imread(out, index=None)
     assert frames.shape == (16, 48, 128, 3) and frames.std() > 10  # horizon 15 + the reset frame, two panels
     assert np.abs(frames[-1, 12:, :64].astype(float) - frames[0, 12:, :64]).mean() > 0.1, "the arm moves"
+
+    # Without --task: one held-out test task, drawn by --seed; .png: a frame strip, before above after.
+    strip = tmp_path / "reach.png"
+    argv = ("render", str(run), "--out", str(strip), "--episodes", "1", "--width", "64", "--height", "48")
+    proc = _cli(*argv, "--strip-frames", "4", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "drawn from the evaluation split" in proc.stderr and "success False before" in proc.stderr
+    (wrote,) = [line for line in proc.stderr.splitlines() if line.startswith("metarl: wrote")]
+    drawn = json.loads(wrote.split(" on ", 1)[1].removesuffix(" (drawn from the evaluation split)"))
+    test_goals = [t["rand_vec"] for t in mw.MetaWorldTaskEnv("ML1", "reach-v3").tasks("test")]
+    assert drawn["env_name"] == "reach-v3" and drawn["rand_vec"] in test_goals
+    image = iio.imread(strip).astype(float)
+    assert image.shape == (2 * 48, 4 * 64, 3)
+    assert image[:48].std() > 10 and image[48:].std() > 10, "two rows of frames, not blank"
+
+    # Right side up (Meta-World's cameras come out of MuJoCo upside down): in the corner view the plain
+    # backdrop is above, the table and floor below. One uncaptioned frame, in a fresh process (MUJOCO_GL).
+    probe = (
+        "from metarl.render import choose_gl_backend; choose_gl_backend()\n"
+        "import numpy as np; from metarl.envs.metaworld import MetaWorldTaskEnv\n"
+        "e = MetaWorldTaskEnv('ML1', 'reach-v3', render_mode='rgb_array', width=64, height=48)\n"
+        "e.set_task(e.tasks('test')[0]); e.reset(seed=0); f = np.asarray(e.render(), float)\n"
+        "print(f[:8].std(), f[-8:].std())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=REPO, env=_env()
+    )
+    top, bottom = (float(x) for x in done.stdout.split())
+    assert top < bottom / 1.5, (top, bottom)
 
 
 def test_families_without_success_log_none_and_rates_are_fractions_of_episodes():

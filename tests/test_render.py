@@ -81,8 +81,11 @@ def test_bad_input_is_one_line(cheetah, tmp_path, capsys):
     from metarl.cli import main
 
     for argv, fragment in [  # refused before any GL or env work: in this process
-        (["render", str(cheetah), "--task", TASK, "--out", str(tmp_path / "c.avi")], "use .gif or .mp4"),
-        (["render", str(cheetah), "--out", str(tmp_path / "c.gif")], "needs the task"),
+        (
+            ["render", str(cheetah), "--task", TASK, "--out", str(tmp_path / "c.avi")],
+            "use .gif or .mp4 (a video), or .png",
+        ),
+        (["render", str(cheetah), "--out", str(tmp_path / "c.png"), "--strip-frames", "0"], "use 1..32 frames"),
     ]:
         assert main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
