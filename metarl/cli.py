@@ -32,49 +32,72 @@ EXPORT_FORMATS = ("pt2", "pt", "rllib")  # torch.export, TorchScript, an RLlib R
 
 
 def _train(args: argparse.Namespace) -> int:
+    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+    from metarl.runtime.signals import StopSignals  # light: no torch, no Ray
+
+    stop = StopSignals()  # SIGINT/SIGTERM: finish the iteration, checkpoint, exit 130/143
+    stop.install()
+    try:
+        return _train_under(args, stop)
+    finally:
+        if getattr(args, "program", False):
+            # The `metarl` program keeps the handlers to its end, so a signal on the way out, after the
+            # last checkpoint, only sets the flag. ray.shutdown resets the OS-level SIGTERM action to
+            # the default (Python's table still names our handler) and would run at exit, where a
+            # SIGTERM would then end the process by the signal: shut Ray down here, then take it again.
+            ray = sys.modules.get("ray")
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()
+            stop.ending = True
+            stop.install()
+        else:
+            stop.restore()  # called in-process (tests, notebooks): the caller's handlers back
+
+
+def _train_under(args: argparse.Namespace, stop) -> int:
+    """``metarl train`` with SIGINT/SIGTERM already taken by ``stop`` (from the start: a signal during
+    start-up stops before anything is written, with the same exit status as a later one)."""
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR, the run directory to continue")
     cfg = Config.load(args.config, args.set or [])
     # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
     from metarl.runtime.rundir import default_run_dir
-
-    out = Path(args.out) if args.out else default_run_dir(Path(args.config).stem)
-
-    # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
-    from metarl.runtime.signals import StopSignals
     from metarl.runtime.trainer import Trainer
 
-    with StopSignals() as stop:  # SIGINT/SIGTERM: finish the iteration, checkpoint, exit 130/143
-        trainer = Trainer(
-            cfg, out, address=args.address, resume=args.resume, config_path=args.config, overrides=args.set or []
-        )
-        stop.install()  # ray.init replaced our SIGTERM handler with its own
-        if trainer.resume_changes:
-            # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
-            from metarl.runtime.rundir import format_changes
-
-            print(f"metarl: resuming with changed {format_changes(trainer.resume_changes)}", file=sys.stderr)
-        print(f"metarl: training {cfg.algorithm} on {cfg.env}, run directory {out}", file=sys.stderr)
-        bar = Progress(cfg.iterations, trainer.iteration, cfg.algorithm, quiet=args.quiet)
-        report = bar.update
-
-        try:
-            trainer.train(report, should_stop=stop)
-        except Exception as exc:
-            if not stop():
-                raise
-            # e.g. Ctrl-C reached Ray's processes too (same process group): the iteration is lost
-            print(
-                f"metarl: stopped by {stop.name}; iteration {trainer.iteration + 1} was abandoned "
-                f"({type(exc).__name__}); newest checkpoint: {trainer.last_checkpoint}; resume with: "
-                f"{trainer.resume_command}",
-                file=sys.stderr,
-            )
-            return stop.exit_status
-        finally:
-            bar.close()
-            trainer.close()
+    out = Path(args.out) if args.out else default_run_dir(Path(args.config).stem)
     if stop():
+        print(f"metarl: stopped by {stop.name} during start-up; nothing was started or written", file=sys.stderr)
+        return stop.exit_status
+    trainer = Trainer(
+        cfg, out, address=args.address, resume=args.resume, config_path=args.config, overrides=args.set or []
+    )
+    stop.install()  # ray.init replaced our SIGTERM handler with its own
+    if trainer.resume_changes:
+        # lazy: each command loads only what it uses (torch, Ray), so --help, metarl config and bad input stay fast
+        from metarl.runtime.rundir import format_changes
+
+        print(f"metarl: resuming with changed {format_changes(trainer.resume_changes)}", file=sys.stderr)
+    print(f"metarl: training {cfg.algorithm} on {cfg.env}, run directory {out}", file=sys.stderr)
+    bar = Progress(cfg.iterations, trainer.iteration, cfg.algorithm, quiet=args.quiet)
+    report = bar.update
+
+    try:
+        trainer.train(report, should_stop=stop)
+    except Exception as exc:
+        if not stop():
+            raise
+        # e.g. Ctrl-C reached Ray's processes too (same process group): the iteration is lost
+        print(
+            f"metarl: stopped by {stop.name}; iteration {trainer.iteration + 1} was abandoned "
+            f"({type(exc).__name__}); newest checkpoint: {trainer.last_checkpoint}; resume with: "
+            f"{trainer.resume_command}",
+            file=sys.stderr,
+        )
+        return stop.exit_status
+    finally:
+        bar.close()
+        trainer.close()
+    if stop() and trainer.iteration < cfg.iterations:  # a signal during the last iteration: the run is done
         if trainer.last_checkpoint is None:
             print(
                 f"metarl: stopped by {stop.name} before the first iteration; nothing was checkpointed", file=sys.stderr
@@ -688,6 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.program = argv is None  # the `metarl` program itself, not an in-process call
     logging.basicConfig(level=logging.WARNING, format="metarl: %(levelname)s: %(message)s")
     # A config's env "module:id" may name a module in the working directory (examples/my_task_family.py);
     # Ray actors start there with it on their path. Appended last, so it shadows no installed module.

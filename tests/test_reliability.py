@@ -542,6 +542,40 @@ def test_stop_signals_set_a_flag_then_abort_and_restore_handlers():
         assert stop.exit_status == 130
 
 
+_SIGNAL_AT = """
+import atexit, os, signal, sys, time
+from metarl.config import Config
+when = sys.argv.pop(1)
+if when == "start-up":  # while the config is read, before torch, Ray or the run directory
+    real = Config.load.__func__
+    Config.load = classmethod(lambda cls, *a, **k: (os.kill(os.getpid(), signal.SIGTERM), real(cls, *a, **k))[1])
+else:  # as the program ends, after the last checkpoint and the trainer's close
+    atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.5)))
+from metarl.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("when", ["start-up", "exit"])
+def test_a_sigterm_in_start_up_or_at_exit_is_taken_too(ray_address, tmp_path, when):
+    """The `metarl` program takes SIGTERM from its start to its end: during start-up it stops before
+    anything is written (143, one line); at exit, after a finished run, it leaves the run's status 0.
+    (Before, both windows met the default action: the process ended by the signal, status −15.)"""
+    out = tmp_path / "run"
+    sets = {**TINY, "iterations": 2}
+    argv = [sys.executable, "-c", _SIGNAL_AT, when, "train", "configs/navigation2d-maml.yaml", "--quiet"]
+    argv += ["--out", str(out), "--address", ray_address, "--set"]
+    argv += [f"{k}={json.dumps(v).replace(' ', '')}" for k, v in sets.items()]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if when == "start-up":
+        assert proc.returncode == 143, proc.stderr[-2000:]
+        assert "stopped by SIGTERM during start-up; nothing was started or written" in proc.stderr
+        assert not out.exists()
+    else:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "metarl: done" in proc.stderr and len(read_metrics(out / "metrics.jsonl")) == 2
+
+
 def _latest_iteration(ckpt: Path) -> int:
     found = load_latest(ckpt)
     return -1 if found is None else int(found[1]["iteration"])

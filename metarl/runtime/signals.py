@@ -11,7 +11,14 @@ newest checkpoint is then the last periodic one, which is complete (checkpoints 
 atomically). SIGKILL cannot be caught: it too leaves the last complete checkpoint.
 
 ``ray.init`` installs its own SIGTERM handler (``sys.exit``), so call :meth:`StopSignals.install`
-again once Ray has started.
+again once Ray has started. ``metarl train`` takes the signals before it reads the config or imports
+torch and Ray (this module imports neither), so a signal during start-up also exits 130 / 143, before
+anything is written, and keeps them to its end: ``ray.shutdown`` (also run by Ray at exit) resets the
+OS-level SIGTERM action to the default while Python's table still names the handler, so the program
+shuts Ray down itself when the run is over and takes the signals again; a signal then changes nothing
+(the run's status stands). Only a signal in the interpreter's own first fraction of a second, before
+``metarl.cli`` runs, meets the default action (the process ends by the signal: status −15 to Python's
+``subprocess``, 143 to a shell); nothing has been touched by then either.
 
 Job runners (``timeout``, SLURM, Kubernetes, a terminal's Ctrl-C) signal the whole process
 group. A local Ray started by ``ray.init`` would be in that group, and SIGTERM would kill its
@@ -28,8 +35,6 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from ray._private import services, utils
-
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -38,6 +43,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.ending = False  # set once the run is over: a signal then changes nothing
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -66,12 +72,12 @@ class StopSignals:
         if self.signum is not None:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: aborting")
         self.signum = signum
+        if self.ending:
+            what = "the run is over, exiting as it ended"
+        else:
+            what = f"finishing this iteration, then a checkpoint and exit ({self.name} again aborts at once)"
         # os.write: no Python-level locks, safe while the main thread is inside print/logging
-        os.write(
-            2,
-            f"\nmetarl: {self.name} received: finishing this iteration, then a checkpoint and exit "
-            f"({self.name} again aborts at once)\n".encode(),
-        )
+        os.write(2, f"\nmetarl: {self.name} received: {what}\n".encode())
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -93,6 +99,9 @@ def ray_processes_in_own_session() -> Iterator[None]:
     Only where Ray has kernel fate-sharing (Linux): there its processes die with the driver
     whatever group they are in; elsewhere Ray's reaper needs them in the driver's group.
     """
+    # lazy: StopSignals is taken first thing in `metarl train`, before Ray or torch is imported
+    from ray._private import services, utils
+
     if not utils.detect_fate_sharing_support():
         yield
         return
