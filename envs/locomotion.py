@@ -23,7 +23,7 @@ HalfCheetah never terminates; the Ant terminates when unhealthy (torso z outside
 non-finite state), as Gymnasium's and rllab's. Truncated at 200 steps (``max_episode_steps`` of
 the registration, the MAML paper's horizon; the config's ``horizon`` overrides it).
 
-## Conventions (``env_kwargs: {conventions: rllab}``, HalfCheetah only)
+## Conventions (``env_kwargs: {conventions: rllab}``)
 ``gymnasium`` (default) is Gymnasium's ``HalfCheetah-v5`` as above: 5 MuJoCo steps of 0.01 s per
 action, so a 200-step episode is 10 s. ``rllab`` is the environment the MAML paper's numbers come
 from (cbfinn/maml_rl ``rllab/envs/mujoco/half_cheetah_env_rand*.py`` on the same ``half_cheetah.xml``):
@@ -34,6 +34,20 @@ velocity after the step (rllab's ``get_body_comvel("torso")``: MuJoCo's ``subtre
 the torso's displacement over the step; resets add N(0, 0.01²) to the joint positions and
 N(0, 0.1²) to the velocities (rllab's ``reset_mujoco``; ``reset_noise_scale`` is Gymnasium's and
 unused). Rewards keep the same rules and the same control cost.
+
+The Ant under ``rllab`` is the MAML paper's Ant (``rllab/envs/mujoco/ant_env_rand*.py`` on rllab's
+``ant.xml``), rebuilt on Gymnasium's ``ant.xml``: the same bodies, joints, masses and actuators (rllab's
+motors take ±150 with gear 1, its action-normalising wrapper scales [−1, 1] to that; Gymnasium's
+take ±1 with gear 150: the same torques), with rllab's model options set on the loaded model:
+timestep 0.02 s (Gymnasium's file has 0.01) and every geom's contact impedance ``solimp`` 0.8 0.8 0.01
+(Gymnasium's file leaves MuJoCo's default). One MuJoCo step per action, so a 200-step episode is 4 s
+(Gymnasium: 5 steps of 0.01 s, 10 s). The episode starts from the model's ``init_qpos`` (torso at
+z = 0.55, legs bent; rllab reads it, Gymnasium's env ignores it) plus rllab's Gaussian noise. After each
+step the full forward dynamics of the new state are computed, with the contact forces (rllab's
+``forward_dynamics`` calls ``model.forward()``, which in MuJoCo 1.31 included them). The observation is
+rllab's 125 numbers: ``qpos`` (x, y included), ``qvel``, the clipped contact forces of every body,
+the torso's orientation matrix and the whole body's centre of mass; v_x is that centre of mass's
+velocity. Termination, costs and survival bonus are the same as above.
 
 ## Task
 ``{"velocity": v*}`` with v* ~ U[0, 2] (HalfCheetah) or U[0, 3] (Ant); ``{"direction": d}`` with
@@ -65,7 +79,7 @@ def check_conventions(value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ValueError(
             f"conventions {value!r}: this family takes {' or '.join(map(repr, allowed))} "
-            "('rllab' is the MAML paper's HalfCheetah: 1 MuJoCo step per action, see metarl.envs.locomotion)"
+            "('rllab' is the MAML paper's environment: 1 MuJoCo step per action, see metarl.envs.locomotion)"
         )
     return value
 
@@ -80,6 +94,31 @@ def rllab_cheetah_state(model: Any, data: Any) -> tuple[np.ndarray, float]:
     mujoco.mj_subtreeVel(model, data)
     torso = 1  # the model's first body after the world: rllab's get_body_com("torso") is its subtree
     obs = np.concatenate([data.qpos[1:], data.qvel, data.subtree_com[torso]])
+    return obs, float(data.subtree_linvel[torso, 0])
+
+
+RLLAB_ANT_TIMESTEP = 0.02  # rllab's ant.xml: <option timestep="0.02" integrator="RK4"/>
+RLLAB_ANT_SOLIMP = (0.8, 0.8, 0.01, 0.5, 2.0)  # its geom default solimp=".8 .8 .01" (MuJoCo's 0.5 2 after)
+
+
+def rllab_ant_model(model: Any) -> np.ndarray:
+    """Set rllab's Ant options on a loaded Gymnasium ``ant.xml``; returns rllab's initial ``qpos`` (the
+    model's ``init_qpos`` numeric, which rllab's ``MujocoEnv`` reads and Gymnasium's ignores)."""
+    model.opt.timestep = RLLAB_ANT_TIMESTEP
+    model.geom_solimp[:] = RLLAB_ANT_SOLIMP
+    return np.array(model.numeric("init_qpos").data, dtype=np.float64)
+
+
+def rllab_ant_state(model: Any, data: Any) -> tuple[np.ndarray, float]:
+    """rllab's Ant observation and v_x after a step or reset: the new state's full forward dynamics with
+    contact forces (rllab's ``model.forward()``), then ``qpos``, ``qvel``, clip(contact forces, −1, 1) of
+    every body, the torso's orientation matrix, the body's centre of mass, and its x velocity."""
+    mujoco.mj_forward(model, data)
+    mujoco.mj_rnePostConstraint(model, data)
+    mujoco.mj_subtreeVel(model, data)
+    torso = 1
+    contact = np.clip(data.cfrc_ext, -1.0, 1.0).ravel()
+    obs = np.concatenate([data.qpos, data.qvel, contact, data.xmat[torso], data.subtree_com[torso]])
     return obs, float(data.subtree_linvel[torso, 0])
 
 
@@ -129,7 +168,8 @@ class _LocomotionTasks:
 
     KEY: str
     DEFAULT: float
-    CONVENTIONS: tuple[str, ...] = ("gymnasium",)
+    CONVENTIONS: tuple[str, ...] = CONVENTIONS
+    RLLAB_STATE: Any = staticmethod(rllab_cheetah_state)  # (model, data) -> (observation, v_x)
 
     def __init__(
         self, task: Task | None = None, reset_noise_scale: float = 0.1, conventions: str = "gymnasium", **render: Any
@@ -139,11 +179,16 @@ class _LocomotionTasks:
         skip = {"frame_skip": 1} if self.conventions == "rllab" else {}
         super().__init__(reset_noise_scale=reset_noise_scale, **skip, **render)  # type: ignore[call-arg]
         if self.conventions == "rllab":
-            self.observation_space = Box(-np.inf, np.inf, (self.model.nq - 1 + self.model.nv + 3,), np.float64)
+            self._rllab_model()
+            size = self.RLLAB_STATE(self.model, mujoco.MjData(self.model))[0].size  # type: ignore[attr-defined]
+            self.observation_space = Box(-np.inf, np.inf, (size,), np.float64)
         self._reset_noise = reset_noise_scale
         self._render_kwargs = render
         self._task: Task = {}
         self.set_task(task if task is not None else {self.KEY: self.DEFAULT})
+
+    def _rllab_model(self) -> None:
+        """rllab's options on the loaded model (the Ant's differ from Gymnasium's file; the cheetah's do not)."""
 
     @classmethod
     def validate_task(cls, task: Task) -> Task:
@@ -177,7 +222,7 @@ class _LocomotionTasks:
 
     def _get_obs(self):
         if self.conventions == "rllab":
-            return rllab_cheetah_state(self.model, self.data)[0]  # type: ignore[attr-defined]
+            return self.RLLAB_STATE(self.model, self.data)[0]  # type: ignore[attr-defined]
         return super()._get_obs()  # type: ignore[misc]
 
     def reset_model(self):
@@ -299,7 +344,9 @@ class CheetahVectorEnv(_MujocoVectorEnv):
 
     def _obs(self) -> np.ndarray:
         if self.conventions == "rllab":
-            return self._grid(np.stack([rllab_cheetah_state(self.model, d)[0] for d in self.datas]).astype(np.float32))
+            return self._grid(
+                np.stack([self.env_cls.RLLAB_STATE(self.model, d)[0] for d in self.datas]).astype(np.float32)
+            )
         qpos = np.stack([d.qpos for d in self.datas])
         qvel = np.stack([d.qvel for d in self.datas])
         return self._grid(np.concatenate([qpos[:, 1:], qvel], axis=-1).astype(np.float32))
@@ -353,13 +400,22 @@ class AntVectorEnv(_MujocoVectorEnv):
         return self._grid(self._obs.copy())
 
     def _record(self, i: int) -> None:
-        """Copy ``i``'s state after a reset or step into the per-copy arrays (MjData lives in separate C buffers)."""
+        """Copy ``i``'s state after a reset or step into the per-copy arrays (MjData lives in separate C buffers).
+
+        Under rllab's conventions the copy's observation and v_x come from :func:`rllab_ant_state` here
+        (the new state's forward dynamics, as the Gymnasium path's ``_get_obs``), ``_x`` holding v_x."""
         data = self.datas[i]
+        if self.conventions == "rllab":
+            self._obs[i], self._x[i] = self.env_cls.RLLAB_STATE(self.model, data)
+        else:
+            self._x[i] = data.xpos[self.main_body, 0]
         self._qpos[i], self._qvel[i], self._cfrc[i] = data.qpos, data.qvel, data.cfrc_ext
-        self._x[i] = data.xpos[self.main_body, 0]
 
     def _observe(self, idx: np.ndarray) -> None:
-        """``AntEnv._get_obs`` for copies ``idx`` at once: qpos[2:], qvel, clip(cfrc_ext)[1:]."""
+        """``AntEnv._get_obs`` for copies ``idx`` at once: qpos[2:], qvel, clip(cfrc_ext)[1:] (rllab's: made
+        by ``_record``)."""
+        if self.conventions == "rllab":
+            return
         low, high = self.contact_force_range
         contact = np.clip(self._cfrc[idx, 1:], low, high).reshape(len(idx), -1)
         self._obs[idx] = np.concatenate([self._qpos[idx, 2:], self._qvel[idx], contact], axis=-1)
@@ -376,7 +432,10 @@ class AntVectorEnv(_MujocoVectorEnv):
             self._record(i)
         self._observe(live)
         reward = np.zeros(self.num_envs)
-        x_velocity = (self._x[live] - x_before) / self.dt
+        if self.conventions == "rllab":  # the centre of mass's velocity, recorded after the step
+            x_velocity = self._x[live]
+        else:
+            x_velocity = (self._x[live] - x_before) / self.dt
         reward[live] = self.reward(x_velocity, ctrl[live], self._cfrc[live], self.task_value[live])
         if self.terminate_when_unhealthy:
             self._terminated[live] = ~self._healthy(live)
@@ -418,6 +477,11 @@ class _CheetahVector(_Vectorised):
 
 class _AntVector(_Vectorised):
     VECTOR_ENV = AntVectorEnv
+    RLLAB_STATE = staticmethod(rllab_ant_state)
+
+    def _rllab_model(self) -> None:
+        self.init_qpos = rllab_ant_model(self.model)  # type: ignore[attr-defined]
+        self.metadata = {**self.metadata, "render_fps": int(np.round(1.0 / self.dt))}  # type: ignore[attr-defined]
 
     def _reward(self, x_velocity: float, action: np.ndarray) -> float:
         forces = self.data.cfrc_ext  # type: ignore[attr-defined]
@@ -427,7 +491,6 @@ class _AntVector(_Vectorised):
 class HalfCheetahVelEnv(_CheetahVector, _Velocity, HalfCheetahEnv):
     """HalfCheetah running at a target forward velocity v* ~ U[0, 2]."""
 
-    CONVENTIONS = CONVENTIONS
     MAX_VELOCITY = CHEETAH_MAX_VELOCITY
     REWARD = staticmethod(cheetah_vel_reward)
 
@@ -435,7 +498,6 @@ class HalfCheetahVelEnv(_CheetahVector, _Velocity, HalfCheetahEnv):
 class HalfCheetahDirEnv(_CheetahVector, _Direction, HalfCheetahEnv):
     """HalfCheetah running forward (d = +1) or backward (d = −1)."""
 
-    CONVENTIONS = CONVENTIONS
     REWARD = staticmethod(cheetah_dir_reward)
 
 
