@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fine-tuning with RLlib PPO on held-out 2D-navigation goals, from four starting points.
+"""Fine-tuning with RLlib PPO on held-out tasks, from four starting points (2D navigation, HalfCheetah, ...).
 
     python scripts/rllib_finetune.py run    --run RUN --out runs/rllib-finetune --tasks 20 --seeds 0-2
     python scripts/rllib_finetune.py report --out runs/rllib-finetune [--figure docs/figures/rllib_finetune.png]
@@ -17,8 +17,9 @@ critic, freshly initialised, on a separate encoder):
 
 Each (start, seed, held-out goal) is one PPO run of ``--iterations`` iterations of
 ``--batch`` environment steps; its return at an iteration is the mean return of the episodes
-sampled in that iteration (before that iteration's update). Held-out goals are
-``heldout_goals`` of scripts/study.py (the paper study's; never training goals). Results go to
+sampled in that iteration (before that iteration's update). Held-out tasks: for 2D navigation
+``heldout_goals`` of scripts/study.py (the paper study's; never training goals); for the locomotion
+families the first ``--tasks`` of the MAML paper's 40 test goals (scripts/paper_numbers.py). Results go to
 ``OUT/results.jsonl`` (one row per PPO iteration); ``run`` skips runs already there, so a
 stopped study continues. Sampling and learning run in this process (``num_env_runners=0``,
 ``num_learners=0``): one PPO run's cost is its own CPU time, comparable across starts.
@@ -35,28 +36,50 @@ import gymnasium as gym
 import numpy as np
 from study import ci95, fmt, heldout_goals, parse_seeds  # scripts/study.py, beside this script (on sys.path)
 
-import metarl  # noqa: F401  (registers metarl/Navigation2D-v0)
+import metarl  # noqa: F401  (registers the metarl/ env ids)
 from metarl.api import export_rllib
-from metarl.envs.navigation_2d import Navigation2DEnv
 from metarl.export import export_params
 from metarl.rllib import export_run, module_spec
 from metarl.runtime.evaluation import load_run
 
 STARTS = ("theta", "adapted", "pretrained", "scratch")
-RANDOM_GOAL_ENV = "metarl-study/Navigation2DRandomGoal-v0"
+RANDOM_TASK_ENV = "metarl-study/RandomTask-v0"
+PAPER_FAMILIES = {"metarl/HalfCheetahVel-v0": "HalfCheetahVel", "metarl/HalfCheetahDir-v0": "HalfCheetahDir"}
+PAPER_FAMILIES.update({"metarl/AntVel-v0": "AntVel", "metarl/AntDir-v0": "AntDir"})
 
 
-class RandomGoalNavigation(Navigation2DEnv):
-    """Navigation2D whose goal is redrawn from the task distribution at every reset.
+class RandomTask(gym.Wrapper):
+    """A task env whose task is redrawn from the family's distribution at every reset.
 
     Only for the multi-task "pretrained" baseline: metarl's task envs never change task on
-    reset (a meta-RL benchmark must not); this subclass does so on purpose, visibly.
+    reset (a meta-RL benchmark must not); this wrapper does so on purpose, visibly.
     """
 
     def reset(self, *, seed=None, options=None):
-        obs, _ = super().reset(seed=seed, options=options)  # the start (the origin) does not depend on the goal
-        self.set_task(self.sample_tasks(1, self.np_random)[0])
-        return obs, {"task": self.get_task()}
+        # The start state does not depend on the task in these families (2D navigation starts at the
+        # origin, locomotion from the model's pose), only the reward does: draw after the (seeded) reset.
+        obs, info = super().reset(seed=seed, options=options)
+        family = self.unwrapped
+        family.set_task(family.sample_tasks(1, family.np_random)[0])
+        return obs, {**info, "task": family.get_task()}
+
+
+def make_random_task_env(family: str = "", horizon: int | None = None, **kwargs):
+    return RandomTask(gym.make(family, max_episode_steps=horizon, **kwargs))
+
+
+def heldout_tasks(run, n: int) -> list[dict]:
+    """The study's held-out tasks: 2D navigation's held-out goals, or the MAML paper's test goals."""
+    if run.cfg.env in PAPER_FAMILIES:
+        from paper_numbers import test_tasks  # scripts/paper_numbers.py, beside this script
+
+        tasks = test_tasks(PAPER_FAMILIES[run.cfg.env])
+        if n > len(tasks):
+            raise SystemExit(f"rllib_finetune.py: --tasks {n}: the paper has {len(tasks)} test goals for {run.cfg.env}")
+        return tasks[:n]
+    if "goal" not in run.env.unwrapped.get_task():
+        raise SystemExit(f"rllib_finetune.py: no held-out task list for {run.cfg.env} (2D navigation or locomotion)")
+    return [{"goal": g} for g in heldout_goals(n)]
 
 
 def ppo_config(run, seed: int, batch: int, env: str, env_config: dict, load_state_path: Path | None):
@@ -113,7 +136,8 @@ def pretrain(run, out: Path, seed: int, iterations: int, batch: int) -> Path:
     path = out / "init" / f"pretrained-seed{seed}"
     if path.exists():
         return path
-    rows, algo = train_ppo(ppo_config(run, seed, batch, RANDOM_GOAL_ENV, dict(run.cfg.env_kwargs), None), iterations)
+    env_config = {"family": run.cfg.env, "horizon": run.horizon, **run.cfg.env_kwargs}
+    rows, algo = train_ppo(ppo_config(run, seed, batch, RANDOM_TASK_ENV, env_config, None), iterations)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -148,9 +172,9 @@ def run_study(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     done = done_keys(results)
-    goals = heldout_goals(args.tasks)
-    adapt_steps = run.cfg.episodes_per_task * run.horizon  # what one inner step samples
-    gym.register(RANDOM_GOAL_ENV, entry_point=RandomGoalNavigation, max_episode_steps=run.horizon)
+    tasks = heldout_tasks(run, args.tasks)
+    adapt_steps = run.cfg.episodes_per_task * run.horizon  # what one inner step samples (at most)
+    gym.register(RANDOM_TASK_ENV, entry_point=make_random_task_env, max_episode_steps=run.horizon)
     (out / "study.json").write_text(
         json.dumps(
             {
@@ -162,7 +186,8 @@ def run_study(args: argparse.Namespace) -> None:
                 "batch": args.batch,
                 "pretrain_iterations": args.pretrain_iterations,
                 "adapt_env_steps": adapt_steps,
-                "goals": goals,
+                "env": run.cfg.env,
+                "tasks_list": tasks,
             },
             indent=1,
         )
@@ -177,17 +202,17 @@ def run_study(args: argparse.Namespace) -> None:
                 init = {"theta": theta, "scratch": None}.get(start)
                 if start == "pretrained":
                     init = pretrain(run, out, seed, args.pretrain_iterations, args.batch)
-                for index, goal in enumerate(goals):
+                for index, task in enumerate(tasks):
                     if (start, seed, index) in done:
                         continue
                     offset = 0
                     if start == "adapted":
                         init = out / "init" / f"adapted-seed{seed}-task{index}"
                         if not init.exists():
-                            params, _ = export_params(run, {"goal": goal}, 1, seed=seed)
+                            params, _ = export_params(run, task, 1, seed=seed)
                             export_run(run, params, init)
                         offset = adapt_steps
-                    env_config = {**run.cfg.env_kwargs, "task": {"goal": goal}}
+                    env_config = {**run.cfg.env_kwargs, "task": task}
                     rows, algo = train_ppo(
                         ppo_config(run, seed, args.batch, run.cfg.env, env_config, init), args.iterations
                     )
@@ -200,7 +225,7 @@ def run_study(args: argparse.Namespace) -> None:
                                         "start": start,
                                         "seed": seed,
                                         "task_index": index,
-                                        "goal": goal,
+                                        "task": task,
                                         **row,
                                         "env_steps": row["env_steps"] + offset,
                                     }
@@ -208,7 +233,7 @@ def run_study(args: argparse.Namespace) -> None:
                                 + "\n"
                             )
                     print(
-                        f"{start} seed {seed} goal {index}: returns {[round(r['return'], 1) for r in rows]}", flush=True
+                        f"{start} seed {seed} task {index}: returns {[round(r['return'], 1) for r in rows]}", flush=True
                     )
     finally:
         ray.shutdown()
@@ -279,7 +304,8 @@ def report(args: argparse.Namespace) -> None:
                 ax.fill_between(d["steps"], mean - half, mean + half, alpha=0.2)
         ax.set_xlabel("env steps on the held-out goal ('adapted': from metarl's adaptation)")
         ax.set_ylabel("mean episode return")
-        ax.set_title(f"RLlib PPO fine-tuning, 2D navigation ({len(seeds)} seed(s) x {study['tasks']} goals)")
+        family = study.get("env", "metarl/Navigation2D-v0").removeprefix("metarl/").removesuffix("-v0")
+        ax.set_title(f"RLlib PPO fine-tuning, {family} ({len(seeds)} seed(s) x {study['tasks']} tasks)")
         ax.legend()
         fig.tight_layout()
         args.figure.parent.mkdir(parents=True, exist_ok=True)

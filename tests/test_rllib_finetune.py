@@ -15,10 +15,17 @@ SCRIPT = REPO / "scripts" / "rllib_finetune.py"
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_one_row_per_start_and_reports(tmp_path):
+@pytest.mark.parametrize(
+    "family, overrides, adapt_steps",
+    [
+        ("nav", {}, 3 * 100),  # the fake run's episodes_per_task x horizon
+        ("cheetah", {"env": "metarl/HalfCheetahVel-v0", "episodes_per_task": 1, "horizon": 50}, 50),
+    ],
+)
+def test_smoke_run_writes_one_row_per_start_and_reports(tmp_path, family, overrides, adapt_steps):
     from test_export import fake_run  # tests/ is on sys.path (pytest's rootdir-less import)
 
-    run = fake_run(tmp_path / "run")
+    run = fake_run(tmp_path / "run", **overrides)
     out = tmp_path / "study"
     env = {**os.environ, "RAY_ADDRESS": ""}
     common = ["--out", str(out)]
@@ -51,7 +58,9 @@ def test_smoke_run_writes_one_row_per_start_and_reports(tmp_path):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["start"] for r in rows) == ["adapted", "pretrained", "scratch", "theta"]
     adapted = next(r for r in rows if r["start"] == "adapted")
-    assert adapted["env_steps"] == 200 + 3 * 100  # its adaptation's steps: episodes_per_task x horizon first
+    assert adapted["env_steps"] == 200 + adapt_steps  # its adaptation's steps: episodes_per_task x horizon first
+    if family == "cheetah":  # the MAML paper's first test goal (scripts/paper_numbers.py)
+        assert adapted["task"] == {"velocity": pytest.approx(0.834044009405148)}
     report = subprocess.run(
         [sys.executable, str(SCRIPT), "report", *common],
         capture_output=True,
